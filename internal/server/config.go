@@ -1,0 +1,86 @@
+package server
+
+import (
+	"errors"
+	"log/slog"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2/vfs"
+
+	"github.com/vowdb/vowdb/internal/keys"
+)
+
+// Config configures a node. Zero values pick the defaults in Defaults.
+type Config struct {
+	DataDir           string
+	ListenAddr        string // gRPC; port 0 picks a free port
+	AdvertiseAddr     string // defaults to the bound ListenAddr
+	HTTPAddr          string // empty disables HTTP
+	Join              []string
+	ReplicationFactor int
+
+	TickInterval   time.Duration // one Raft tick
+	ElectionTicks  int
+	HeartbeatTicks int
+	LogKeepEntries uint64
+	// RequestTimeout bounds how long a write waits for its entry to apply
+	// before it is answered as ambiguous.
+	RequestTimeout    time.Duration
+	HeartbeatInterval time.Duration
+	ReplicateInterval time.Duration
+	MaxKeyBytes       int
+	MaxValueBytes     int
+
+	FS     vfs.FS // nil: the real file system
+	Logger *slog.Logger
+}
+
+// Defaults fills zero fields.
+func (c *Config) Defaults() {
+	if c.ListenAddr == "" {
+		c.ListenAddr = "127.0.0.1:7401"
+	}
+	if c.ReplicationFactor == 0 {
+		c.ReplicationFactor = 3
+	}
+	if c.TickInterval == 0 {
+		c.TickInterval = 100 * time.Millisecond
+	}
+	if c.ElectionTicks == 0 {
+		c.ElectionTicks = 10
+	}
+	if c.HeartbeatTicks == 0 {
+		c.HeartbeatTicks = 1
+	}
+	if c.LogKeepEntries == 0 {
+		c.LogKeepEntries = 10000
+	}
+	if c.RequestTimeout == 0 {
+		c.RequestTimeout = 10 * time.Second
+	}
+	if c.HeartbeatInterval == 0 {
+		c.HeartbeatInterval = 500 * time.Millisecond
+	}
+	if c.ReplicateInterval == 0 {
+		c.ReplicateInterval = 500 * time.Millisecond
+	}
+	if c.MaxKeyBytes == 0 {
+		c.MaxKeyBytes = keys.DefaultMaxKeyBytes
+	}
+	if c.MaxValueBytes == 0 {
+		c.MaxValueBytes = keys.DefaultMaxValueBytes
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+}
+
+func (c *Config) validate() error {
+	if c.DataDir == "" {
+		return errors.New("server: --data-dir is required")
+	}
+	if c.ReplicationFactor < 1 {
+		return errors.New("server: --replication-factor must be at least 1")
+	}
+	return nil
+}
