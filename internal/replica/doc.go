@@ -8,16 +8,16 @@
 //
 // # Components
 //
-//	           Step/Propose/ReadIndex/Tick          (scheduler goroutine)
-//	                      │
-//	               ┌──────▼──────┐
-//	               │  RawNode    │── Storage() ──▶ raftStorage (MemoryStorage + Snapshot from Pebble)
-//	               └──────┬──────┘
-//	                      │ Ready
-//	   PersistReady(batch)│  entries, hard state, snapshot → shared synced Pebble batch
-//	   AfterPersist       │  mirror into MemoryStorage, return messages
-//	   Apply(batch)       │  committed entries → apply.go (data + applied index, one batch)
-//	   Advance            ▼
+//	        Step/Propose/ReadIndex/Tick          (scheduler goroutine)
+//	                   │
+//	            ┌──────▼──────┐
+//	            │  RawNode    │── Storage() ──▶ raftStorage (MemoryStorage + Snapshot from Pebble)
+//	            └──────┬──────┘
+//	                   │ Ready
+//	PersistReady(batch)│  entries, hard state, snapshot → shared synced Pebble batch
+//	AfterPersist       │  mirror into MemoryStorage, return messages
+//	Apply(batch)       │  committed entries → apply.go (data + applied index, one batch)
+//	Advance            ▼
 //
 // # Durable records (keys in package keys)
 //

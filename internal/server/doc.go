@@ -5,15 +5,15 @@
 //
 // # Components
 //
-//	 gRPC :listen ── KV service ──────┐           HTTP :http ── /metrics /livez /readyz
-//	              ── Admin service ───┤
-//	              ── Raft service ──┐ │
-//	                                ▼ ▼
-//	                transport ◀── multiraft.Scheduler ──▶ storage.Engine (Pebble)
-//	                                   ▲
-//	   loops: join (until initialized) · heartbeat → meta leader (liveness, node
-//	   addresses) · replicate (leaders add learners, promote them, publish
-//	   descriptors to the meta range)
+//	gRPC :listen ── KV service ──────┐           HTTP :http ── /metrics /livez /readyz
+//	             ── Admin service ───┤
+//	             ── Raft service ──┐ │
+//	                               ▼ ▼
+//	               transport ◀── multiraft.Scheduler ──▶ storage.Engine (Pebble)
+//	                                  ▲
+//	  loops: join (until initialized) · heartbeat → meta leader (liveness, node
+//	  addresses) · replicate (leaders add learners, promote them, publish
+//	  descriptors to the meta range)
 //
 // # Meta range
 //

@@ -40,8 +40,8 @@ type Transport struct {
 
 	mu struct {
 		sync.Mutex
-		peers map[uint64]*peer
-		conns map[string]*grpc.ClientConn
+		peers  map[uint64]*peer
+		conns  map[string]*grpc.ClientConn
 		closed bool
 	}
 }
