@@ -126,7 +126,7 @@ func (db *DB) readyConn(ctx context.Context, addr string) (*grpc.ClientConn, err
 			c.Connect()
 		}
 		if !c.WaitForStateChange(wctx, s) {
-			return nil, fmt.Errorf("cannot connect to %s (%v)", addr, s)
+			return nil, fmt.Errorf("%w: cannot connect to %s (%v)", ErrUnavailable, addr, s)
 		}
 	}
 }
@@ -157,16 +157,17 @@ func (db *DB) endpoints() []string {
 // admin calls fn on the first endpoint that answers.
 func (db *DB) admin(ctx context.Context, fn func(ctx context.Context, c vowdbpb.AdminClient) error) error {
 	var lastErr error
-	for _, ep := range db.endpoints() {
-		c, err := db.readyConn(ctx, ep)
-		if err != nil {
-			lastErr = err
-			if ctx.Err() != nil {
-				break
-			}
-			continue
+	eps := db.endpoints()
+	for i, ep := range eps {
+		// Give each endpoint a share of the time left, so one slow or
+		// partitioned node cannot use up the whole deadline.
+		actx, cancel := ctx, context.CancelFunc(func() {})
+		if dl, ok := ctx.Deadline(); ok && i < len(eps)-1 {
+			share := time.Until(dl) / time.Duration(len(eps)-i)
+			actx, cancel = context.WithTimeout(ctx, max(share, 500*time.Millisecond))
 		}
-		err = fn(ctx, vowdbpb.NewAdminClient(c))
+		err := db.adminOne(actx, ep, fn)
+		cancel()
 		if err == nil {
 			return nil
 		}
@@ -182,6 +183,16 @@ func (db *DB) admin(ctx context.Context, fn func(ctx context.Context, c vowdbpb.
 		lastErr = errors.New("no endpoints")
 	}
 	return classify(lastErr, false)
+}
+
+func (db *DB) adminOne(ctx context.Context, ep string, fn func(ctx context.Context, c vowdbpb.AdminClient) error) error {
+	{
+		c, err := db.readyConn(ctx, ep)
+		if err != nil {
+			return err
+		}
+		return fn(ctx, vowdbpb.NewAdminClient(c))
+	}
 }
 
 // lookup refreshes the routes starting at key.

@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"fmt"
 	"time"
 
 	"go.etcd.io/raft/v3/raftpb"
@@ -14,6 +15,7 @@ import (
 func (n *Node) heartbeatLoop() {
 	t := time.NewTicker(n.cfg.HeartbeatInterval)
 	defer t.Stop()
+	saved := "" // signature of the node list last written to the store
 	for {
 		select {
 		case <-n.ctx.Done():
@@ -49,20 +51,18 @@ func (n *Node) heartbeatLoop() {
 			n.log.Debug("heartbeat failed", "err", err)
 			continue
 		}
-		changed := false
 		n.mu.Lock()
 		for _, st := range resp.Nodes {
-			old, ok := n.mu.nodes[st.Node.NodeId]
-			if !ok || old.Address != st.Node.Address {
-				changed = true
-			}
 			n.mu.nodes[st.Node.NodeId] = st.Node
 		}
 		n.mu.statuses = resp.Nodes
 		n.mu.lastHB = time.Now()
 		n.mu.Unlock()
-		if changed {
+		// Persist the peer list whenever it changes, so a restarted node
+		// can reach its peers before it hears from anyone.
+		if sig := fmt.Sprint(n.knownNodes()); sig != saved {
 			n.saveNodeCache()
+			saved = sig
 		}
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"google.golang.org/grpc"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/vowdb/vowdb/api/vowdbpb"
@@ -51,6 +52,12 @@ func (n *Node) withMeta(ctx context.Context, fn func(ctx context.Context, c vowd
 		for _, nd := range n.knownNodes() {
 			candidates = append(candidates, nd.NodeId)
 		}
+		// Join addresses come last: they find the cluster when this node
+		// knows no peer yet (for example after losing its node cache).
+		const joinBase = 1 << 62
+		for i := range n.cfg.Join {
+			candidates = append(candidates, joinBase+uint64(i))
+		}
 		tried := map[uint64]bool{}
 		for len(candidates) > 0 {
 			id := candidates[0]
@@ -59,7 +66,13 @@ func (n *Node) withMeta(ctx context.Context, fn func(ctx context.Context, c vowd
 				continue
 			}
 			tried[id] = true
-			conn, err := n.trans.NodeConn(id)
+			var conn *grpc.ClientConn
+			var err error
+			if id >= joinBase {
+				conn, err = n.trans.Conn(n.cfg.Join[id-joinBase])
+			} else {
+				conn, err = n.trans.NodeConn(id)
+			}
 			if err != nil {
 				lastErr = err
 				continue
@@ -71,6 +84,7 @@ func (n *Node) withMeta(ctx context.Context, fn func(ctx context.Context, c vowd
 				return nil
 			}
 			lastErr = err
+			n.log.Debug("meta call failed", "target", id, "err", err)
 			if d, ok := transport.Detail(err); ok {
 				switch d.Code {
 				case vowdbpb.ErrorDetail_NOT_LEADER:

@@ -529,3 +529,43 @@ func (h schedHandler) ReportUnreachable(to uint64) {
 func u64(v uint64) []byte {
 	return []byte{byte(v >> 56), byte(v >> 48), byte(v >> 40), byte(v >> 32), byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)}
 }
+
+// SnapshotsApplied reports how many range snapshots this node installed
+// (for tests and the demo).
+func (n *Node) SnapshotsApplied() float64 {
+	mfs, err := n.metrics.Registry.Gather()
+	if err != nil {
+		return 0
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == "vowdb_raft_snapshots_applied_total" {
+			return mf.GetMetric()[0].GetCounter().GetValue()
+		}
+	}
+	return 0
+}
+
+// AppliedIndexes returns the applied index of every local replica.
+func (n *Node) AppliedIndexes() map[uint64]uint64 {
+	out := map[uint64]uint64{}
+	if s := n.sched.Load(); s != nil {
+		for _, r := range s.Replicas() {
+			out[r.RangeID] = r.Status().Applied
+		}
+	}
+	return out
+}
+
+// LeaderAppliedIndexes returns the applied index of every range this node
+// leads.
+func (n *Node) LeaderAppliedIndexes() map[uint64]uint64 {
+	out := map[uint64]uint64{}
+	if s := n.sched.Load(); s != nil {
+		for _, r := range s.Replicas() {
+			if st := r.Status(); st.LeaderID == n.nodeID() {
+				out[r.RangeID] = st.Applied
+			}
+		}
+	}
+	return out
+}

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
+	"os"
 	"testing"
 	"time"
 
@@ -14,7 +16,17 @@ func startCluster(t *testing.T, n int) (*Cluster, *vowdb.DB) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	c, err := Start(ctx, Options{Nodes: n, Dir: t.TempDir(), Fast: true, LogKeepEntries: 50})
+	opts := Options{Nodes: n, Dir: t.TempDir(), Fast: true, LogKeepEntries: 50}
+	// VOWDB_TEST_LOG=FILE writes every node's debug log to FILE.
+	if path := os.Getenv("VOWDB_TEST_LOG"); path != "" {
+		f, err := os.Create(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = f.Close() })
+		opts.Logger = slog.New(slog.NewTextHandler(f, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	c, err := Start(ctx, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
