@@ -14,6 +14,8 @@ import (
 	"go.etcd.io/raft/v3/raftpb"
 
 	"github.com/vowdb/vowdb/api/vowdbpb"
+	"github.com/vowdb/vowdb/internal/clock"
+	"github.com/vowdb/vowdb/internal/failpoint"
 	"github.com/vowdb/vowdb/internal/keys"
 	"github.com/vowdb/vowdb/internal/metrics"
 	"github.com/vowdb/vowdb/internal/replica"
@@ -36,9 +38,11 @@ type Sender interface {
 type Config struct {
 	NodeID       uint64
 	TickInterval time.Duration
-	Replica      replica.Config
-	Logger       *slog.Logger
-	Metrics      *metrics.Node
+	// Clock drives Raft ticks; nil means the wall clock.
+	Clock   clock.Clock
+	Replica replica.Config
+	Logger  *slog.Logger
+	Metrics *metrics.Node
 }
 
 // Scheduler drives all replicas of a node. See the package doc.
@@ -275,14 +279,18 @@ func (s *Scheduler) Bootstrap(descs ...*vowdbpb.RangeDescriptor) error {
 
 func (s *Scheduler) run() {
 	defer close(s.done)
-	t := time.NewTicker(s.cfg.TickInterval)
+	clk := s.cfg.Clock
+	if clk == nil {
+		clk = clock.Real{}
+	}
+	t := clk.NewTicker(s.cfg.TickInterval)
 	defer t.Stop()
 	for {
 		tick := false
 		select {
 		case <-s.stop:
 			return
-		case <-t.C:
+		case <-t.C():
 			tick = true
 		case <-s.wake:
 		}
@@ -441,6 +449,7 @@ func (s *Scheduler) processReady() (bool, error) {
 		return false, nil
 	}
 	// 2. one synced write for every group.
+	failpoint.Hit(failpoint.BeforePersist)
 	if b.Count() > 0 {
 		start := time.Now()
 		if err := s.eng.Commit(b, mustSync); err != nil {
@@ -453,6 +462,7 @@ func (s *Scheduler) processReady() (bool, error) {
 	} else {
 		_ = b.Close()
 	}
+	failpoint.Hit(failpoint.AfterPersist)
 	// 3. send, batched per destination node.
 	out := map[uint64][]*vowdbpb.RaftMessage{}
 	for i := range ready {
@@ -468,6 +478,7 @@ func (s *Scheduler) processReady() (bool, error) {
 		s.m.RaftMsgsSent.Add(float64(len(msgs)))
 		s.sender.Send(to, msgs)
 	}
+	failpoint.Hit(failpoint.AfterSend)
 	// 4. apply.
 	start := time.Now()
 	ab := s.eng.DB().NewIndexedBatch()
@@ -488,6 +499,7 @@ func (s *Scheduler) processReady() (bool, error) {
 	} else {
 		_ = ab.Close()
 	}
+	failpoint.Hit(failpoint.AfterApply)
 	// 5. answer, advance, open split ranges.
 	for i := range ready {
 		ready[i].r.Finish(ready[i].rd)

@@ -13,6 +13,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/vowdb/vowdb/api/vowdbpb"
+	"github.com/vowdb/vowdb/internal/clock"
 	"github.com/vowdb/vowdb/internal/keys"
 	"github.com/vowdb/vowdb/internal/metrics"
 	"github.com/vowdb/vowdb/internal/replica"
@@ -154,5 +155,43 @@ func TestCrashKeepsAcknowledgedWrites(t *testing.T) {
 			}
 			propose(t, s2, 2, "after", "crash")
 		})
+	}
+}
+
+// TestManualClockDrivesElections: with a manual clock the group cannot elect
+// a leader until the test advances time past the election timeout.
+func TestManualClockDrivesElections(t *testing.T) {
+	eng, err := storage.Open(storage.Options{Dir: "/store", FS: vfs.NewMem()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer eng.Close()
+	m := metrics.New()
+	cfg := testConfig(m)
+	clk := clock.NewManual(time.Unix(0, 0))
+	cfg.Clock = clk
+	s, err := New(cfg, eng, nullSender{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Bootstrap(&vowdbpb.RangeDescriptor{RangeId: 2, Generation: 1, Replicas: []*vowdbpb.ReplicaDescriptor{{NodeId: 1}}}); err != nil {
+		t.Fatal(err)
+	}
+	s.Start()
+	defer s.Stop()
+	try := func() error {
+		p := replica.NewProposal(&vowdbpb.Command{Op: &vowdbpb.Command_Put{Put: &vowdbpb.PutOp{Key: []byte("k"), Value: []byte("v")}}})
+		s.Propose(2, p)
+		return (<-p.Done).Err
+	}
+	if err := try(); err == nil {
+		t.Fatal("a leader was elected without the clock moving")
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for try() != nil {
+		if time.Now().After(deadline) {
+			t.Fatal("no leader after advancing the clock")
+		}
+		clk.Advance(cfg.TickInterval)
 	}
 }

@@ -1,0 +1,28 @@
+// Package failpoint names the points in vowdb's durable-write and send paths
+// where a test can inject a crash, an error or a delay.
+//
+// Call sites use Hit(name). In normal builds Hit is an empty function that
+// the compiler removes; built with `-tags failpoints`, Hit runs whatever a
+// test registered for that name with Enable.
+//
+// Names are "<package>/<point>", for example "multiraft/after-persist".
+// Every name is listed in Names so tests can iterate over all of them.
+package failpoint
+
+// The failpoints placed in the code.
+const (
+	// BeforePersist: a scheduler round built its batch of Raft state but has
+	// not written it.
+	BeforePersist = "multiraft/before-persist"
+	// AfterPersist: the Raft state of the round is durable; no message of
+	// the round has been sent.
+	AfterPersist = "multiraft/after-persist"
+	// AfterSend: the round's messages were handed to the transport.
+	AfterSend = "multiraft/after-send"
+	// AfterApply: the round's committed entries were applied (not synced);
+	// no client has been answered yet.
+	AfterApply = "multiraft/after-apply"
+)
+
+// Names lists every failpoint.
+var Names = []string{BeforePersist, AfterPersist, AfterSend, AfterApply}
