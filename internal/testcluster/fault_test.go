@@ -4,11 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/vowdb/vowdb"
+	"github.com/vowdb/vowdb/internal/server"
 )
 
 // history records the last acknowledged value of each key, plus values
@@ -348,5 +350,67 @@ func TestUnknownEndpoint(t *testing.T) {
 	_, err := vowdb.Open(ctx, vowdb.Config{Endpoints: []string{"127.0.0.1:1"}, DialTimeout: 2 * time.Second})
 	if !errors.Is(err, vowdb.ErrUnavailable) {
 		t.Fatalf("open on a dead endpoint: %v", err)
+	}
+}
+
+// TestForeignDataDir: a node whose store belongs to another cluster refuses
+// to start when pointed at a different cluster, and writes nothing there.
+func TestForeignDataDir(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	a, err := Start(ctx, Options{Nodes: 1, Dir: t.TempDir(), Fast: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Stop()
+	b, err := Start(ctx, Options{Nodes: 1, Dir: t.TempDir(), Fast: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Stop()
+	cfg := a.cfgs[0]
+	a.Kill(0)
+	cfg.Join = []string{b.Nodes[0].Addr()}
+	cfg.ListenAddr = "127.0.0.1:0"
+	n, err := server.Start(cfg)
+	if err == nil {
+		n.Kill()
+		t.Fatal("a node with another cluster's data dir started")
+	}
+	if !strings.Contains(err.Error(), "belongs to cluster") {
+		t.Fatalf("unclear error: %v", err)
+	}
+	nodes, err := func() ([]vowdb.NodeInfo, error) {
+		db, err := b.Client(ctx)
+		if err != nil {
+			return nil, err
+		}
+		defer db.Close()
+		return db.Nodes(ctx)
+	}()
+	if err != nil || len(nodes) != 1 {
+		t.Fatalf("cluster b changed: %v %v", nodes, err)
+	}
+}
+
+// TestSecondInit: init on a cluster member says so and changes nothing.
+func TestSecondInit(t *testing.T) {
+	c, db := startCluster(t, 3)
+	ctx := context.Background()
+	before := c.Nodes[1].ClusterID()
+	for _, n := range c.Nodes {
+		_, err := vowdb.Init(ctx, n.Addr())
+		if err == nil || !strings.Contains(err.Error(), "already initialized") {
+			t.Fatalf("second init on node %d: %v", n.NodeID(), err)
+		}
+	}
+	for _, n := range c.Nodes {
+		if n.ClusterID() != before {
+			t.Fatalf("cluster id changed on node %d", n.NodeID())
+		}
+	}
+	nodes, err := db.Nodes(ctx)
+	if err != nil || len(nodes) != 3 {
+		t.Fatalf("nodes after second init: %v %v", nodes, err)
 	}
 }
