@@ -470,6 +470,14 @@ func (n *Node) closeAll() {
 	_ = n.eng.Close()
 }
 
+// Drain hands every range leadership of this node to another voter and
+// waits until it leads nothing or ctx ends; it reports how many leaderships
+// it still holds.
+func (n *Node) Drain(ctx context.Context) int {
+	n.transferLeaderships(ctx)
+	return len(n.LeaderAppliedIndexes())
+}
+
 func (n *Node) transferLeaderships(ctx context.Context) {
 	s := n.sched.Load()
 	if s == nil {
