@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/vowdb/vowdb"
 )
 
 // TestDrainHandsOffLeadership: a draining node transfers every range it
@@ -74,5 +76,58 @@ func TestHTTPEndpoints(t *testing.T) {
 		if !strings.Contains(body, m) {
 			t.Errorf("/metrics lacks %s", m)
 		}
+	}
+}
+
+// TestFiveNodesReplicationFactorThree: with more nodes than the replication
+// factor, every range has exactly three voters, and a client that only knows
+// a node without a meta replica still gets through.
+func TestFiveNodesReplicationFactorThree(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	c, err := Start(ctx, Options{Nodes: 5, ReplicationFactor: 3, Dir: t.TempDir(), Fast: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Stop()
+	db, err := c.Client(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	ranges, err := db.Ranges(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var metaVoters []uint64
+	for _, r := range ranges {
+		if len(r.Voters) != 3 {
+			t.Fatalf("range %d has voters %v", r.ID, r.Voters)
+		}
+		if r.Meta {
+			metaVoters = r.Voters
+		}
+	}
+	outsider := -1
+	for i, n := range c.Nodes {
+		in := false
+		for _, v := range metaVoters {
+			in = in || v == n.NodeID()
+		}
+		if !in {
+			outsider = i
+		}
+	}
+	thin, err := vowdb.Open(ctx, vowdb.Config{Endpoints: []string{c.Nodes[outsider].Addr()}})
+	if err != nil {
+		t.Fatalf("open via node without meta replica: %v", err)
+	}
+	defer thin.Close()
+	if err := thin.Put(ctx, []byte("k"), []byte("v")); err != nil {
+		t.Fatal(err)
+	}
+	nodes, err := thin.Nodes(ctx)
+	if err != nil || len(nodes) != 5 {
+		t.Fatalf("nodes: %v %v", nodes, err)
 	}
 }
