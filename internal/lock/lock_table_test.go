@@ -1,0 +1,156 @@
+package lock
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"reflect"
+	"testing"
+)
+
+func k(s string) Span           { return Point([]byte(s)) }
+func sp(a, b string) Span       { return Span{Start: []byte(a), End: []byte(b)} }
+func txns(ids ...TxnID) []TxnID { return ids }
+
+func TestScenarios(t *testing.T) {
+	type op struct {
+		acquire     bool
+		txn         TxnID
+		span        Span
+		mode        Mode
+		wantGranted bool
+		wantBlock   []TxnID
+		wantGrants  []TxnID // for release: txns granted, in order
+	}
+	acq := func(txn TxnID, span Span, mode Mode, granted bool, blockers ...TxnID) op {
+		return op{acquire: true, txn: txn, span: span, mode: mode, wantGranted: granted, wantBlock: blockers}
+	}
+	rel := func(txn TxnID, grants ...TxnID) op { return op{txn: txn, wantGrants: grants} }
+	tests := []struct {
+		name  string
+		ops   []op
+		edges []Edge
+	}{
+		{"shared locks share", []op{acq(1, k("a"), S, true), acq(2, k("a"), S, true)}, nil},
+		{"writer waits for reader", []op{acq(1, k("a"), S, true), acq(2, k("a"), X, false, 1)}, []Edge{{2, 1}}},
+		{"reader waits for writer", []op{acq(1, k("a"), X, true), acq(2, k("a"), S, false, 1)}, []Edge{{2, 1}}},
+		{"different keys", []op{acq(1, k("a"), X, true), acq(2, k("b"), X, true)}, nil},
+		{"reentrant", []op{acq(1, k("a"), X, true), acq(1, k("a"), X, true), acq(1, k("a"), S, true)}, nil},
+		{"scan span blocks insert (no phantom)", []op{acq(1, sp("a", "m"), S, true), acq(2, k("c"), X, false, 1)}, []Edge{{2, 1}}},
+		{"span end exclusive", []op{acq(1, sp("a", "m"), S, true), acq(2, k("m"), X, true)}, nil},
+		{"open span", []op{acq(1, sp("a", ""), S, true), acq(2, k("zzz"), X, false, 1)}, nil},
+		{"FIFO: reader queues behind waiting writer", []op{
+			acq(1, k("a"), S, true), acq(2, k("a"), X, false, 1), acq(3, k("a"), S, false, 2),
+		}, []Edge{{2, 1}, {3, 2}}},
+		{"release grants in order", []op{
+			acq(1, k("a"), X, true), acq(2, k("a"), S, false, 1), acq(3, k("a"), S, false, 1), acq(4, k("a"), X, false, 1, 2, 3),
+			rel(1, 2, 3), rel(2), rel(3, 4),
+		}, nil},
+		{"upgrade jumps queue", []op{
+			acq(1, k("a"), S, true), acq(2, k("a"), X, false, 1), acq(1, k("a"), X, true),
+		}, []Edge{{2, 1}}},
+		{"two upgraders deadlock", []op{
+			acq(1, k("a"), S, true), acq(2, k("a"), S, true), acq(1, k("a"), X, false, 2), acq(2, k("a"), X, false, 1),
+		}, []Edge{{1, 2}, {2, 1}}},
+		{"release of waiter drops its request", []op{
+			acq(1, k("a"), X, true), acq(2, k("a"), X, false, 1), acq(3, k("a"), X, false, 1, 2), rel(2), rel(1, 3),
+		}, nil},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			var tb Table
+			for i, o := range tc.ops {
+				if o.acquire {
+					g, b := tb.Acquire(o.txn, o.span, o.mode)
+					if g != o.wantGranted || !reflect.DeepEqual(b, o.wantBlock) {
+						t.Fatalf("op %d: acquire txn %d %v %v: granted=%v blockers=%v, want %v %v", i, o.txn, o.span, o.mode, g, b, o.wantGranted, o.wantBlock)
+					}
+					continue
+				}
+				var got []TxnID
+				for _, l := range tb.ReleaseAll(o.txn) {
+					got = append(got, l.Txn)
+				}
+				if !reflect.DeepEqual(got, o.wantGrants) {
+					t.Fatalf("op %d: release %d granted %v, want %v", i, o.txn, got, o.wantGrants)
+				}
+			}
+			if tc.edges != nil {
+				if got := tb.WaitsFor(); !reflect.DeepEqual(got, tc.edges) {
+					t.Fatalf("edges %v, want %v", got, tc.edges)
+				}
+			}
+		})
+	}
+}
+
+// TestAgainstOracle drives the table with seeded random operations and
+// checks, by brute force after every step, that no two conflicting locks
+// are held, that no waiter could be granted, and that every waiter's
+// blockers are exactly the conflicting holders and earlier waiters.
+func TestAgainstOracle(t *testing.T) {
+	keys := []string{"a", "b", "c", "d"}
+	for seed := uint64(1); seed <= 200; seed++ {
+		rng := rand.New(rand.NewPCG(seed, 99))
+		var tb Table
+		for step := 0; step < 200; step++ {
+			txn := TxnID(1 + rng.IntN(5))
+			if rng.IntN(4) == 0 {
+				tb.ReleaseAll(txn)
+			} else if !tb.Waiting(txn) { // a transaction waits for one lock at a time
+				var span Span
+				if rng.IntN(3) == 0 {
+					a := rng.IntN(len(keys))
+					b := a + 1 + rng.IntN(len(keys)-a)
+					end := ""
+					if b < len(keys) {
+						end = keys[b]
+					}
+					span = sp(keys[a], end)
+				} else {
+					span = k(keys[rng.IntN(len(keys))])
+				}
+				mode := S
+				if rng.IntN(2) == 0 {
+					mode = X
+				}
+				tb.Acquire(txn, span, mode)
+			}
+			if err := checkInvariants(&tb); err != nil {
+				t.Fatalf("seed %d step %d: %v\nheld %v\nqueue %v", seed, step, err, tb.held, tb.queue)
+			}
+		}
+	}
+}
+
+func checkInvariants(tb *Table) error {
+	for i, a := range tb.held {
+		for _, b := range tb.held[i+1:] {
+			if a.Txn != b.Txn && (a.Mode == X || b.Mode == X) && a.Span.overlaps(b.Span) {
+				return fmt.Errorf("conflicting locks held: %v and %v", a, b)
+			}
+		}
+	}
+	for i, w := range tb.queue {
+		blocked := false
+		for _, h := range tb.held {
+			if h.Txn != w.Txn && (h.Mode == X || w.Mode == X) && h.Span.overlaps(w.Span) {
+				blocked = true
+			}
+		}
+		upgrader := false
+		for _, h := range tb.held {
+			upgrader = upgrader || (h.Txn == w.Txn && h.Span.overlaps(w.Span))
+		}
+		if !upgrader {
+			for _, e := range tb.queue[:i] {
+				if e.Txn != w.Txn && (e.Mode == X || w.Mode == X) && e.Span.overlaps(w.Span) {
+					blocked = true
+				}
+			}
+		}
+		if !blocked {
+			return fmt.Errorf("waiter %v could be granted", w)
+		}
+	}
+	return nil
+}
