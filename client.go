@@ -156,7 +156,7 @@ func (db *DB) endpoints() []string {
 
 // admin calls fn on the first endpoint that answers.
 func (db *DB) admin(ctx context.Context, fn func(ctx context.Context, c vowdbpb.AdminClient) error) error {
-	var lastErr error
+	var lastErr, memberErr error // memberErr: last error from a node that is a cluster member
 	eps := db.endpoints()
 	for i, ep := range eps {
 		// Give each endpoint a share of the time left, so one slow or
@@ -172,12 +172,20 @@ func (db *DB) admin(ctx context.Context, fn func(ctx context.Context, c vowdbpb.
 			return nil
 		}
 		lastErr = err
+		if d, ok := transport.Detail(err); !ok || d.Code != vowdbpb.ErrorDetail_NOT_INITIALIZED {
+			memberErr = err
+		}
 		if d, ok := transport.Detail(err); ok && d.Code == vowdbpb.ErrorDetail_INVALID {
 			return err
 		}
 		if ctx.Err() != nil {
 			break
 		}
+	}
+	// A node that has not joined yet says "not initialized"; report that
+	// only if no endpoint said anything else.
+	if memberErr != nil {
+		lastErr = memberErr
 	}
 	if lastErr == nil {
 		lastErr = errors.New("no endpoints")
@@ -300,6 +308,9 @@ func (db *DB) send(ctx context.Context, key []byte, write bool, call func(ctx co
 				if lastErr == nil {
 					lastErr = ctx.Err()
 				}
+				if errors.Is(lastErr, ErrNotInitialized) {
+					return lastErr
+				}
 				return fmt.Errorf("%w: %v", ErrUnavailable, lastErr)
 			case <-time.After(backoff):
 			}
@@ -308,7 +319,7 @@ func (db *DB) send(ctx context.Context, key []byte, write bool, call func(ctx co
 		if r == nil {
 			if err := db.lookup(ctx, key); err != nil {
 				lastErr = err
-				if errors.Is(err, ErrInvalidArgument) || errors.Is(err, ErrNotInitialized) {
+				if errors.Is(err, ErrInvalidArgument) {
 					return err
 				}
 				continue

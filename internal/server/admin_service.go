@@ -23,6 +23,9 @@ type adminService struct {
 func (a *adminService) Init(ctx context.Context, _ *vowdbpb.InitRequest) (*vowdbpb.InitResponse, error) {
 	id, err := a.n.initCluster()
 	if errors.Is(err, errAlreadyInitialized) {
+		if err != errAlreadyInitialized {
+			return nil, status.Errorf(codes.AlreadyExists, "cluster already initialized: %v; nothing changed", err)
+		}
 		return nil, status.Errorf(codes.AlreadyExists, "cluster already initialized (cluster %s, this is node %d); nothing changed", id.ClusterId, id.NodeId)
 	}
 	if err != nil {

@@ -131,7 +131,7 @@ func (s *kvService) observe(method string, start time.Time, err error) {
 }
 
 func (s *kvService) Get(ctx context.Context, req *vowdbpb.GetRequest) (resp *vowdbpb.GetResponse, err error) {
-	defer s.observe("get", time.Now(), err)
+	defer func(start time.Time) { s.observe("get", start, err) }(time.Now())
 	if err := s.n.checkKV(req.Key, nil); err != nil {
 		return nil, err
 	}
@@ -149,7 +149,7 @@ func (s *kvService) Get(ctx context.Context, req *vowdbpb.GetRequest) (resp *vow
 }
 
 func (s *kvService) Put(ctx context.Context, req *vowdbpb.PutRequest) (_ *vowdbpb.PutResponse, err error) {
-	defer s.observe("put", time.Now(), err)
+	defer func(start time.Time) { s.observe("put", start, err) }(time.Now())
 	if err := s.n.checkKV(req.Key, req.Value); err != nil {
 		return nil, err
 	}
@@ -161,7 +161,7 @@ func (s *kvService) Put(ctx context.Context, req *vowdbpb.PutRequest) (_ *vowdbp
 }
 
 func (s *kvService) Delete(ctx context.Context, req *vowdbpb.DeleteRequest) (_ *vowdbpb.DeleteResponse, err error) {
-	defer s.observe("delete", time.Now(), err)
+	defer func(start time.Time) { s.observe("delete", start, err) }(time.Now())
 	if err := s.n.checkKV(req.Key, nil); err != nil {
 		return nil, err
 	}
@@ -173,7 +173,7 @@ func (s *kvService) Delete(ctx context.Context, req *vowdbpb.DeleteRequest) (_ *
 }
 
 func (s *kvService) CompareAndSwap(ctx context.Context, req *vowdbpb.CasRequest) (_ *vowdbpb.CasResponse, err error) {
-	defer s.observe("cas", time.Now(), err)
+	defer func(start time.Time) { s.observe("cas", start, err) }(time.Now())
 	if err := s.n.checkKV(req.Key, req.Value); err != nil {
 		return nil, err
 	}
@@ -192,7 +192,7 @@ func (s *kvService) CompareAndSwap(ctx context.Context, req *vowdbpb.CasRequest)
 const maxScanLimit = 10000
 
 func (s *kvService) Scan(ctx context.Context, req *vowdbpb.ScanRequest) (_ *vowdbpb.ScanResponse, err error) {
-	defer s.observe("scan", time.Now(), err)
+	defer func(start time.Time) { s.observe("scan", start, err) }(time.Now())
 	if len(req.EndKey) > 0 && string(req.EndKey) <= string(req.StartKey) {
 		return nil, transport.Invalid("scan end key %q is not after start key %q", req.EndKey, req.StartKey)
 	}

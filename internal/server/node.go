@@ -246,6 +246,24 @@ func (n *Node) initCluster() (*vowdbpb.StoreIdent, error) {
 	if id := n.ident.Load(); id != nil {
 		return id, errAlreadyInitialized
 	}
+	// A node told to join others must not found a second cluster when one
+	// of them already belongs to one.
+	for _, addr := range n.cfg.Join {
+		if addr == n.addr || addr == n.cfg.ListenAddr {
+			continue
+		}
+		conn, err := n.trans.Conn(addr)
+		if err != nil {
+			continue
+		}
+		ctx, cancel := context.WithTimeout(n.ctx, 2*time.Second)
+		resp, err := vowdbpb.NewAdminClient(conn).Ident(ctx, &vowdbpb.IdentRequest{})
+		cancel()
+		if err == nil && resp.ClusterId != "" {
+			return &vowdbpb.StoreIdent{ClusterId: resp.ClusterId, NodeId: resp.NodeId}, fmt.Errorf("%w: --join address %s (node %d) belongs to cluster %s; this node joins it on its own",
+				errAlreadyInitialized, addr, resp.NodeId, resp.ClusterId)
+		}
+	}
 	var raw [16]byte
 	_, _ = rand.Read(raw[:])
 	id := &vowdbpb.StoreIdent{ClusterId: hex.EncodeToString(raw[:]), NodeId: 1}
@@ -429,7 +447,8 @@ func (n *Node) Stop(ctx context.Context, drain bool) {
 		go func() { n.grpcSrv.GracefulStop(); close(done) }()
 		select {
 		case <-done:
-		case <-time.After(2 * time.Second):
+		case <-time.After(500 * time.Millisecond):
+			// Peers keep their Raft streams open; do not wait for them.
 			n.grpcSrv.Stop()
 		}
 	}
@@ -490,7 +509,6 @@ func (n *Node) transferLeaderships(ctx context.Context) {
 				if !r.IsLeader() {
 					continue
 				}
-				led++
 				st := r.RaftStatus()
 				var best, bestMatch uint64
 				for id, pr := range st.Progress {
@@ -498,7 +516,8 @@ func (n *Node) transferLeaderships(ctx context.Context) {
 						best, bestMatch = id, pr.Match
 					}
 				}
-				if best != 0 {
+				if best != 0 { // a range with no other voter stays here
+					led++
 					r.TransferLeader(best)
 				}
 			}

@@ -414,3 +414,33 @@ func TestSecondInit(t *testing.T) {
 		t.Fatalf("nodes after second init: %v %v", nodes, err)
 	}
 }
+
+// TestInitOnJoiningNode: init sent to a node whose --join targets already
+// form a cluster must not found a second cluster.
+func TestInitOnJoiningNode(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	b, err := Start(ctx, Options{Nodes: 1, Dir: t.TempDir(), Fast: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Stop()
+	cfg := b.cfgs[0]
+	cfg.DataDir = t.TempDir()
+	cfg.ListenAddr = "127.0.0.1:0"
+	cfg.Join = []string{b.Nodes[0].Addr()}
+	n, err := server.Start(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Kill()
+	if _, err := vowdb.Init(ctx, n.Addr()); err == nil || !strings.Contains(err.Error(), "already initialized") {
+		t.Fatalf("init on a joining node: %v", err)
+	}
+	for n.ClusterID() == "" && ctx.Err() == nil {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if n.ClusterID() != b.Nodes[0].ClusterID() {
+		t.Fatalf("joined cluster %q, want %q", n.ClusterID(), b.Nodes[0].ClusterID())
+	}
+}
