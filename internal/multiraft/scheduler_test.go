@@ -195,3 +195,34 @@ func TestManualClockDrivesElections(t *testing.T) {
 		clk.Advance(cfg.TickInterval)
 	}
 }
+
+// TestLogBoundedByBytes: with large values the in-memory log is truncated by
+// size, long before LogKeepEntries entries accumulate.
+func TestLogBoundedByBytes(t *testing.T) {
+	eng, err := storage.Open(storage.Options{Dir: "/store", FS: vfs.NewMem()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer eng.Close()
+	cfg := testConfig(metrics.New())
+	cfg.Replica.LogKeepEntries = 100000
+	cfg.Replica.LogMaxBytes = 256 << 10
+	s, err := New(cfg, eng, nullSender{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Bootstrap(&vowdbpb.RangeDescriptor{RangeId: 2, Generation: 1, Replicas: []*vowdbpb.ReplicaDescriptor{{NodeId: 1}}}); err != nil {
+		t.Fatal(err)
+	}
+	s.Start()
+	defer s.Stop()
+	big := string(make([]byte, 32<<10))
+	for i := 0; i < 64; i++ { // 2 MiB of values
+		propose(t, s, 2, fmt.Sprintf("k%d", i), big)
+	}
+	var entries, bytes uint64
+	_ = s.Do(context.Background(), func() { entries, bytes = s.Replica(2).LogSize() })
+	if bytes > 2*cfg.Replica.LogMaxBytes || entries >= 64 {
+		t.Fatalf("log not bounded by bytes: %d entries, %d bytes", entries, bytes)
+	}
+}

@@ -28,6 +28,11 @@ type Config struct {
 	// entries behind the applied index. Followers further behind catch up by
 	// snapshot.
 	LogKeepEntries uint64
+	// LogMaxBytes: once the entries behind the applied index exceed this
+	// many bytes, the log is truncated to the applied index whatever
+	// LogKeepEntries says, so the in-memory log stays bounded with large
+	// values. 0 means 64 MiB.
+	LogMaxBytes uint64
 	// ProposalTimeoutTicks: a proposal that has not applied after this many
 	// ticks is answered as ambiguous (it may still apply later).
 	ProposalTimeoutTicks int
@@ -82,6 +87,7 @@ type Replica struct {
 	applied    uint64 // Invariant: applied <= commit, and durable once the apply batch commits.
 	truncIndex uint64
 	lastIndex  uint64 // last index written to the Pebble log
+	logBytes   uint64 // approximate bytes of the entries after truncIndex
 	isLeader   bool
 	leaderID   uint64
 	term       uint64
@@ -137,6 +143,9 @@ func Open(eng *storage.Engine, rangeID uint64, cfg Config) (*Replica, error) {
 			return nil, fmt.Errorf("replica %d: restore log: %w", rangeID, err)
 		}
 		r.lastIndex, _ = ms.LastIndex()
+		for i := range st.entries {
+			r.logBytes += uint64(len(st.entries[i].Data)) + 32
+		}
 	}
 	if !raft.IsEmptyHardState(st.hs) {
 		if err := ms.SetHardState(st.hs); err != nil {
@@ -299,6 +308,9 @@ func (r *Replica) Ready(b *pebble.Batch) (raft.Ready, error) {
 			}
 		}
 		r.lastIndex = last
+		for i := range rd.Entries {
+			r.logBytes += uint64(len(rd.Entries[i].Data)) + 32
+		}
 	}
 	if !raft.IsEmptyHardState(rd.HardState) {
 		if err := setGogo(b, keys.RangeLocalKey(id, keys.SuffixHardState), &rd.HardState); err != nil {
@@ -344,6 +356,7 @@ func (r *Replica) persistSnapshot(b *pebble.Batch, snap raftpb.Snapshot) error {
 	r.applied = snap.Metadata.Index
 	r.truncIndex = snap.Metadata.Index
 	r.lastIndex = snap.Metadata.Index
+	r.logBytes = 0
 	r.metrics.SnapshotsApplied.Inc()
 	return nil
 }
@@ -387,6 +400,14 @@ func (r *Replica) AfterPersist(rd *raft.Ready) []raftpb.Message {
 		r.isLeader = rd.SoftState.RaftState == raft.StateLeader
 		if wasLeader && !r.isLeader {
 			r.failReads(ErrNotLeader)
+			// Proposals still waiting may yet commit under the new leader
+			// (and then apply here and succeed); give them two election
+			// timeouts, then answer them as ambiguous rather than making
+			// clients wait for the full request timeout.
+			floor := r.cfg.ProposalTimeoutTicks - 2*r.cfg.ElectionTicks
+			for _, p := range r.proposals {
+				p.age = max(p.age, floor)
+			}
 		}
 	}
 	for _, rs := range rd.ReadStates {
@@ -497,10 +518,19 @@ func (r *Replica) Apply(rd *raft.Ready, b *pebble.Batch) ([]SplitEvent, error) {
 // maybeTruncate truncates the log behind the applied index once it is long.
 func (r *Replica) maybeTruncate(b *pebble.Batch) error {
 	keep := r.cfg.LogKeepEntries
-	if keep == 0 || r.applied < r.truncIndex+2*keep {
+	maxBytes := r.cfg.LogMaxBytes
+	if maxBytes == 0 {
+		maxBytes = 64 << 20
+	}
+	var to uint64
+	switch {
+	case r.logBytes > maxBytes:
+		to = r.applied
+	case keep > 0 && r.applied >= r.truncIndex+2*keep:
+		to = r.applied - keep
+	default:
 		return nil
 	}
-	to := r.applied - keep
 	term, err := r.storage.MemoryStorage.Term(to)
 	if err != nil {
 		return nil // already compacted, e.g. by a snapshot
@@ -512,7 +542,31 @@ func (r *Replica) maybeTruncate(b *pebble.Batch) error {
 		return err
 	}
 	r.truncIndex = to
+	r.logBytes = r.bytesAfter(to)
 	return nil
+}
+
+// LogSize returns how many entries and (approximately) bytes the Raft log
+// holds after its truncated index (scheduler goroutine only).
+func (r *Replica) LogSize() (entries, bytes uint64) {
+	return r.lastIndex - r.truncIndex, r.logBytes
+}
+
+// bytesAfter sums the sizes of the log entries after index i.
+func (r *Replica) bytesAfter(i uint64) uint64 {
+	last, _ := r.storage.MemoryStorage.LastIndex()
+	if last <= i {
+		return 0
+	}
+	ents, err := r.storage.MemoryStorage.Entries(i+1, last+1, ^uint64(0))
+	if err != nil {
+		return 0
+	}
+	var n uint64
+	for i := range ents {
+		n += uint64(len(ents[i].Data)) + 32
+	}
+	return n
 }
 
 // Finish runs after the apply batch is committed: it compacts the
