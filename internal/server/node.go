@@ -124,7 +124,7 @@ func (n *Node) start() error {
 		grpc.InitialWindowSize(4<<20), grpc.InitialConnWindowSize(16<<20))
 	vowdbpb.RegisterKVServer(n.grpcSrv, &kvService{n: n})
 	vowdbpb.RegisterAdminServer(n.grpcSrv, &adminService{n: n})
-	vowdbpb.RegisterRaftServer(n.grpcSrv, &transport.Server{Handler: schedHandler{n}, ClusterID: n.clusterID})
+	vowdbpb.RegisterRaftServer(n.grpcSrv, &transport.Server{Handler: schedHandler{n}, ClusterID: n.clusterID, Transport: n.trans})
 	n.health = health.NewServer()
 	healthpb.RegisterHealthServer(n.grpcSrv, n.health)
 	n.goLoop(func() { _ = n.grpcSrv.Serve(lis) })
@@ -596,3 +596,10 @@ func (n *Node) LeaderAppliedIndexes() map[uint64]uint64 {
 	}
 	return out
 }
+
+// CutRaft drops Raft traffic between this node and the given nodes (a
+// partition, for fault tests); HealRaft restores it.
+func (n *Node) CutRaft(nodes ...uint64) { n.trans.Cut(nodes...) }
+
+// HealRaft ends every CutRaft.
+func (n *Node) HealRaft() { n.trans.Heal() }

@@ -444,3 +444,62 @@ func TestInitOnJoiningNode(t *testing.T) {
 		t.Fatalf("joined cluster %q, want %q", n.ClusterID(), b.Nodes[0].ClusterID())
 	}
 }
+
+// TestPartitionedLeader: the leader of a range is cut off from its peers
+// while clients can still reach it. Writes continue through the majority,
+// and no read ever returns the value the isolated leader still holds.
+func TestPartitionedLeader(t *testing.T) {
+	c, db := startCluster(t, 3)
+	ctx := context.Background()
+	if err := db.Put(ctx, []byte("p"), []byte("before")); err != nil {
+		t.Fatal(err)
+	}
+	li := leaderIndex(t, c, db, "p")
+	leader := c.Nodes[li]
+	var others []uint64
+	for i, n := range c.Nodes {
+		if i != li {
+			others = append(others, n.NodeID())
+			n.CutRaft(leader.NodeID())
+		}
+	}
+	leader.CutRaft(others...)
+	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if err := db.Put(wctx, []byte("p"), []byte("during")); err != nil && !errors.Is(err, vowdb.ErrAmbiguousCommit) {
+		t.Fatalf("write during partition: %v", err)
+	}
+	// Retry until a write is definitely acknowledged by the majority side.
+	for {
+		err := db.Put(wctx, []byte("p"), []byte("during"))
+		if err == nil {
+			break
+		}
+		if wctx.Err() != nil {
+			t.Fatalf("no write acknowledged during the partition: %v", err)
+		}
+	}
+	// A client that only knows the isolated leader must not read "before".
+	lone, err := vowdb.Open(ctx, vowdb.Config{Endpoints: []string{leader.Addr()}, RequestTimeout: 5 * time.Second})
+	if err == nil {
+		v, err := lone.Get(ctx, []byte("p"))
+		if err == nil && string(v) != "during" {
+			t.Fatalf("stale read from the isolated leader: %q", v)
+		}
+		_ = lone.Close()
+	}
+	v, err := db.Get(wctx, []byte("p"))
+	if err != nil || string(v) != "during" {
+		t.Fatalf("read during partition: %q %v", v, err)
+	}
+	for _, n := range c.Nodes {
+		n.HealRaft()
+	}
+	if err := c.WaitReplicated(wctx); err != nil {
+		t.Fatal(err)
+	}
+	v, err = db.Get(wctx, []byte("p"))
+	if err != nil || string(v) != "during" {
+		t.Fatalf("read after heal: %q %v", v, err)
+	}
+}

@@ -44,7 +44,37 @@ type Transport struct {
 		peers  map[uint64]*peer
 		conns  map[string]*grpc.ClientConn
 		closed bool
+		// cut lists peers with which Raft traffic is dropped in both
+		// directions (a network partition injected by tests).
+		cut map[uint64]bool
 	}
+}
+
+// Cut drops all Raft traffic to and from the given peers until Heal, as a
+// network partition would. It exists for fault tests.
+func (t *Transport) Cut(peers ...uint64) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.mu.cut == nil {
+		t.mu.cut = map[uint64]bool{}
+	}
+	for _, p := range peers {
+		t.mu.cut[p] = true
+	}
+}
+
+// Heal ends every Cut.
+func (t *Transport) Heal() {
+	t.mu.Lock()
+	t.mu.cut = nil
+	t.mu.Unlock()
+}
+
+// IsCut reports whether traffic with peer is being dropped.
+func (t *Transport) IsCut(peer uint64) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.mu.cut[peer]
 }
 
 // New returns a Transport. clusterID and nodeID are read on every batch,
@@ -105,6 +135,10 @@ func (t *Transport) NodeConn(id uint64) (*grpc.ClientConn, error) {
 func (t *Transport) Send(to uint64, msgs []*vowdbpb.RaftMessage) {
 	t.mu.Lock()
 	if t.mu.closed {
+		t.mu.Unlock()
+		return
+	}
+	if t.mu.cut[to] {
 		t.mu.Unlock()
 		return
 	}
@@ -255,6 +289,8 @@ type Server struct {
 	vowdbpb.UnimplementedRaftServer
 	Handler   Handler
 	ClusterID func() string
+	// Transport, when set, filters inbound batches from cut peers.
+	Transport *Transport
 }
 
 // Stream receives batches from one peer until it disconnects.
@@ -266,6 +302,9 @@ func (s *Server) Stream(st grpc.ClientStreamingServer[vowdbpb.RaftBatch, vowdbpb
 		}
 		if cid := s.ClusterID(); cid == "" || b.ClusterId != cid {
 			return status.Errorf(codes.FailedPrecondition, "transport: raft batch from node %d of cluster %q refused by a node of cluster %q", b.FromNodeId, b.ClusterId, cid)
+		}
+		if s.Transport != nil && s.Transport.IsCut(b.FromNodeId) {
+			continue
 		}
 		s.Handler.Deliver(b.Msgs)
 	}
