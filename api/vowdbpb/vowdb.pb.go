@@ -997,7 +997,9 @@ type RaftMessage struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
 	RangeId uint64                 `protobuf:"varint,1,opt,name=range_id,json=rangeId,proto3" json:"range_id,omitempty"`
 	// msg is a marshaled raftpb.Message.
-	Msg           []byte `protobuf:"bytes,2,opt,name=msg,proto3" json:"msg,omitempty"`
+	Msg []byte `protobuf:"bytes,2,opt,name=msg,proto3" json:"msg,omitempty"`
+	// snapshot marks a MsgSnap, whose delivery must be reported back to Raft.
+	Snapshot      bool `protobuf:"varint,3,opt,name=snapshot,proto3" json:"snapshot,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1044,6 +1046,13 @@ func (x *RaftMessage) GetMsg() []byte {
 		return x.Msg
 	}
 	return nil
+}
+
+func (x *RaftMessage) GetSnapshot() bool {
+	if x != nil {
+		return x.Snapshot
+	}
+	return false
 }
 
 type RaftBatch struct {
@@ -3022,10 +3031,11 @@ const file_api_vowdbpb_vowdb_proto_rawDesc = "" +
 	"\x04term\x18\x02 \x01(\x04R\x04term\"c\n" +
 	"\fSnapshotData\x12-\n" +
 	"\x04desc\x18\x01 \x01(\v2\x19.vowdb.v1.RangeDescriptorR\x04desc\x12$\n" +
-	"\x03kvs\x18\x02 \x03(\v2\x12.vowdb.v1.KeyValueR\x03kvs\":\n" +
+	"\x03kvs\x18\x02 \x03(\v2\x12.vowdb.v1.KeyValueR\x03kvs\"V\n" +
 	"\vRaftMessage\x12\x19\n" +
 	"\brange_id\x18\x01 \x01(\x04R\arangeId\x12\x10\n" +
-	"\x03msg\x18\x02 \x01(\fR\x03msg\"w\n" +
+	"\x03msg\x18\x02 \x01(\fR\x03msg\x12\x1a\n" +
+	"\bsnapshot\x18\x03 \x01(\bR\bsnapshot\"w\n" +
 	"\tRaftBatch\x12\x1d\n" +
 	"\n" +
 	"cluster_id\x18\x01 \x01(\tR\tclusterId\x12 \n" +

@@ -471,7 +471,7 @@ func (s *Scheduler) processReady() (bool, error) {
 			if err != nil {
 				return false, err
 			}
-			out[msg.To] = append(out[msg.To], &vowdbpb.RaftMessage{RangeId: ready[i].r.RangeID, Msg: data})
+			out[msg.To] = append(out[msg.To], &vowdbpb.RaftMessage{RangeId: ready[i].r.RangeID, Msg: data, Snapshot: msg.Type == raftpb.MsgSnap})
 		}
 	}
 	for to, msgs := range out {

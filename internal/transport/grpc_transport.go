@@ -7,7 +7,6 @@ import (
 	"sync"
 	"time"
 
-	"go.etcd.io/raft/v3/raftpb"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/codes"
@@ -165,18 +164,7 @@ func (t *Transport) dropped(to uint64, msgs []*vowdbpb.RaftMessage) {
 	t.handler.ReportUnreachable(to)
 }
 
-func isSnapshot(m *vowdbpb.RaftMessage) bool {
-	// Cheap check without unmarshaling the whole message: snapshots are rare
-	// and large.
-	if len(m.Msg) < 1<<10 {
-		return false
-	}
-	var msg raftpb.Message
-	if err := msg.Unmarshal(m.Msg); err != nil {
-		return false
-	}
-	return msg.Type == raftpb.MsgSnap
-}
+func isSnapshot(m *vowdbpb.RaftMessage) bool { return m.Snapshot }
 
 // Close stops every peer goroutine and closes connections.
 func (t *Transport) Close() {
