@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"syscall"
 	"time"
 
@@ -84,8 +85,15 @@ func runDemo(ctx context.Context, out io.Writer, o demoOptions) (err error) {
 			return err
 		}
 		defer os.RemoveAll(dir)
-	} else if err := os.MkdirAll(dir, 0o755); err != nil {
-		return err
+	} else {
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return err
+		}
+		for i := 1; i <= o.nodes; i++ {
+			if _, err := os.Stat(demoNodeDir(dir, i)); err == nil {
+				return fmt.Errorf("demo: %s already holds node data (from an earlier demo?); give an empty or new --dir", demoNodeDir(dir, i))
+			}
+		}
 	}
 	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
 	if o.verbose {
@@ -95,11 +103,9 @@ func runDemo(ctx context.Context, out io.Writer, o demoOptions) (err error) {
 	// 1. Cluster.
 	p.step("Starting a %d-node cluster in this process", o.nodes)
 	p.line("data directory: %s%s", dir, map[bool]string{true: " (removed at exit)", false: " (kept)"}[o.dir == ""])
-	startCtx, cancel := context.WithTimeout(ctx, 90*time.Second)
-	c, err := testcluster.Start(startCtx, testcluster.Options{Nodes: o.nodes, Dir: dir, HTTP: true, Logger: logger})
-	cancel()
+	c, err := startDemoCluster(ctx, p, testcluster.Options{Nodes: o.nodes, Dir: dir, HTTP: true, Logger: logger})
 	if err != nil {
-		return fmt.Errorf("demo: start cluster: %w", err)
+		return err
 	}
 	defer c.Stop()
 	for _, n := range c.Nodes {
@@ -258,6 +264,33 @@ func runDemo(ctx context.Context, out io.Writer, o demoOptions) (err error) {
 	}
 	fmt.Fprintln(out, "stopping the cluster")
 	return nil
+}
+
+func demoNodeDir(dir string, i int) string { return filepath.Join(dir, fmt.Sprintf("n%d", i)) }
+
+// startDemoCluster starts the cluster, trying again from empty node
+// directories if the first attempt fails: a cluster that was initialized a
+// moment ago can briefly refuse a new client while its first range elects a
+// leader.
+func startDemoCluster(ctx context.Context, p *demoPrinter, opts testcluster.Options) (*testcluster.Cluster, error) {
+	var err error
+	for attempt := 1; attempt <= 3; attempt++ {
+		var c *testcluster.Cluster
+		sctx, cancel := context.WithTimeout(ctx, 90*time.Second)
+		c, err = testcluster.Start(sctx, opts)
+		cancel()
+		if err == nil {
+			return c, nil
+		}
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		p.line("starting the cluster failed (%v); trying again", err)
+		for i := 1; i <= opts.Nodes; i++ {
+			_ = os.RemoveAll(demoNodeDir(opts.Dir, i))
+		}
+	}
+	return nil, fmt.Errorf("demo: start cluster: %w", err)
 }
 
 func joinComma(s []string) string {
