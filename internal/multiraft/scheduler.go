@@ -343,6 +343,7 @@ func (s *Scheduler) round(tick bool) error {
 	}
 	leaders := 0
 	for _, r := range s.replicas {
+		r.FlushProposals()
 		r.FlushReads()
 		if tick {
 			r.Tick()
@@ -422,6 +423,49 @@ func spansOverlap(a0, a1, b0, b1 []byte) bool {
 	return !aBeforeB && !bBeforeA
 }
 
+type rangeMsg struct {
+	rangeID uint64
+	msg     *raftpb.Message
+}
+
+// splitMessages sorts a round's messages into those a leader may send before
+// its log write is durable (appends, heartbeats, snapshots) and the rest.
+func splitMessages(ready []readyReplica) (early, late []rangeMsg) {
+	for i := range ready {
+		msgs := ready[i].rd.Messages
+		for j := range msgs {
+			m := rangeMsg{ready[i].r.RangeID, &msgs[j]}
+			switch msgs[j].Type {
+			case raftpb.MsgApp, raftpb.MsgHeartbeat, raftpb.MsgSnap:
+				early = append(early, m)
+			default:
+				late = append(late, m)
+			}
+		}
+	}
+	return early, late
+}
+
+// send marshals msgs and hands them to the transport, one batch per node.
+func (s *Scheduler) send(msgs []rangeMsg) error {
+	if len(msgs) == 0 {
+		return nil
+	}
+	out := map[uint64][]*vowdbpb.RaftMessage{}
+	for _, m := range msgs {
+		data, err := m.msg.Marshal()
+		if err != nil {
+			return err
+		}
+		out[m.msg.To] = append(out[m.msg.To], &vowdbpb.RaftMessage{RangeId: m.rangeID, Msg: data, Snapshot: m.msg.Type == raftpb.MsgSnap})
+	}
+	for to, batch := range out {
+		s.m.RaftMsgsSent.Add(float64(len(batch)))
+		s.sender.Send(to, batch)
+	}
+	return nil
+}
+
 type readyReplica struct {
 	r  *replica.Replica
 	rd raft.Ready
@@ -448,7 +492,17 @@ func (s *Scheduler) processReady() (bool, error) {
 		_ = b.Close()
 		return false, nil
 	}
-	// 2. one synced write for every group.
+	// 2a. A leader's appends and heartbeats may leave before its own log
+	// write is durable (Raft thesis 10.2.1): the leader's entries of this
+	// round cannot count toward a commit until a later round steps the
+	// followers' acks, and this loop starts no later round before this
+	// round's synced write completes. Everything else (votes, append
+	// acks) waits for the write, as the Raft contract requires.
+	early, late := splitMessages(ready)
+	if err := s.send(early); err != nil {
+		return false, err
+	}
+	// 2b. one synced write for every group.
 	failpoint.Hit(failpoint.BeforePersist)
 	if b.Count() > 0 {
 		start := time.Now()
@@ -463,20 +517,12 @@ func (s *Scheduler) processReady() (bool, error) {
 		_ = b.Close()
 	}
 	failpoint.Hit(failpoint.AfterPersist)
-	// 3. send, batched per destination node.
-	out := map[uint64][]*vowdbpb.RaftMessage{}
+	// 3. mirror into memory, then send what had to wait for the write.
 	for i := range ready {
-		for _, msg := range ready[i].r.AfterPersist(&ready[i].rd) {
-			data, err := msg.Marshal()
-			if err != nil {
-				return false, err
-			}
-			out[msg.To] = append(out[msg.To], &vowdbpb.RaftMessage{RangeId: ready[i].r.RangeID, Msg: data, Snapshot: msg.Type == raftpb.MsgSnap})
-		}
+		ready[i].r.AfterPersist(&ready[i].rd)
 	}
-	for to, msgs := range out {
-		s.m.RaftMsgsSent.Add(float64(len(msgs)))
-		s.sender.Send(to, msgs)
+	if err := s.send(late); err != nil {
+		return false, err
 	}
 	failpoint.Hit(failpoint.AfterSend)
 	// 4. apply.

@@ -94,6 +94,7 @@ type Replica struct {
 
 	nextProposalID uint64
 	proposals      map[uint64]*Proposal
+	queuedProps    []*Proposal // proposed this round, stepped together by FlushProposals
 	queuedReads    []*Read
 	nextReadCtx    uint64
 	readsByCtx     map[uint64][]*Read
@@ -166,6 +167,9 @@ func Open(eng *storage.Engine, rangeID uint64, cfg Config) (*Replica, error) {
 		PreVote:                   true,
 		Logger:                    raftLogger{cfg.Logger.With("range", rangeID)},
 		StepDownOnRemoval:         true,
+		// Proposals are made only on the leader and tracked there; a
+		// follower must drop, not forward, a stray proposal.
+		DisableProposalForwarding: true,
 	}
 	rn, err := raft.NewRawNode(rc)
 	if err != nil {
@@ -210,28 +214,54 @@ func (r *Replica) Tick() {
 // Step hands a Raft message from a peer to the RawNode.
 func (r *Replica) Step(m raftpb.Message) error { return r.rn.Step(m) }
 
-// Propose proposes p if this replica is the leader; otherwise it answers p
-// with ErrNotLeader at once.
+// Propose queues p if this replica is the leader, to be handed to Raft by
+// FlushProposals together with every other proposal of the round (one
+// append, one message per follower); otherwise it answers p with
+// ErrNotLeader at once.
 func (r *Replica) Propose(p *Proposal) {
 	if !r.isLeader {
 		p.Done <- Result{Err: ErrNotLeader}
 		return
 	}
-	r.nextProposalID++
-	p.Cmd.ProposalId = r.nextProposalID
-	p.Cmd.ProposerNodeId = r.cfg.NodeID
-	data, err := proto.Marshal(p.Cmd)
-	if err != nil {
-		p.Done <- Result{Err: err}
+	r.queuedProps = append(r.queuedProps, p)
+}
+
+// FlushProposals steps the queued proposals into Raft as one MsgProp.
+func (r *Replica) FlushProposals() {
+	if len(r.queuedProps) == 0 {
 		return
 	}
-	if err := r.rn.Propose(data); err != nil {
-		r.metrics.ProposalsDropped.Inc()
-		p.Done <- Result{Err: ErrProposalDropped}
+	props := r.queuedProps
+	r.queuedProps = nil
+	ents := make([]raftpb.Entry, 0, len(props))
+	kept := props[:0]
+	for _, p := range props {
+		r.nextProposalID++
+		p.Cmd.ProposalId = r.nextProposalID
+		p.Cmd.ProposerNodeId = r.cfg.NodeID
+		data, err := proto.Marshal(p.Cmd)
+		if err != nil {
+			p.Done <- Result{Err: err}
+			continue
+		}
+		ents = append(ents, raftpb.Entry{Data: data})
+		kept = append(kept, p)
+	}
+	if len(ents) == 0 {
 		return
 	}
-	r.metrics.Proposals.Inc()
-	r.proposals[p.Cmd.ProposalId] = p
+	err := r.rn.Step(raftpb.Message{Type: raftpb.MsgProp, From: r.cfg.NodeID, Entries: ents})
+	if err != nil || !r.isLeader {
+		r.metrics.ProposalsDropped.Add(float64(len(kept)))
+		for _, p := range kept {
+			p.Done <- Result{Err: ErrProposalDropped}
+		}
+		return
+	}
+	r.metrics.Proposals.Add(float64(len(kept)))
+	for _, p := range kept {
+		r.proposals[p.Cmd.ProposalId] = p
+	}
 }
 
 // ProposeConfChange proposes a membership change (leader only). The result
@@ -371,9 +401,9 @@ func SnapshotDesc(snap raftpb.Snapshot) (*vowdbpb.RangeDescriptor, error) {
 	return data.Desc, nil
 }
 
-// AfterPersist mirrors the persisted Ready into the MemoryStorage, tracks
-// leadership, and returns the messages that may now be sent.
-func (r *Replica) AfterPersist(rd *raft.Ready) []raftpb.Message {
+// AfterPersist mirrors the persisted Ready into the MemoryStorage and
+// tracks leadership and read states. The caller sends rd.Messages.
+func (r *Replica) AfterPersist(rd *raft.Ready) {
 	ms := r.storage.MemoryStorage
 	if !raft.IsEmptySnap(rd.Snapshot) {
 		snap := rd.Snapshot
@@ -417,7 +447,6 @@ func (r *Replica) AfterPersist(rd *raft.Ready) []raftpb.Message {
 			r.readsAtIndex = append(r.readsAtIndex, indexedReads{index: rs.Index, reads: reads})
 		}
 	}
-	return rd.Messages
 }
 
 func (r *Replica) failReads(err error) {

@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/health"
+	"google.golang.org/grpc/keepalive"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/protobuf/proto"
 
@@ -121,7 +122,11 @@ func (n *Node) start() error {
 	}
 
 	n.grpcSrv = grpc.NewServer(grpc.MaxRecvMsgSize(transport.MaxMessageBytes), grpc.MaxSendMsgSize(transport.MaxMessageBytes),
-		grpc.InitialWindowSize(4<<20), grpc.InitialConnWindowSize(16<<20))
+		grpc.InitialWindowSize(4<<20), grpc.InitialConnWindowSize(16<<20),
+		// Accept the keepalive pings clients and peers send (every 10 s,
+		// also on idle connections); gRPC's default policy would close
+		// such connections with "too_many_pings".
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}))
 	vowdbpb.RegisterKVServer(n.grpcSrv, &kvService{n: n})
 	vowdbpb.RegisterAdminServer(n.grpcSrv, &adminService{n: n})
 	vowdbpb.RegisterRaftServer(n.grpcSrv, &transport.Server{Handler: schedHandler{n}, ClusterID: n.clusterID, Transport: n.trans})
