@@ -43,6 +43,7 @@ type DB struct {
 	mu struct {
 		sync.Mutex
 		conns  map[string]*grpc.ClientConn
+		pipes  map[*grpc.ClientConn]*pipe
 		nodes  map[uint64]string // node id -> address
 		routes []*route          // sorted by start key, non-overlapping
 		closed bool
@@ -82,6 +83,9 @@ func (db *DB) Close() error {
 	db.mu.Lock()
 	defer db.mu.Unlock()
 	db.mu.closed = true
+	for _, p := range db.mu.pipes {
+		p.cancel()
+	}
 	for _, c := range db.mu.conns {
 		_ = c.Close()
 	}
@@ -276,6 +280,12 @@ func (db *DB) evict(rangeID uint64) {
 	db.mu.routes = out
 }
 
+func (db *DB) leaderOf(r *route) uint64 {
+	db.mu.Lock()
+	defer db.mu.Unlock()
+	return r.leader
+}
+
 func (db *DB) setLeader(r *route, leader uint64) {
 	db.mu.Lock()
 	r.leader = leader
@@ -329,7 +339,7 @@ func (db *DB) send(ctx context.Context, key []byte, write bool, call func(ctx co
 				continue
 			}
 		}
-		target := r.leader
+		target := db.leaderOf(r)
 		if target == 0 || skip[target] {
 			target = 0
 			for _, rd := range r.desc.Replicas {
@@ -360,12 +370,17 @@ func (db *DB) send(ctx context.Context, key []byte, write bool, call func(ctx co
 		}
 		err = call(ctx, c)
 		if err == nil {
-			if r.leader != target {
+			if db.leaderOf(r) != target {
 				db.setLeader(r, target)
 			}
 			return nil
 		}
 		lastErr = err
+		if errors.Is(err, errNotSent) {
+			// The request never left this client: another try is safe.
+			db.setLeader(r, 0)
+			continue
+		}
 		d, hasDetail := transport.Detail(err)
 		if !hasDetail {
 			code := status.Code(err)

@@ -22,8 +22,11 @@ func (db *DB) Get(ctx context.Context, key []byte) ([]byte, error) {
 		return nil, err
 	}
 	var resp *vowdbpb.GetResponse
-	err := db.send(ctx, key, false, func(ctx context.Context, c *grpc.ClientConn) (err error) {
-		resp, err = vowdbpb.NewKVClient(c).Get(ctx, &vowdbpb.GetRequest{Key: key})
+	err := db.send(ctx, key, false, func(ctx context.Context, c *grpc.ClientConn) error {
+		res, err := db.batch(ctx, c, &vowdbpb.BatchOp{Op: &vowdbpb.BatchOp_Get{Get: &vowdbpb.GetRequest{Key: key}}})
+		if err == nil {
+			resp = res.Get
+		}
 		return err
 	})
 	if err != nil {
@@ -42,7 +45,7 @@ func (db *DB) Put(ctx context.Context, key, value []byte) error {
 		return err
 	}
 	return db.send(ctx, key, true, func(ctx context.Context, c *grpc.ClientConn) error {
-		_, err := vowdbpb.NewKVClient(c).Put(ctx, &vowdbpb.PutRequest{Key: key, Value: value})
+		_, err := db.batch(ctx, c, &vowdbpb.BatchOp{Op: &vowdbpb.BatchOp_Put{Put: &vowdbpb.PutRequest{Key: key, Value: value}}})
 		return err
 	})
 }
@@ -53,7 +56,7 @@ func (db *DB) Delete(ctx context.Context, key []byte) error {
 		return err
 	}
 	return db.send(ctx, key, true, func(ctx context.Context, c *grpc.ClientConn) error {
-		_, err := vowdbpb.NewKVClient(c).Delete(ctx, &vowdbpb.DeleteRequest{Key: key})
+		_, err := db.batch(ctx, c, &vowdbpb.BatchOp{Op: &vowdbpb.BatchOp_Delete{Delete: &vowdbpb.DeleteRequest{Key: key}}})
 		return err
 	})
 }
@@ -67,8 +70,11 @@ func (db *DB) CompareAndSwap(ctx context.Context, key, old, new []byte) (bool, e
 	}
 	req := &vowdbpb.CasRequest{Key: key, Expected: old, ExpectAbsent: old == nil, Value: new, DeleteOnSwap: new == nil}
 	var resp *vowdbpb.CasResponse
-	err := db.send(ctx, key, true, func(ctx context.Context, c *grpc.ClientConn) (err error) {
-		resp, err = vowdbpb.NewKVClient(c).CompareAndSwap(ctx, req)
+	err := db.send(ctx, key, true, func(ctx context.Context, c *grpc.ClientConn) error {
+		res, err := db.batch(ctx, c, &vowdbpb.BatchOp{Op: &vowdbpb.BatchOp_Cas{Cas: req}})
+		if err == nil {
+			resp = res.Cas
+		}
 		return err
 	})
 	if err != nil {
@@ -116,4 +122,13 @@ func (db *DB) Scan(ctx context.Context, start, end []byte, limit int) ([]KeyValu
 		}
 		cur = resp.RangeEnd
 	}
+}
+
+// batch runs one operation over the node's Batch stream.
+func (db *DB) batch(ctx context.Context, c *grpc.ClientConn, op *vowdbpb.BatchOp) (*vowdbpb.BatchResult, error) {
+	p, err := db.pipeFor(c)
+	if err != nil {
+		return nil, err
+	}
+	return p.do(ctx, op)
 }

@@ -2965,6 +2965,304 @@ func (x *ErrorDetail) GetDesc() *RangeDescriptor {
 	return nil
 }
 
+// BatchOp is one operation on the Batch stream; id is chosen by the client
+// and echoed in its BatchResult.
+type BatchOp struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Id    uint64                 `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	// Types that are valid to be assigned to Op:
+	//
+	//	*BatchOp_Get
+	//	*BatchOp_Put
+	//	*BatchOp_Delete
+	//	*BatchOp_Cas
+	Op            isBatchOp_Op `protobuf_oneof:"op"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BatchOp) Reset() {
+	*x = BatchOp{}
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[51]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BatchOp) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BatchOp) ProtoMessage() {}
+
+func (x *BatchOp) ProtoReflect() protoreflect.Message {
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[51]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BatchOp.ProtoReflect.Descriptor instead.
+func (*BatchOp) Descriptor() ([]byte, []int) {
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{51}
+}
+
+func (x *BatchOp) GetId() uint64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+func (x *BatchOp) GetOp() isBatchOp_Op {
+	if x != nil {
+		return x.Op
+	}
+	return nil
+}
+
+func (x *BatchOp) GetGet() *GetRequest {
+	if x != nil {
+		if x, ok := x.Op.(*BatchOp_Get); ok {
+			return x.Get
+		}
+	}
+	return nil
+}
+
+func (x *BatchOp) GetPut() *PutRequest {
+	if x != nil {
+		if x, ok := x.Op.(*BatchOp_Put); ok {
+			return x.Put
+		}
+	}
+	return nil
+}
+
+func (x *BatchOp) GetDelete() *DeleteRequest {
+	if x != nil {
+		if x, ok := x.Op.(*BatchOp_Delete); ok {
+			return x.Delete
+		}
+	}
+	return nil
+}
+
+func (x *BatchOp) GetCas() *CasRequest {
+	if x != nil {
+		if x, ok := x.Op.(*BatchOp_Cas); ok {
+			return x.Cas
+		}
+	}
+	return nil
+}
+
+type isBatchOp_Op interface {
+	isBatchOp_Op()
+}
+
+type BatchOp_Get struct {
+	Get *GetRequest `protobuf:"bytes,2,opt,name=get,proto3,oneof"`
+}
+
+type BatchOp_Put struct {
+	Put *PutRequest `protobuf:"bytes,3,opt,name=put,proto3,oneof"`
+}
+
+type BatchOp_Delete struct {
+	Delete *DeleteRequest `protobuf:"bytes,4,opt,name=delete,proto3,oneof"`
+}
+
+type BatchOp_Cas struct {
+	Cas *CasRequest `protobuf:"bytes,5,opt,name=cas,proto3,oneof"`
+}
+
+func (*BatchOp_Get) isBatchOp_Op() {}
+
+func (*BatchOp_Put) isBatchOp_Op() {}
+
+func (*BatchOp_Delete) isBatchOp_Op() {}
+
+func (*BatchOp_Cas) isBatchOp_Op() {}
+
+type BatchRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Ops           []*BatchOp             `protobuf:"bytes,1,rep,name=ops,proto3" json:"ops,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BatchRequest) Reset() {
+	*x = BatchRequest{}
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[52]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BatchRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BatchRequest) ProtoMessage() {}
+
+func (x *BatchRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[52]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BatchRequest.ProtoReflect.Descriptor instead.
+func (*BatchRequest) Descriptor() ([]byte, []int) {
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{52}
+}
+
+func (x *BatchRequest) GetOps() []*BatchOp {
+	if x != nil {
+		return x.Ops
+	}
+	return nil
+}
+
+type BatchResult struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Id    uint64                 `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	// grpc_code is the status code the same operation would have failed with
+	// as a unary call (0 = OK); error and error_message detail it.
+	GrpcCode      int32        `protobuf:"varint,2,opt,name=grpc_code,json=grpcCode,proto3" json:"grpc_code,omitempty"`
+	ErrorMessage  string       `protobuf:"bytes,3,opt,name=error_message,json=errorMessage,proto3" json:"error_message,omitempty"`
+	Error         *ErrorDetail `protobuf:"bytes,4,opt,name=error,proto3" json:"error,omitempty"`
+	Get           *GetResponse `protobuf:"bytes,5,opt,name=get,proto3" json:"get,omitempty"`
+	Cas           *CasResponse `protobuf:"bytes,6,opt,name=cas,proto3" json:"cas,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BatchResult) Reset() {
+	*x = BatchResult{}
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[53]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BatchResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BatchResult) ProtoMessage() {}
+
+func (x *BatchResult) ProtoReflect() protoreflect.Message {
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[53]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BatchResult.ProtoReflect.Descriptor instead.
+func (*BatchResult) Descriptor() ([]byte, []int) {
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{53}
+}
+
+func (x *BatchResult) GetId() uint64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+func (x *BatchResult) GetGrpcCode() int32 {
+	if x != nil {
+		return x.GrpcCode
+	}
+	return 0
+}
+
+func (x *BatchResult) GetErrorMessage() string {
+	if x != nil {
+		return x.ErrorMessage
+	}
+	return ""
+}
+
+func (x *BatchResult) GetError() *ErrorDetail {
+	if x != nil {
+		return x.Error
+	}
+	return nil
+}
+
+func (x *BatchResult) GetGet() *GetResponse {
+	if x != nil {
+		return x.Get
+	}
+	return nil
+}
+
+func (x *BatchResult) GetCas() *CasResponse {
+	if x != nil {
+		return x.Cas
+	}
+	return nil
+}
+
+type BatchResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Results       []*BatchResult         `protobuf:"bytes,1,rep,name=results,proto3" json:"results,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BatchResponse) Reset() {
+	*x = BatchResponse{}
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[54]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BatchResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BatchResponse) ProtoMessage() {}
+
+func (x *BatchResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[54]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BatchResponse.ProtoReflect.Descriptor instead.
+func (*BatchResponse) Descriptor() ([]byte, []int) {
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{54}
+}
+
+func (x *BatchResponse) GetResults() []*BatchResult {
+	if x != nil {
+		return x.Results
+	}
+	return nil
+}
+
 var File_api_vowdbpb_vowdb_proto protoreflect.FileDescriptor
 
 const file_api_vowdbpb_vowdb_proto_rawDesc = "" +
@@ -3171,10 +3469,29 @@ const file_api_vowdbpb_vowdb_proto_rawDesc = "" +
 	"\tAMBIGUOUS\x10\x04\x12\x13\n" +
 	"\x0fNOT_INITIALIZED\x10\x05\x12\x14\n" +
 	"\x10CLUSTER_MISMATCH\x10\x06\x12\v\n" +
-	"\aINVALID\x10\a2?\n" +
+	"\aINVALID\x10\a\"\xd0\x01\n" +
+	"\aBatchOp\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\x04R\x02id\x12(\n" +
+	"\x03get\x18\x02 \x01(\v2\x14.vowdb.v1.GetRequestH\x00R\x03get\x12(\n" +
+	"\x03put\x18\x03 \x01(\v2\x14.vowdb.v1.PutRequestH\x00R\x03put\x121\n" +
+	"\x06delete\x18\x04 \x01(\v2\x17.vowdb.v1.DeleteRequestH\x00R\x06delete\x12(\n" +
+	"\x03cas\x18\x05 \x01(\v2\x14.vowdb.v1.CasRequestH\x00R\x03casB\x04\n" +
+	"\x02op\"3\n" +
+	"\fBatchRequest\x12#\n" +
+	"\x03ops\x18\x01 \x03(\v2\x11.vowdb.v1.BatchOpR\x03ops\"\xde\x01\n" +
+	"\vBatchResult\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\x04R\x02id\x12\x1b\n" +
+	"\tgrpc_code\x18\x02 \x01(\x05R\bgrpcCode\x12#\n" +
+	"\rerror_message\x18\x03 \x01(\tR\ferrorMessage\x12+\n" +
+	"\x05error\x18\x04 \x01(\v2\x15.vowdb.v1.ErrorDetailR\x05error\x12'\n" +
+	"\x03get\x18\x05 \x01(\v2\x15.vowdb.v1.GetResponseR\x03get\x12'\n" +
+	"\x03cas\x18\x06 \x01(\v2\x15.vowdb.v1.CasResponseR\x03cas\"@\n" +
+	"\rBatchResponse\x12/\n" +
+	"\aresults\x18\x01 \x03(\v2\x15.vowdb.v1.BatchResultR\aresults2?\n" +
 	"\x04Raft\x127\n" +
-	"\x06Stream\x12\x13.vowdb.v1.RaftBatch\x1a\x16.vowdb.v1.RaftBatchAck(\x012\x9f\x02\n" +
-	"\x02KV\x122\n" +
+	"\x06Stream\x12\x13.vowdb.v1.RaftBatch\x1a\x16.vowdb.v1.RaftBatchAck(\x012\xdd\x02\n" +
+	"\x02KV\x12<\n" +
+	"\x05Batch\x12\x16.vowdb.v1.BatchRequest\x1a\x17.vowdb.v1.BatchResponse(\x010\x01\x122\n" +
 	"\x03Get\x12\x14.vowdb.v1.GetRequest\x1a\x15.vowdb.v1.GetResponse\x122\n" +
 	"\x03Put\x12\x14.vowdb.v1.PutRequest\x1a\x15.vowdb.v1.PutResponse\x12;\n" +
 	"\x06Delete\x12\x17.vowdb.v1.DeleteRequest\x1a\x18.vowdb.v1.DeleteResponse\x125\n" +
@@ -3205,7 +3522,7 @@ func file_api_vowdbpb_vowdb_proto_rawDescGZIP() []byte {
 }
 
 var file_api_vowdbpb_vowdb_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_api_vowdbpb_vowdb_proto_msgTypes = make([]protoimpl.MessageInfo, 51)
+var file_api_vowdbpb_vowdb_proto_msgTypes = make([]protoimpl.MessageInfo, 55)
 var file_api_vowdbpb_vowdb_proto_goTypes = []any{
 	(ErrorDetail_Code)(0),       // 0: vowdb.v1.ErrorDetail.Code
 	(*ReplicaDescriptor)(nil),   // 1: vowdb.v1.ReplicaDescriptor
@@ -3259,6 +3576,10 @@ var file_api_vowdbpb_vowdb_proto_goTypes = []any{
 	(*IdentRequest)(nil),        // 49: vowdb.v1.IdentRequest
 	(*IdentResponse)(nil),       // 50: vowdb.v1.IdentResponse
 	(*ErrorDetail)(nil),         // 51: vowdb.v1.ErrorDetail
+	(*BatchOp)(nil),             // 52: vowdb.v1.BatchOp
+	(*BatchRequest)(nil),        // 53: vowdb.v1.BatchRequest
+	(*BatchResult)(nil),         // 54: vowdb.v1.BatchResult
+	(*BatchResponse)(nil),       // 55: vowdb.v1.BatchResponse
 }
 var file_api_vowdbpb_vowdb_proto_depIdxs = []int32{
 	1,  // 0: vowdb.v1.RangeDescriptor.replicas:type_name -> vowdb.v1.ReplicaDescriptor
@@ -3294,41 +3615,52 @@ var file_api_vowdbpb_vowdb_proto_depIdxs = []int32{
 	5,  // 30: vowdb.v1.MetaCommandRequest.cmd:type_name -> vowdb.v1.Command
 	0,  // 31: vowdb.v1.ErrorDetail.code:type_name -> vowdb.v1.ErrorDetail.Code
 	2,  // 32: vowdb.v1.ErrorDetail.desc:type_name -> vowdb.v1.RangeDescriptor
-	16, // 33: vowdb.v1.Raft.Stream:input_type -> vowdb.v1.RaftBatch
-	20, // 34: vowdb.v1.KV.Get:input_type -> vowdb.v1.GetRequest
-	22, // 35: vowdb.v1.KV.Put:input_type -> vowdb.v1.PutRequest
-	24, // 36: vowdb.v1.KV.Delete:input_type -> vowdb.v1.DeleteRequest
-	26, // 37: vowdb.v1.KV.Scan:input_type -> vowdb.v1.ScanRequest
-	28, // 38: vowdb.v1.KV.CompareAndSwap:input_type -> vowdb.v1.CasRequest
-	30, // 39: vowdb.v1.Admin.Lookup:input_type -> vowdb.v1.LookupRequest
-	33, // 40: vowdb.v1.Admin.ListRanges:input_type -> vowdb.v1.ListRangesRequest
-	36, // 41: vowdb.v1.Admin.ListNodes:input_type -> vowdb.v1.ListNodesRequest
-	39, // 42: vowdb.v1.Admin.Split:input_type -> vowdb.v1.SplitRequest
-	41, // 43: vowdb.v1.Admin.Init:input_type -> vowdb.v1.InitRequest
-	43, // 44: vowdb.v1.Admin.Join:input_type -> vowdb.v1.JoinRequest
-	45, // 45: vowdb.v1.Admin.Heartbeat:input_type -> vowdb.v1.HeartbeatRequest
-	47, // 46: vowdb.v1.Admin.MetaCommand:input_type -> vowdb.v1.MetaCommandRequest
-	49, // 47: vowdb.v1.Admin.Ident:input_type -> vowdb.v1.IdentRequest
-	17, // 48: vowdb.v1.Raft.Stream:output_type -> vowdb.v1.RaftBatchAck
-	21, // 49: vowdb.v1.KV.Get:output_type -> vowdb.v1.GetResponse
-	23, // 50: vowdb.v1.KV.Put:output_type -> vowdb.v1.PutResponse
-	25, // 51: vowdb.v1.KV.Delete:output_type -> vowdb.v1.DeleteResponse
-	27, // 52: vowdb.v1.KV.Scan:output_type -> vowdb.v1.ScanResponse
-	29, // 53: vowdb.v1.KV.CompareAndSwap:output_type -> vowdb.v1.CasResponse
-	32, // 54: vowdb.v1.Admin.Lookup:output_type -> vowdb.v1.LookupResponse
-	35, // 55: vowdb.v1.Admin.ListRanges:output_type -> vowdb.v1.ListRangesResponse
-	38, // 56: vowdb.v1.Admin.ListNodes:output_type -> vowdb.v1.ListNodesResponse
-	40, // 57: vowdb.v1.Admin.Split:output_type -> vowdb.v1.SplitResponse
-	42, // 58: vowdb.v1.Admin.Init:output_type -> vowdb.v1.InitResponse
-	44, // 59: vowdb.v1.Admin.Join:output_type -> vowdb.v1.JoinResponse
-	46, // 60: vowdb.v1.Admin.Heartbeat:output_type -> vowdb.v1.HeartbeatResponse
-	48, // 61: vowdb.v1.Admin.MetaCommand:output_type -> vowdb.v1.MetaCommandResponse
-	50, // 62: vowdb.v1.Admin.Ident:output_type -> vowdb.v1.IdentResponse
-	48, // [48:63] is the sub-list for method output_type
-	33, // [33:48] is the sub-list for method input_type
-	33, // [33:33] is the sub-list for extension type_name
-	33, // [33:33] is the sub-list for extension extendee
-	0,  // [0:33] is the sub-list for field type_name
+	20, // 33: vowdb.v1.BatchOp.get:type_name -> vowdb.v1.GetRequest
+	22, // 34: vowdb.v1.BatchOp.put:type_name -> vowdb.v1.PutRequest
+	24, // 35: vowdb.v1.BatchOp.delete:type_name -> vowdb.v1.DeleteRequest
+	28, // 36: vowdb.v1.BatchOp.cas:type_name -> vowdb.v1.CasRequest
+	52, // 37: vowdb.v1.BatchRequest.ops:type_name -> vowdb.v1.BatchOp
+	51, // 38: vowdb.v1.BatchResult.error:type_name -> vowdb.v1.ErrorDetail
+	21, // 39: vowdb.v1.BatchResult.get:type_name -> vowdb.v1.GetResponse
+	29, // 40: vowdb.v1.BatchResult.cas:type_name -> vowdb.v1.CasResponse
+	54, // 41: vowdb.v1.BatchResponse.results:type_name -> vowdb.v1.BatchResult
+	16, // 42: vowdb.v1.Raft.Stream:input_type -> vowdb.v1.RaftBatch
+	53, // 43: vowdb.v1.KV.Batch:input_type -> vowdb.v1.BatchRequest
+	20, // 44: vowdb.v1.KV.Get:input_type -> vowdb.v1.GetRequest
+	22, // 45: vowdb.v1.KV.Put:input_type -> vowdb.v1.PutRequest
+	24, // 46: vowdb.v1.KV.Delete:input_type -> vowdb.v1.DeleteRequest
+	26, // 47: vowdb.v1.KV.Scan:input_type -> vowdb.v1.ScanRequest
+	28, // 48: vowdb.v1.KV.CompareAndSwap:input_type -> vowdb.v1.CasRequest
+	30, // 49: vowdb.v1.Admin.Lookup:input_type -> vowdb.v1.LookupRequest
+	33, // 50: vowdb.v1.Admin.ListRanges:input_type -> vowdb.v1.ListRangesRequest
+	36, // 51: vowdb.v1.Admin.ListNodes:input_type -> vowdb.v1.ListNodesRequest
+	39, // 52: vowdb.v1.Admin.Split:input_type -> vowdb.v1.SplitRequest
+	41, // 53: vowdb.v1.Admin.Init:input_type -> vowdb.v1.InitRequest
+	43, // 54: vowdb.v1.Admin.Join:input_type -> vowdb.v1.JoinRequest
+	45, // 55: vowdb.v1.Admin.Heartbeat:input_type -> vowdb.v1.HeartbeatRequest
+	47, // 56: vowdb.v1.Admin.MetaCommand:input_type -> vowdb.v1.MetaCommandRequest
+	49, // 57: vowdb.v1.Admin.Ident:input_type -> vowdb.v1.IdentRequest
+	17, // 58: vowdb.v1.Raft.Stream:output_type -> vowdb.v1.RaftBatchAck
+	55, // 59: vowdb.v1.KV.Batch:output_type -> vowdb.v1.BatchResponse
+	21, // 60: vowdb.v1.KV.Get:output_type -> vowdb.v1.GetResponse
+	23, // 61: vowdb.v1.KV.Put:output_type -> vowdb.v1.PutResponse
+	25, // 62: vowdb.v1.KV.Delete:output_type -> vowdb.v1.DeleteResponse
+	27, // 63: vowdb.v1.KV.Scan:output_type -> vowdb.v1.ScanResponse
+	29, // 64: vowdb.v1.KV.CompareAndSwap:output_type -> vowdb.v1.CasResponse
+	32, // 65: vowdb.v1.Admin.Lookup:output_type -> vowdb.v1.LookupResponse
+	35, // 66: vowdb.v1.Admin.ListRanges:output_type -> vowdb.v1.ListRangesResponse
+	38, // 67: vowdb.v1.Admin.ListNodes:output_type -> vowdb.v1.ListNodesResponse
+	40, // 68: vowdb.v1.Admin.Split:output_type -> vowdb.v1.SplitResponse
+	42, // 69: vowdb.v1.Admin.Init:output_type -> vowdb.v1.InitResponse
+	44, // 70: vowdb.v1.Admin.Join:output_type -> vowdb.v1.JoinResponse
+	46, // 71: vowdb.v1.Admin.Heartbeat:output_type -> vowdb.v1.HeartbeatResponse
+	48, // 72: vowdb.v1.Admin.MetaCommand:output_type -> vowdb.v1.MetaCommandResponse
+	50, // 73: vowdb.v1.Admin.Ident:output_type -> vowdb.v1.IdentResponse
+	58, // [58:74] is the sub-list for method output_type
+	42, // [42:58] is the sub-list for method input_type
+	42, // [42:42] is the sub-list for extension type_name
+	42, // [42:42] is the sub-list for extension extendee
+	0,  // [0:42] is the sub-list for field type_name
 }
 
 func init() { file_api_vowdbpb_vowdb_proto_init() }
@@ -3345,13 +3677,19 @@ func file_api_vowdbpb_vowdb_proto_init() {
 		(*Command_PutDescriptor)(nil),
 		(*Command_AllocRangeId)(nil),
 	}
+	file_api_vowdbpb_vowdb_proto_msgTypes[51].OneofWrappers = []any{
+		(*BatchOp_Get)(nil),
+		(*BatchOp_Put)(nil),
+		(*BatchOp_Delete)(nil),
+		(*BatchOp_Cas)(nil),
+	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_api_vowdbpb_vowdb_proto_rawDesc), len(file_api_vowdbpb_vowdb_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   51,
+			NumMessages:   55,
 			NumExtensions: 0,
 			NumServices:   3,
 		},

@@ -120,6 +120,7 @@ var Raft_ServiceDesc = grpc.ServiceDesc{
 }
 
 const (
+	KV_Batch_FullMethodName          = "/vowdb.v1.KV/Batch"
 	KV_Get_FullMethodName            = "/vowdb.v1.KV/Get"
 	KV_Put_FullMethodName            = "/vowdb.v1.KV/Put"
 	KV_Delete_FullMethodName         = "/vowdb.v1.KV/Delete"
@@ -131,6 +132,10 @@ const (
 //
 // For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
 type KVClient interface {
+	// Batch carries many concurrent single-key operations of one client over
+	// one stream: operations that arrive together are sent, proposed and
+	// answered together, which saves most of the per-call RPC cost.
+	Batch(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[BatchRequest, BatchResponse], error)
 	Get(ctx context.Context, in *GetRequest, opts ...grpc.CallOption) (*GetResponse, error)
 	Put(ctx context.Context, in *PutRequest, opts ...grpc.CallOption) (*PutResponse, error)
 	Delete(ctx context.Context, in *DeleteRequest, opts ...grpc.CallOption) (*DeleteResponse, error)
@@ -145,6 +150,19 @@ type kVClient struct {
 func NewKVClient(cc grpc.ClientConnInterface) KVClient {
 	return &kVClient{cc}
 }
+
+func (c *kVClient) Batch(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[BatchRequest, BatchResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &KV_ServiceDesc.Streams[0], KV_Batch_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[BatchRequest, BatchResponse]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type KV_BatchClient = grpc.BidiStreamingClient[BatchRequest, BatchResponse]
 
 func (c *kVClient) Get(ctx context.Context, in *GetRequest, opts ...grpc.CallOption) (*GetResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
@@ -200,6 +218,10 @@ func (c *kVClient) CompareAndSwap(ctx context.Context, in *CasRequest, opts ...g
 // All implementations must embed UnimplementedKVServer
 // for forward compatibility.
 type KVServer interface {
+	// Batch carries many concurrent single-key operations of one client over
+	// one stream: operations that arrive together are sent, proposed and
+	// answered together, which saves most of the per-call RPC cost.
+	Batch(grpc.BidiStreamingServer[BatchRequest, BatchResponse]) error
 	Get(context.Context, *GetRequest) (*GetResponse, error)
 	Put(context.Context, *PutRequest) (*PutResponse, error)
 	Delete(context.Context, *DeleteRequest) (*DeleteResponse, error)
@@ -215,6 +237,9 @@ type KVServer interface {
 // pointer dereference when methods are called.
 type UnimplementedKVServer struct{}
 
+func (UnimplementedKVServer) Batch(grpc.BidiStreamingServer[BatchRequest, BatchResponse]) error {
+	return status.Error(codes.Unimplemented, "method Batch not implemented")
+}
 func (UnimplementedKVServer) Get(context.Context, *GetRequest) (*GetResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Get not implemented")
 }
@@ -250,6 +275,13 @@ func RegisterKVServer(s grpc.ServiceRegistrar, srv KVServer) {
 	}
 	s.RegisterService(&KV_ServiceDesc, srv)
 }
+
+func _KV_Batch_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(KVServer).Batch(&grpc.GenericServerStream[BatchRequest, BatchResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type KV_BatchServer = grpc.BidiStreamingServer[BatchRequest, BatchResponse]
 
 func _KV_Get_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(GetRequest)
@@ -369,7 +401,14 @@ var KV_ServiceDesc = grpc.ServiceDesc{
 			Handler:    _KV_CompareAndSwap_Handler,
 		},
 	},
-	Streams:  []grpc.StreamDesc{},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "Batch",
+			Handler:       _KV_Batch_Handler,
+			ServerStreams: true,
+			ClientStreams: true,
+		},
+	},
 	Metadata: "api/vowdbpb/vowdb.proto",
 }
 

@@ -328,7 +328,7 @@ func (s *Scheduler) round(tick bool) error {
 	for _, rp := range props {
 		r := s.replicas[rp.rangeID]
 		if r == nil || !r.Initialized() {
-			rp.p.Done <- replica.Result{Err: ErrRangeNotFound}
+			rp.p.Finish(replica.Result{Err: ErrRangeNotFound})
 			continue
 		}
 		r.Propose(rp.p)
@@ -336,7 +336,7 @@ func (s *Scheduler) round(tick bool) error {
 	for _, rr := range reads {
 		r := s.replicas[rr.rangeID]
 		if r == nil || !r.Initialized() {
-			rr.r.Done <- ErrRangeNotFound
+			rr.r.Finish(ErrRangeNotFound)
 			continue
 		}
 		r.QueueRead(rr.r)

@@ -46,23 +46,50 @@ var ErrAmbiguous = errors.New("replica: outcome of proposal unknown")
 
 // Proposal is a command waiting for its entry to apply on this node.
 type Proposal struct {
-	Cmd  *vowdbpb.Command
-	Done chan Result // buffered(1); receives exactly one Result
-	age  int
+	Cmd *vowdbpb.Command
+	// Done receives exactly one Result, unless OnDone is set.
+	Done chan Result
+	// OnDone, if set, is called instead, once, on the scheduler goroutine;
+	// it must not block.
+	OnDone func(Result)
+	age    int
 }
 
-// NewProposal returns a proposal for cmd.
+// NewProposal returns a proposal for cmd answered on Done.
 func NewProposal(cmd *vowdbpb.Command) *Proposal {
 	return &Proposal{Cmd: cmd, Done: make(chan Result, 1)}
 }
 
-// Read is a linearizable read waiting for ReadIndex.
-type Read struct {
-	Done chan error // buffered(1); nil when the local state may be read
+// Finish answers the proposal.
+func (p *Proposal) Finish(res Result) {
+	if p.OnDone != nil {
+		p.OnDone(res)
+		return
+	}
+	p.Done <- res
 }
 
-// NewRead returns a Read.
+// Read is a linearizable read waiting for ReadIndex.
+type Read struct {
+	// Done receives nil when the local state may be read, or an error;
+	// unless OnDone is set.
+	Done chan error
+	// OnDone, if set, is called instead, once, on the scheduler goroutine;
+	// it must not block.
+	OnDone func(error)
+}
+
+// NewRead returns a Read answered on Done.
 func NewRead() *Read { return &Read{Done: make(chan error, 1)} }
+
+// Finish answers the read.
+func (rd *Read) Finish(err error) {
+	if rd.OnDone != nil {
+		rd.OnDone(err)
+		return
+	}
+	rd.Done <- err
+}
 
 // Status is the part of a replica's state published for other goroutines.
 type Status struct {
@@ -205,7 +232,7 @@ func (r *Replica) Tick() {
 	for id, p := range r.proposals {
 		p.age++
 		if p.age > r.cfg.ProposalTimeoutTicks {
-			p.Done <- Result{Err: ErrAmbiguous}
+			p.Finish(Result{Err: ErrAmbiguous})
 			delete(r.proposals, id)
 		}
 	}
@@ -220,7 +247,7 @@ func (r *Replica) Step(m raftpb.Message) error { return r.rn.Step(m) }
 // ErrNotLeader at once.
 func (r *Replica) Propose(p *Proposal) {
 	if !r.isLeader {
-		p.Done <- Result{Err: ErrNotLeader}
+		p.Finish(Result{Err: ErrNotLeader})
 		return
 	}
 	r.queuedProps = append(r.queuedProps, p)
@@ -241,7 +268,7 @@ func (r *Replica) FlushProposals() {
 		p.Cmd.ProposerNodeId = r.cfg.NodeID
 		data, err := proto.Marshal(p.Cmd)
 		if err != nil {
-			p.Done <- Result{Err: err}
+			p.Finish(Result{Err: err})
 			continue
 		}
 		ents = append(ents, raftpb.Entry{Data: data})
@@ -254,7 +281,7 @@ func (r *Replica) FlushProposals() {
 	if err != nil || !r.isLeader {
 		r.metrics.ProposalsDropped.Add(float64(len(kept)))
 		for _, p := range kept {
-			p.Done <- Result{Err: ErrProposalDropped}
+			p.Finish(Result{Err: ErrProposalDropped})
 		}
 		return
 	}
@@ -301,7 +328,7 @@ func (r *Replica) FlushReads() {
 	r.queuedReads = nil
 	if !r.isLeader {
 		for _, rd := range reads {
-			rd.Done <- ErrNotLeader
+			rd.Finish(ErrNotLeader)
 		}
 		return
 	}
@@ -452,13 +479,13 @@ func (r *Replica) AfterPersist(rd *raft.Ready) {
 func (r *Replica) failReads(err error) {
 	for ctx, reads := range r.readsByCtx {
 		for _, rd := range reads {
-			rd.Done <- err
+			rd.Finish(err)
 		}
 		delete(r.readsByCtx, ctx)
 	}
 	for _, ir := range r.readsAtIndex {
 		for _, rd := range ir.reads {
-			rd.Done <- err
+			rd.Finish(err)
 		}
 	}
 	r.readsAtIndex = nil
@@ -608,14 +635,14 @@ func (r *Replica) Finish(rd raft.Ready) {
 		}
 	}
 	for _, pr := range r.pendingResults {
-		pr.p.Done <- pr.res
+		pr.p.Finish(pr.res)
 	}
 	r.pendingResults = r.pendingResults[:0]
 	n := 0
 	for _, ir := range r.readsAtIndex {
 		if ir.index <= r.applied {
 			for _, rd := range ir.reads {
-				rd.Done <- nil
+				rd.Finish(nil)
 			}
 			continue
 		}

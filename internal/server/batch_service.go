@@ -1,0 +1,204 @@
+package server
+
+import (
+	"errors"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/status"
+
+	"github.com/vowdb/vowdb/api/vowdbpb"
+	"github.com/vowdb/vowdb/internal/keys"
+	"github.com/vowdb/vowdb/internal/replica"
+	"github.com/vowdb/vowdb/internal/storage"
+	"github.com/vowdb/vowdb/internal/transport"
+)
+
+// Batch serves the KV stream: each received operation is started at once
+// (proposed or queued for ReadIndex, without a goroutine of its own), and its
+// answer is queued for a writer goroutine that sends every answer available
+// in one message. Operations of one client that arrive together thus share a
+// Raft round, a network message and a stream write.
+func (s *kvService) Batch(st grpc.BidiStreamingServer[vowdbpb.BatchRequest, vowdbpb.BatchResponse]) error {
+	out := newResponder(st)
+	defer out.close()
+	for {
+		req, err := st.Recv()
+		if err != nil {
+			return nil // the client closed the stream or the connection broke
+		}
+		for _, op := range req.Ops {
+			s.startOp(op, out.push)
+		}
+	}
+}
+
+// startOp starts one operation; done is called exactly once with its result,
+// possibly on the scheduler goroutine.
+func (s *kvService) startOp(op *vowdbpb.BatchOp, done func(*vowdbpb.BatchResult)) {
+	n := s.n
+	start := time.Now()
+	method := "unknown"
+	finish := func(res *vowdbpb.BatchResult, err error) {
+		if res == nil {
+			res = &vowdbpb.BatchResult{}
+		}
+		res.Id = op.Id
+		outcome := "ok"
+		if err != nil {
+			outcome = "error"
+			st := status.Convert(err)
+			res.GrpcCode = int32(st.Code())
+			res.ErrorMessage = st.Message()
+			if d, ok := transport.Detail(err); ok {
+				res.Error = d
+			}
+		}
+		n.metrics.Requests.WithLabelValues(method, outcome).Inc()
+		n.metrics.RequestSeconds.WithLabelValues(method).Observe(time.Since(start).Seconds())
+		done(res)
+	}
+	switch o := op.Op.(type) {
+	case *vowdbpb.BatchOp_Get:
+		method = "get"
+		key := o.Get.Key
+		if err := n.checkKV(key, nil); err != nil {
+			finish(nil, err)
+			return
+		}
+		sched, r, err := n.leaderFor(key)
+		if err != nil {
+			finish(nil, err)
+			return
+		}
+		rd := &replica.Read{OnDone: func(err error) {
+			if err != nil {
+				finish(nil, n.replicaErr(r, err))
+				return
+			}
+			if d := r.Status().Desc; !keys.Contains(d.StartKey, d.EndKey, key) {
+				finish(nil, n.replicaErr(r, &replica.KeyMismatchError{Key: key, Desc: d}))
+				return
+			}
+			v, err := n.eng.Get(keys.UserKey(key))
+			switch {
+			case errors.Is(err, storage.ErrNotFound):
+				finish(&vowdbpb.BatchResult{Get: &vowdbpb.GetResponse{}}, nil)
+			case err != nil:
+				finish(nil, err)
+			default:
+				finish(&vowdbpb.BatchResult{Get: &vowdbpb.GetResponse{Found: true, Value: v}}, nil)
+			}
+		}}
+		sched.Read(r.RangeID, rd)
+	case *vowdbpb.BatchOp_Put:
+		method = "put"
+		s.startWrite(o.Put.Key, o.Put.Value, nil, &vowdbpb.Command{Op: &vowdbpb.Command_Put{Put: &vowdbpb.PutOp{Key: o.Put.Key, Value: o.Put.Value}}}, finish)
+	case *vowdbpb.BatchOp_Delete:
+		method = "delete"
+		s.startWrite(o.Delete.Key, nil, nil, &vowdbpb.Command{Op: &vowdbpb.Command_Delete{Delete: &vowdbpb.DeleteOp{Key: o.Delete.Key}}}, finish)
+	case *vowdbpb.BatchOp_Cas:
+		method = "cas"
+		c := o.Cas
+		s.startWrite(c.Key, c.Value, c.Expected, &vowdbpb.Command{Op: &vowdbpb.Command_Cas{Cas: &vowdbpb.CasOp{
+			Key: c.Key, Expected: c.Expected, ExpectAbsent: c.ExpectAbsent, Value: c.Value, DeleteOnSwap: c.DeleteOnSwap}}}, finish)
+	default:
+		finish(nil, transport.Invalid("batch operation %d is empty", op.Id))
+	}
+}
+
+func (s *kvService) startWrite(key, value, expected []byte, cmd *vowdbpb.Command, finish func(*vowdbpb.BatchResult, error)) {
+	n := s.n
+	if err := n.checkKV(key, value); err != nil {
+		finish(nil, err)
+		return
+	}
+	if err := keys.ValidateValue(expected, n.cfg.MaxValueBytes); err != nil {
+		finish(nil, transport.Invalid("expected %v", err))
+		return
+	}
+	sched, r, err := n.leaderFor(key)
+	if err != nil {
+		finish(nil, err)
+		return
+	}
+	_, isCas := cmd.Op.(*vowdbpb.Command_Cas)
+	p := &replica.Proposal{Cmd: cmd, OnDone: func(res replica.Result) {
+		if res.Err != nil {
+			finish(nil, n.replicaErr(r, res.Err))
+			return
+		}
+		out := &vowdbpb.BatchResult{}
+		if isCas {
+			out.Cas = &vowdbpb.CasResponse{Swapped: res.Swapped, Found: res.Found, Current: res.Current}
+		}
+		finish(out, nil)
+	}}
+	sched.Propose(r.RangeID, p)
+}
+
+// responder collects results and sends them from one goroutine, as many per
+// message as are ready.
+type responder struct {
+	st   grpc.BidiStreamingServer[vowdbpb.BatchRequest, vowdbpb.BatchResponse]
+	wake chan struct{}
+	stop chan struct{}
+	done chan struct{}
+	mu   struct {
+		sync.Mutex
+		results []*vowdbpb.BatchResult
+		closed  bool
+	}
+}
+
+func newResponder(st grpc.BidiStreamingServer[vowdbpb.BatchRequest, vowdbpb.BatchResponse]) *responder {
+	r := &responder{st: st, wake: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{})}
+	go r.run()
+	return r
+}
+
+func (r *responder) push(res *vowdbpb.BatchResult) {
+	r.mu.Lock()
+	if r.mu.closed {
+		r.mu.Unlock()
+		return
+	}
+	r.mu.results = append(r.mu.results, res)
+	r.mu.Unlock()
+	select {
+	case r.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (r *responder) run() {
+	defer close(r.done)
+	for {
+		select {
+		case <-r.stop:
+			return
+		case <-r.wake:
+		}
+		r.mu.Lock()
+		results := r.mu.results
+		r.mu.results = nil
+		r.mu.Unlock()
+		if len(results) == 0 {
+			continue
+		}
+		if err := r.st.Send(&vowdbpb.BatchResponse{Results: results}); err != nil {
+			return
+		}
+	}
+}
+
+// close stops the writer; results that arrive later are dropped (the
+// client has lost the stream and treats those operations as unanswered).
+func (r *responder) close() {
+	r.mu.Lock()
+	r.mu.closed = true
+	r.mu.Unlock()
+	close(r.stop)
+	<-r.done
+}
