@@ -28,14 +28,13 @@ type pipe struct {
 	conn   *grpc.ClientConn
 	cancel context.CancelFunc
 	stream grpc.BidiStreamingClient[vowdbpb.BatchRequest, vowdbpb.BatchResponse]
-	wake   chan struct{}
-	stop   chan struct{} // closed when the pipe breaks
 
 	mu struct {
 		sync.Mutex
 		nextID  uint64
 		pending map[uint64]*pendingOp
 		queue   []*vowdbpb.BatchOp
+		sending bool // some caller is sending the queue
 		broken  bool
 	}
 }
@@ -66,13 +65,12 @@ func (db *DB) pipeFor(conn *grpc.ClientConn) (*pipe, error) {
 		cancel()
 		return nil, fmt.Errorf("%w: %v", errNotSent, err)
 	}
-	p := &pipe{conn: conn, cancel: cancel, stream: st, wake: make(chan struct{}, 1), stop: make(chan struct{})}
+	p := &pipe{conn: conn, cancel: cancel, stream: st}
 	p.mu.pending = map[uint64]*pendingOp{}
 	if db.mu.pipes == nil {
 		db.mu.pipes = map[*grpc.ClientConn]*pipe{}
 	}
 	db.mu.pipes[conn] = p
-	go p.sendLoop()
 	go p.recvLoop(db)
 	return p, nil
 }
@@ -90,10 +88,12 @@ func (p *pipe) do(ctx context.Context, op *vowdbpb.BatchOp) (*vowdbpb.BatchResul
 	po := &pendingOp{done: make(chan pipeResult, 1)}
 	p.mu.pending[op.Id] = po
 	p.mu.queue = append(p.mu.queue, op)
-	p.mu.Unlock()
-	select {
-	case p.wake <- struct{}{}:
-	default:
+	if p.mu.sending {
+		// The caller that is sending will pick this operation up.
+		p.mu.Unlock()
+	} else {
+		p.mu.sending = true
+		p.flushLocked()
 	}
 	select {
 	case r := <-po.done:
@@ -130,31 +130,31 @@ func (p *pipe) do(ctx context.Context, op *vowdbpb.BatchOp) (*vowdbpb.BatchResul
 	}
 }
 
-func (p *pipe) sendLoop() {
+// flushLocked sends the queue, and whatever queues meanwhile, from the
+// calling goroutine (no hand-off to a sender goroutine: at low load a request
+// leaves at once, at high load one caller sends for many). Called with p.mu
+// held and p.mu.sending set; returns with p.mu released.
+func (p *pipe) flushLocked() {
 	for {
-		select {
-		case <-p.stop:
-			return
-		case <-p.wake:
-		}
-		p.mu.Lock()
-		if p.mu.broken {
+		ops := p.mu.queue
+		p.mu.queue = nil
+		if len(ops) == 0 || p.mu.broken {
+			p.mu.sending = false
 			p.mu.Unlock()
 			return
 		}
-		ops := p.mu.queue
-		p.mu.queue = nil
 		for _, op := range ops {
 			if po, ok := p.mu.pending[op.Id]; ok {
 				po.sent = true
 			}
 		}
 		p.mu.Unlock()
-		if len(ops) == 0 {
-			continue
-		}
-		if err := p.stream.Send(&vowdbpb.BatchRequest{Ops: ops}); err != nil {
+		err := p.stream.Send(&vowdbpb.BatchRequest{Ops: ops})
+		p.mu.Lock()
+		if err != nil {
 			// recvLoop sees the broken stream too and fails everything.
+			p.mu.sending = false
+			p.mu.Unlock()
 			p.cancel()
 			return
 		}
@@ -200,5 +200,4 @@ func (p *pipe) breakAll(db *DB) {
 	p.mu.queue = nil
 	p.mu.Unlock()
 	p.cancel()
-	close(p.stop)
 }

@@ -194,20 +194,35 @@ func (s *Scheduler) ReportUnreachable(to uint64) {
 }
 
 // Do runs fn on the loop goroutine, where replicas may be touched, and waits.
+// Either fn runs to completion before Do returns, or (ctx ended or the loop
+// stopped before fn started) it never runs, so fn may write to variables the
+// caller reads after Do returns nil.
 func (s *Scheduler) Do(ctx context.Context, fn func()) error {
 	done := make(chan struct{})
+	var claimed atomic.Bool // set by whoever decides fn's fate first
 	s.mu.Lock()
-	s.mu.funcs = append(s.mu.funcs, func() { fn(); close(done) })
+	s.mu.funcs = append(s.mu.funcs, func() {
+		if claimed.CompareAndSwap(false, true) {
+			fn()
+			close(done)
+		}
+	})
 	s.mu.Unlock()
 	s.signal()
+	var stop error
 	select {
 	case <-done:
 		return nil
 	case <-ctx.Done():
-		return ctx.Err()
+		stop = ctx.Err()
 	case <-s.done:
-		return ErrStopped
+		stop = ErrStopped
 	}
+	if claimed.CompareAndSwap(false, true) {
+		return stop // fn will never run
+	}
+	<-done // fn is running: wait for it
+	return nil
 }
 
 // Replica returns the loop-owned replica (loop goroutine only, i.e. in Do).
