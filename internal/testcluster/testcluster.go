@@ -105,15 +105,24 @@ func (c *Cluster) Endpoints() []string {
 
 // Client opens a client on every node's address.
 func (c *Cluster) Client(ctx context.Context) (*vowdb.DB, error) {
-	return vowdb.Open(ctx, vowdb.Config{Endpoints: c.Endpoints(), RequestTimeout: 20 * time.Second})
+	return vowdb.Open(ctx, vowdb.Config{Endpoints: c.Endpoints(), RequestTimeout: 20 * time.Second, DialTimeout: 30 * time.Second})
 }
 
 // WaitReplicated waits until every range has ReplicationFactor voters and no
 // learners, as seen through the cluster's own status APIs.
 func (c *Cluster) WaitReplicated(ctx context.Context) error {
-	db, err := c.Client(ctx)
-	if err != nil {
-		return err
+	// A cluster that just started (or restarted) may not have elected its
+	// meta leader yet: keep trying to open a client until ctx ends.
+	var db *vowdb.DB
+	var err error
+	for db == nil {
+		if db, err = c.Client(ctx); err != nil {
+			select {
+			case <-ctx.Done():
+				return fmt.Errorf("testcluster: cannot open a client: %w", err)
+			case <-time.After(100 * time.Millisecond):
+			}
+		}
 	}
 	defer db.Close()
 	for {
