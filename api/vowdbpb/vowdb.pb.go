@@ -25,6 +25,58 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+type TxnState int32
+
+const (
+	TxnState_TXN_UNKNOWN   TxnState = 0 // no record, no remembered outcome
+	TxnState_TXN_PENDING   TxnState = 1
+	TxnState_TXN_COMMITTED TxnState = 2
+	TxnState_TXN_ABORTED   TxnState = 3
+)
+
+// Enum value maps for TxnState.
+var (
+	TxnState_name = map[int32]string{
+		0: "TXN_UNKNOWN",
+		1: "TXN_PENDING",
+		2: "TXN_COMMITTED",
+		3: "TXN_ABORTED",
+	}
+	TxnState_value = map[string]int32{
+		"TXN_UNKNOWN":   0,
+		"TXN_PENDING":   1,
+		"TXN_COMMITTED": 2,
+		"TXN_ABORTED":   3,
+	}
+)
+
+func (x TxnState) Enum() *TxnState {
+	p := new(TxnState)
+	*p = x
+	return p
+}
+
+func (x TxnState) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (TxnState) Descriptor() protoreflect.EnumDescriptor {
+	return file_api_vowdbpb_vowdb_proto_enumTypes[0].Descriptor()
+}
+
+func (TxnState) Type() protoreflect.EnumType {
+	return &file_api_vowdbpb_vowdb_proto_enumTypes[0]
+}
+
+func (x TxnState) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use TxnState.Descriptor instead.
+func (TxnState) EnumDescriptor() ([]byte, []int) {
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{0}
+}
+
 type ErrorDetail_Code int32
 
 const (
@@ -73,11 +125,11 @@ func (x ErrorDetail_Code) String() string {
 }
 
 func (ErrorDetail_Code) Descriptor() protoreflect.EnumDescriptor {
-	return file_api_vowdbpb_vowdb_proto_enumTypes[0].Descriptor()
+	return file_api_vowdbpb_vowdb_proto_enumTypes[1].Descriptor()
 }
 
 func (ErrorDetail_Code) Type() protoreflect.EnumType {
-	return &file_api_vowdbpb_vowdb_proto_enumTypes[0]
+	return &file_api_vowdbpb_vowdb_proto_enumTypes[1]
 }
 
 func (x ErrorDetail_Code) Number() protoreflect.EnumNumber {
@@ -86,7 +138,7 @@ func (x ErrorDetail_Code) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use ErrorDetail_Code.Descriptor instead.
 func (ErrorDetail_Code) EnumDescriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{50, 0}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{56, 0}
 }
 
 type ReplicaDescriptor struct {
@@ -362,6 +414,10 @@ type Command struct {
 	//	*Command_AllocNode
 	//	*Command_PutDescriptor
 	//	*Command_AllocRangeId
+	//	*Command_PrepareTxn
+	//	*Command_ResolveTxn
+	//	*Command_OnePhaseTxn
+	//	*Command_TxnRecordCas
 	Op            isCommand_Op `protobuf_oneof:"op"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -481,6 +537,42 @@ func (x *Command) GetAllocRangeId() *AllocRangeIDOp {
 	return nil
 }
 
+func (x *Command) GetPrepareTxn() *PrepareTxnOp {
+	if x != nil {
+		if x, ok := x.Op.(*Command_PrepareTxn); ok {
+			return x.PrepareTxn
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetResolveTxn() *ResolveTxnOp {
+	if x != nil {
+		if x, ok := x.Op.(*Command_ResolveTxn); ok {
+			return x.ResolveTxn
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetOnePhaseTxn() *OnePhaseTxnOp {
+	if x != nil {
+		if x, ok := x.Op.(*Command_OnePhaseTxn); ok {
+			return x.OnePhaseTxn
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetTxnRecordCas() *TxnRecordCasOp {
+	if x != nil {
+		if x, ok := x.Op.(*Command_TxnRecordCas); ok {
+			return x.TxnRecordCas
+		}
+	}
+	return nil
+}
+
 type isCommand_Op interface {
 	isCommand_Op()
 }
@@ -513,6 +605,22 @@ type Command_AllocRangeId struct {
 	AllocRangeId *AllocRangeIDOp `protobuf:"bytes,16,opt,name=alloc_range_id,json=allocRangeId,proto3,oneof"`
 }
 
+type Command_PrepareTxn struct {
+	PrepareTxn *PrepareTxnOp `protobuf:"bytes,17,opt,name=prepare_txn,json=prepareTxn,proto3,oneof"`
+}
+
+type Command_ResolveTxn struct {
+	ResolveTxn *ResolveTxnOp `protobuf:"bytes,18,opt,name=resolve_txn,json=resolveTxn,proto3,oneof"`
+}
+
+type Command_OnePhaseTxn struct {
+	OnePhaseTxn *OnePhaseTxnOp `protobuf:"bytes,19,opt,name=one_phase_txn,json=onePhaseTxn,proto3,oneof"`
+}
+
+type Command_TxnRecordCas struct {
+	TxnRecordCas *TxnRecordCasOp `protobuf:"bytes,20,opt,name=txn_record_cas,json=txnRecordCas,proto3,oneof"`
+}
+
 func (*Command_Put) isCommand_Op() {}
 
 func (*Command_Delete) isCommand_Op() {}
@@ -527,6 +635,442 @@ func (*Command_PutDescriptor) isCommand_Op() {}
 
 func (*Command_AllocRangeId) isCommand_Op() {}
 
+func (*Command_PrepareTxn) isCommand_Op() {}
+
+func (*Command_ResolveTxn) isCommand_Op() {}
+
+func (*Command_OnePhaseTxn) isCommand_Op() {}
+
+func (*Command_TxnRecordCas) isCommand_Op() {}
+
+type TxnWrite struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Key           []byte                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	Value         []byte                 `protobuf:"bytes,2,opt,name=value,proto3" json:"value,omitempty"`
+	Delete        bool                   `protobuf:"varint,3,opt,name=delete,proto3" json:"delete,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TxnWrite) Reset() {
+	*x = TxnWrite{}
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TxnWrite) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TxnWrite) ProtoMessage() {}
+
+func (x *TxnWrite) ProtoReflect() protoreflect.Message {
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TxnWrite.ProtoReflect.Descriptor instead.
+func (*TxnWrite) Descriptor() ([]byte, []int) {
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *TxnWrite) GetKey() []byte {
+	if x != nil {
+		return x.Key
+	}
+	return nil
+}
+
+func (x *TxnWrite) GetValue() []byte {
+	if x != nil {
+		return x.Value
+	}
+	return nil
+}
+
+func (x *TxnWrite) GetDelete() bool {
+	if x != nil {
+		return x.Delete
+	}
+	return false
+}
+
+// PrepareTxnOp makes a participant's vote durable: its write set (the X
+// locks), the anchor key of the transaction record, the coordinator and
+// the other participants. It is the PREPARE record of DESIGN rule 1.
+type PrepareTxnOp struct {
+	state               protoimpl.MessageState `protogen:"open.v1"`
+	TxnId               []byte                 `protobuf:"bytes,1,opt,name=txn_id,json=txnId,proto3" json:"txn_id,omitempty"`
+	AnchorKey           []byte                 `protobuf:"bytes,2,opt,name=anchor_key,json=anchorKey,proto3" json:"anchor_key,omitempty"`
+	CoordinatorNodeId   uint64                 `protobuf:"varint,3,opt,name=coordinator_node_id,json=coordinatorNodeId,proto3" json:"coordinator_node_id,omitempty"`
+	ParticipantRangeIds []uint64               `protobuf:"varint,4,rep,packed,name=participant_range_ids,json=participantRangeIds,proto3" json:"participant_range_ids,omitempty"`
+	Writes              []*TxnWrite            `protobuf:"bytes,5,rep,name=writes,proto3" json:"writes,omitempty"`
+	DeadlineUnixMs      int64                  `protobuf:"varint,6,opt,name=deadline_unix_ms,json=deadlineUnixMs,proto3" json:"deadline_unix_ms,omitempty"`
+	unknownFields       protoimpl.UnknownFields
+	sizeCache           protoimpl.SizeCache
+}
+
+func (x *PrepareTxnOp) Reset() {
+	*x = PrepareTxnOp{}
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PrepareTxnOp) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PrepareTxnOp) ProtoMessage() {}
+
+func (x *PrepareTxnOp) ProtoReflect() protoreflect.Message {
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PrepareTxnOp.ProtoReflect.Descriptor instead.
+func (*PrepareTxnOp) Descriptor() ([]byte, []int) {
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *PrepareTxnOp) GetTxnId() []byte {
+	if x != nil {
+		return x.TxnId
+	}
+	return nil
+}
+
+func (x *PrepareTxnOp) GetAnchorKey() []byte {
+	if x != nil {
+		return x.AnchorKey
+	}
+	return nil
+}
+
+func (x *PrepareTxnOp) GetCoordinatorNodeId() uint64 {
+	if x != nil {
+		return x.CoordinatorNodeId
+	}
+	return 0
+}
+
+func (x *PrepareTxnOp) GetParticipantRangeIds() []uint64 {
+	if x != nil {
+		return x.ParticipantRangeIds
+	}
+	return nil
+}
+
+func (x *PrepareTxnOp) GetWrites() []*TxnWrite {
+	if x != nil {
+		return x.Writes
+	}
+	return nil
+}
+
+func (x *PrepareTxnOp) GetDeadlineUnixMs() int64 {
+	if x != nil {
+		return x.DeadlineUnixMs
+	}
+	return 0
+}
+
+// ResolveTxnOp applies (commit) or drops (abort) a prepared write set and
+// remembers the outcome, so a late PREPARE or COMMIT changes nothing.
+type ResolveTxnOp struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	TxnId         []byte                 `protobuf:"bytes,1,opt,name=txn_id,json=txnId,proto3" json:"txn_id,omitempty"`
+	Commit        bool                   `protobuf:"varint,2,opt,name=commit,proto3" json:"commit,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ResolveTxnOp) Reset() {
+	*x = ResolveTxnOp{}
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ResolveTxnOp) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ResolveTxnOp) ProtoMessage() {}
+
+func (x *ResolveTxnOp) ProtoReflect() protoreflect.Message {
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ResolveTxnOp.ProtoReflect.Descriptor instead.
+func (*ResolveTxnOp) Descriptor() ([]byte, []int) {
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *ResolveTxnOp) GetTxnId() []byte {
+	if x != nil {
+		return x.TxnId
+	}
+	return nil
+}
+
+func (x *ResolveTxnOp) GetCommit() bool {
+	if x != nil {
+		return x.Commit
+	}
+	return false
+}
+
+// OnePhaseTxnOp commits a transaction whose writes all fall in this range
+// with one entry and no transaction record (DESIGN rule 10). The remembered
+// outcome makes a retry with the same txn id apply nothing twice.
+type OnePhaseTxnOp struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	TxnId         []byte                 `protobuf:"bytes,1,opt,name=txn_id,json=txnId,proto3" json:"txn_id,omitempty"`
+	Writes        []*TxnWrite            `protobuf:"bytes,2,rep,name=writes,proto3" json:"writes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *OnePhaseTxnOp) Reset() {
+	*x = OnePhaseTxnOp{}
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *OnePhaseTxnOp) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*OnePhaseTxnOp) ProtoMessage() {}
+
+func (x *OnePhaseTxnOp) ProtoReflect() protoreflect.Message {
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use OnePhaseTxnOp.ProtoReflect.Descriptor instead.
+func (*OnePhaseTxnOp) Descriptor() ([]byte, []int) {
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *OnePhaseTxnOp) GetTxnId() []byte {
+	if x != nil {
+		return x.TxnId
+	}
+	return nil
+}
+
+func (x *OnePhaseTxnOp) GetWrites() []*TxnWrite {
+	if x != nil {
+		return x.Writes
+	}
+	return nil
+}
+
+// TxnRecordCasOp moves the transaction record from expect to new_state;
+// both the coordinator's COMMITTED and an inquirer's ABORTED are such a
+// compare-and-set, so exactly one of them wins (DESIGN rule 4).
+type TxnRecordCasOp struct {
+	state               protoimpl.MessageState `protogen:"open.v1"`
+	TxnId               []byte                 `protobuf:"bytes,1,opt,name=txn_id,json=txnId,proto3" json:"txn_id,omitempty"`
+	AnchorKey           []byte                 `protobuf:"bytes,2,opt,name=anchor_key,json=anchorKey,proto3" json:"anchor_key,omitempty"`
+	Expect              TxnState               `protobuf:"varint,3,opt,name=expect,proto3,enum=vowdb.v1.TxnState" json:"expect,omitempty"`
+	NewState            TxnState               `protobuf:"varint,4,opt,name=new_state,json=newState,proto3,enum=vowdb.v1.TxnState" json:"new_state,omitempty"`
+	ParticipantRangeIds []uint64               `protobuf:"varint,5,rep,packed,name=participant_range_ids,json=participantRangeIds,proto3" json:"participant_range_ids,omitempty"`
+	CoordinatorNodeId   uint64                 `protobuf:"varint,6,opt,name=coordinator_node_id,json=coordinatorNodeId,proto3" json:"coordinator_node_id,omitempty"`
+	// remove deletes the record (END) when its state equals expect.
+	Remove        bool `protobuf:"varint,7,opt,name=remove,proto3" json:"remove,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TxnRecordCasOp) Reset() {
+	*x = TxnRecordCasOp{}
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TxnRecordCasOp) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TxnRecordCasOp) ProtoMessage() {}
+
+func (x *TxnRecordCasOp) ProtoReflect() protoreflect.Message {
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TxnRecordCasOp.ProtoReflect.Descriptor instead.
+func (*TxnRecordCasOp) Descriptor() ([]byte, []int) {
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *TxnRecordCasOp) GetTxnId() []byte {
+	if x != nil {
+		return x.TxnId
+	}
+	return nil
+}
+
+func (x *TxnRecordCasOp) GetAnchorKey() []byte {
+	if x != nil {
+		return x.AnchorKey
+	}
+	return nil
+}
+
+func (x *TxnRecordCasOp) GetExpect() TxnState {
+	if x != nil {
+		return x.Expect
+	}
+	return TxnState_TXN_UNKNOWN
+}
+
+func (x *TxnRecordCasOp) GetNewState() TxnState {
+	if x != nil {
+		return x.NewState
+	}
+	return TxnState_TXN_UNKNOWN
+}
+
+func (x *TxnRecordCasOp) GetParticipantRangeIds() []uint64 {
+	if x != nil {
+		return x.ParticipantRangeIds
+	}
+	return nil
+}
+
+func (x *TxnRecordCasOp) GetCoordinatorNodeId() uint64 {
+	if x != nil {
+		return x.CoordinatorNodeId
+	}
+	return 0
+}
+
+func (x *TxnRecordCasOp) GetRemove() bool {
+	if x != nil {
+		return x.Remove
+	}
+	return false
+}
+
+type TxnRecord struct {
+	state               protoimpl.MessageState `protogen:"open.v1"`
+	TxnId               []byte                 `protobuf:"bytes,1,opt,name=txn_id,json=txnId,proto3" json:"txn_id,omitempty"`
+	State               TxnState               `protobuf:"varint,2,opt,name=state,proto3,enum=vowdb.v1.TxnState" json:"state,omitempty"`
+	AnchorKey           []byte                 `protobuf:"bytes,3,opt,name=anchor_key,json=anchorKey,proto3" json:"anchor_key,omitempty"`
+	ParticipantRangeIds []uint64               `protobuf:"varint,4,rep,packed,name=participant_range_ids,json=participantRangeIds,proto3" json:"participant_range_ids,omitempty"`
+	CoordinatorNodeId   uint64                 `protobuf:"varint,5,opt,name=coordinator_node_id,json=coordinatorNodeId,proto3" json:"coordinator_node_id,omitempty"`
+	unknownFields       protoimpl.UnknownFields
+	sizeCache           protoimpl.SizeCache
+}
+
+func (x *TxnRecord) Reset() {
+	*x = TxnRecord{}
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TxnRecord) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TxnRecord) ProtoMessage() {}
+
+func (x *TxnRecord) ProtoReflect() protoreflect.Message {
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TxnRecord.ProtoReflect.Descriptor instead.
+func (*TxnRecord) Descriptor() ([]byte, []int) {
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *TxnRecord) GetTxnId() []byte {
+	if x != nil {
+		return x.TxnId
+	}
+	return nil
+}
+
+func (x *TxnRecord) GetState() TxnState {
+	if x != nil {
+		return x.State
+	}
+	return TxnState_TXN_UNKNOWN
+}
+
+func (x *TxnRecord) GetAnchorKey() []byte {
+	if x != nil {
+		return x.AnchorKey
+	}
+	return nil
+}
+
+func (x *TxnRecord) GetParticipantRangeIds() []uint64 {
+	if x != nil {
+		return x.ParticipantRangeIds
+	}
+	return nil
+}
+
+func (x *TxnRecord) GetCoordinatorNodeId() uint64 {
+	if x != nil {
+		return x.CoordinatorNodeId
+	}
+	return 0
+}
+
 type PutOp struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Key           []byte                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
@@ -537,7 +1081,7 @@ type PutOp struct {
 
 func (x *PutOp) Reset() {
 	*x = PutOp{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[5]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -549,7 +1093,7 @@ func (x *PutOp) String() string {
 func (*PutOp) ProtoMessage() {}
 
 func (x *PutOp) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[5]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -562,7 +1106,7 @@ func (x *PutOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutOp.ProtoReflect.Descriptor instead.
 func (*PutOp) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{5}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *PutOp) GetKey() []byte {
@@ -588,7 +1132,7 @@ type DeleteOp struct {
 
 func (x *DeleteOp) Reset() {
 	*x = DeleteOp{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[6]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -600,7 +1144,7 @@ func (x *DeleteOp) String() string {
 func (*DeleteOp) ProtoMessage() {}
 
 func (x *DeleteOp) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[6]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -613,7 +1157,7 @@ func (x *DeleteOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteOp.ProtoReflect.Descriptor instead.
 func (*DeleteOp) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{6}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *DeleteOp) GetKey() []byte {
@@ -638,7 +1182,7 @@ type CasOp struct {
 
 func (x *CasOp) Reset() {
 	*x = CasOp{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[7]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -650,7 +1194,7 @@ func (x *CasOp) String() string {
 func (*CasOp) ProtoMessage() {}
 
 func (x *CasOp) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[7]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -663,7 +1207,7 @@ func (x *CasOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CasOp.ProtoReflect.Descriptor instead.
 func (*CasOp) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{7}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *CasOp) GetKey() []byte {
@@ -711,7 +1255,7 @@ type SplitOp struct {
 
 func (x *SplitOp) Reset() {
 	*x = SplitOp{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[8]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -723,7 +1267,7 @@ func (x *SplitOp) String() string {
 func (*SplitOp) ProtoMessage() {}
 
 func (x *SplitOp) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[8]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -736,7 +1280,7 @@ func (x *SplitOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SplitOp.ProtoReflect.Descriptor instead.
 func (*SplitOp) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{8}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *SplitOp) GetSplitKey() []byte {
@@ -763,7 +1307,7 @@ type AllocNodeOp struct {
 
 func (x *AllocNodeOp) Reset() {
 	*x = AllocNodeOp{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[9]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -775,7 +1319,7 @@ func (x *AllocNodeOp) String() string {
 func (*AllocNodeOp) ProtoMessage() {}
 
 func (x *AllocNodeOp) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[9]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -788,7 +1332,7 @@ func (x *AllocNodeOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AllocNodeOp.ProtoReflect.Descriptor instead.
 func (*AllocNodeOp) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{9}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *AllocNodeOp) GetAddress() string {
@@ -814,7 +1358,7 @@ type PutDescriptorOp struct {
 
 func (x *PutDescriptorOp) Reset() {
 	*x = PutDescriptorOp{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[10]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -826,7 +1370,7 @@ func (x *PutDescriptorOp) String() string {
 func (*PutDescriptorOp) ProtoMessage() {}
 
 func (x *PutDescriptorOp) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[10]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -839,7 +1383,7 @@ func (x *PutDescriptorOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutDescriptorOp.ProtoReflect.Descriptor instead.
 func (*PutDescriptorOp) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{10}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *PutDescriptorOp) GetDesc() *RangeDescriptor {
@@ -857,7 +1401,7 @@ type AllocRangeIDOp struct {
 
 func (x *AllocRangeIDOp) Reset() {
 	*x = AllocRangeIDOp{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[11]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -869,7 +1413,7 @@ func (x *AllocRangeIDOp) String() string {
 func (*AllocRangeIDOp) ProtoMessage() {}
 
 func (x *AllocRangeIDOp) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[11]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -882,7 +1426,7 @@ func (x *AllocRangeIDOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AllocRangeIDOp.ProtoReflect.Descriptor instead.
 func (*AllocRangeIDOp) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{11}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{17}
 }
 
 // RaftTruncatedState is the index and term of the last entry removed from a
@@ -897,7 +1441,7 @@ type RaftTruncatedState struct {
 
 func (x *RaftTruncatedState) Reset() {
 	*x = RaftTruncatedState{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[12]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -909,7 +1453,7 @@ func (x *RaftTruncatedState) String() string {
 func (*RaftTruncatedState) ProtoMessage() {}
 
 func (x *RaftTruncatedState) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[12]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -922,7 +1466,7 @@ func (x *RaftTruncatedState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RaftTruncatedState.ProtoReflect.Descriptor instead.
 func (*RaftTruncatedState) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{12}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *RaftTruncatedState) GetIndex() uint64 {
@@ -951,7 +1495,7 @@ type SnapshotData struct {
 
 func (x *SnapshotData) Reset() {
 	*x = SnapshotData{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[13]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -963,7 +1507,7 @@ func (x *SnapshotData) String() string {
 func (*SnapshotData) ProtoMessage() {}
 
 func (x *SnapshotData) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[13]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -976,7 +1520,7 @@ func (x *SnapshotData) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotData.ProtoReflect.Descriptor instead.
 func (*SnapshotData) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{13}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *SnapshotData) GetDesc() *RangeDescriptor {
@@ -1006,7 +1550,7 @@ type RaftMessage struct {
 
 func (x *RaftMessage) Reset() {
 	*x = RaftMessage{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[14]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1018,7 +1562,7 @@ func (x *RaftMessage) String() string {
 func (*RaftMessage) ProtoMessage() {}
 
 func (x *RaftMessage) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[14]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1031,7 +1575,7 @@ func (x *RaftMessage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RaftMessage.ProtoReflect.Descriptor instead.
 func (*RaftMessage) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{14}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *RaftMessage) GetRangeId() uint64 {
@@ -1066,7 +1610,7 @@ type RaftBatch struct {
 
 func (x *RaftBatch) Reset() {
 	*x = RaftBatch{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[15]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1078,7 +1622,7 @@ func (x *RaftBatch) String() string {
 func (*RaftBatch) ProtoMessage() {}
 
 func (x *RaftBatch) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[15]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1091,7 +1635,7 @@ func (x *RaftBatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RaftBatch.ProtoReflect.Descriptor instead.
 func (*RaftBatch) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{15}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *RaftBatch) GetClusterId() string {
@@ -1123,7 +1667,7 @@ type RaftBatchAck struct {
 
 func (x *RaftBatchAck) Reset() {
 	*x = RaftBatchAck{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[16]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1135,7 +1679,7 @@ func (x *RaftBatchAck) String() string {
 func (*RaftBatchAck) ProtoMessage() {}
 
 func (x *RaftBatchAck) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[16]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1148,7 +1692,7 @@ func (x *RaftBatchAck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RaftBatchAck.ProtoReflect.Descriptor instead.
 func (*RaftBatchAck) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{16}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{22}
 }
 
 type KeyValue struct {
@@ -1161,7 +1705,7 @@ type KeyValue struct {
 
 func (x *KeyValue) Reset() {
 	*x = KeyValue{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[17]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1173,7 +1717,7 @@ func (x *KeyValue) String() string {
 func (*KeyValue) ProtoMessage() {}
 
 func (x *KeyValue) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[17]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1186,7 +1730,7 @@ func (x *KeyValue) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeyValue.ProtoReflect.Descriptor instead.
 func (*KeyValue) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{17}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *KeyValue) GetKey() []byte {
@@ -1214,7 +1758,7 @@ type RequestHeader struct {
 
 func (x *RequestHeader) Reset() {
 	*x = RequestHeader{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[18]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1226,7 +1770,7 @@ func (x *RequestHeader) String() string {
 func (*RequestHeader) ProtoMessage() {}
 
 func (x *RequestHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[18]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1239,7 +1783,7 @@ func (x *RequestHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RequestHeader.ProtoReflect.Descriptor instead.
 func (*RequestHeader) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{18}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *RequestHeader) GetRangeId() uint64 {
@@ -1266,7 +1810,7 @@ type GetRequest struct {
 
 func (x *GetRequest) Reset() {
 	*x = GetRequest{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[19]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1278,7 +1822,7 @@ func (x *GetRequest) String() string {
 func (*GetRequest) ProtoMessage() {}
 
 func (x *GetRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[19]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1291,7 +1835,7 @@ func (x *GetRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRequest.ProtoReflect.Descriptor instead.
 func (*GetRequest) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{19}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *GetRequest) GetHeader() *RequestHeader {
@@ -1318,7 +1862,7 @@ type GetResponse struct {
 
 func (x *GetResponse) Reset() {
 	*x = GetResponse{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[20]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1330,7 +1874,7 @@ func (x *GetResponse) String() string {
 func (*GetResponse) ProtoMessage() {}
 
 func (x *GetResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[20]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1343,7 +1887,7 @@ func (x *GetResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetResponse.ProtoReflect.Descriptor instead.
 func (*GetResponse) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{20}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *GetResponse) GetFound() bool {
@@ -1371,7 +1915,7 @@ type PutRequest struct {
 
 func (x *PutRequest) Reset() {
 	*x = PutRequest{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[21]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1383,7 +1927,7 @@ func (x *PutRequest) String() string {
 func (*PutRequest) ProtoMessage() {}
 
 func (x *PutRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[21]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1396,7 +1940,7 @@ func (x *PutRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutRequest.ProtoReflect.Descriptor instead.
 func (*PutRequest) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{21}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *PutRequest) GetHeader() *RequestHeader {
@@ -1428,7 +1972,7 @@ type PutResponse struct {
 
 func (x *PutResponse) Reset() {
 	*x = PutResponse{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[22]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1440,7 +1984,7 @@ func (x *PutResponse) String() string {
 func (*PutResponse) ProtoMessage() {}
 
 func (x *PutResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[22]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1453,7 +1997,7 @@ func (x *PutResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutResponse.ProtoReflect.Descriptor instead.
 func (*PutResponse) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{22}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{28}
 }
 
 type DeleteRequest struct {
@@ -1466,7 +2010,7 @@ type DeleteRequest struct {
 
 func (x *DeleteRequest) Reset() {
 	*x = DeleteRequest{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[23]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1478,7 +2022,7 @@ func (x *DeleteRequest) String() string {
 func (*DeleteRequest) ProtoMessage() {}
 
 func (x *DeleteRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[23]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1491,7 +2035,7 @@ func (x *DeleteRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteRequest.ProtoReflect.Descriptor instead.
 func (*DeleteRequest) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{23}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *DeleteRequest) GetHeader() *RequestHeader {
@@ -1516,7 +2060,7 @@ type DeleteResponse struct {
 
 func (x *DeleteResponse) Reset() {
 	*x = DeleteResponse{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[24]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1528,7 +2072,7 @@ func (x *DeleteResponse) String() string {
 func (*DeleteResponse) ProtoMessage() {}
 
 func (x *DeleteResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[24]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1541,7 +2085,7 @@ func (x *DeleteResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteResponse.ProtoReflect.Descriptor instead.
 func (*DeleteResponse) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{24}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{30}
 }
 
 type ScanRequest struct {
@@ -1556,7 +2100,7 @@ type ScanRequest struct {
 
 func (x *ScanRequest) Reset() {
 	*x = ScanRequest{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[25]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1568,7 +2112,7 @@ func (x *ScanRequest) String() string {
 func (*ScanRequest) ProtoMessage() {}
 
 func (x *ScanRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[25]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1581,7 +2125,7 @@ func (x *ScanRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ScanRequest.ProtoReflect.Descriptor instead.
 func (*ScanRequest) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{25}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *ScanRequest) GetHeader() *RequestHeader {
@@ -1624,7 +2168,7 @@ type ScanResponse struct {
 
 func (x *ScanResponse) Reset() {
 	*x = ScanResponse{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[26]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1636,7 +2180,7 @@ func (x *ScanResponse) String() string {
 func (*ScanResponse) ProtoMessage() {}
 
 func (x *ScanResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[26]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1649,7 +2193,7 @@ func (x *ScanResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ScanResponse.ProtoReflect.Descriptor instead.
 func (*ScanResponse) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{26}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *ScanResponse) GetKvs() []*KeyValue {
@@ -1680,7 +2224,7 @@ type CasRequest struct {
 
 func (x *CasRequest) Reset() {
 	*x = CasRequest{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[27]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1692,7 +2236,7 @@ func (x *CasRequest) String() string {
 func (*CasRequest) ProtoMessage() {}
 
 func (x *CasRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[27]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1705,7 +2249,7 @@ func (x *CasRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CasRequest.ProtoReflect.Descriptor instead.
 func (*CasRequest) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{27}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *CasRequest) GetHeader() *RequestHeader {
@@ -1761,7 +2305,7 @@ type CasResponse struct {
 
 func (x *CasResponse) Reset() {
 	*x = CasResponse{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[28]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1773,7 +2317,7 @@ func (x *CasResponse) String() string {
 func (*CasResponse) ProtoMessage() {}
 
 func (x *CasResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[28]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1786,7 +2330,7 @@ func (x *CasResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CasResponse.ProtoReflect.Descriptor instead.
 func (*CasResponse) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{28}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *CasResponse) GetSwapped() bool {
@@ -1823,7 +2367,7 @@ type LookupRequest struct {
 
 func (x *LookupRequest) Reset() {
 	*x = LookupRequest{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[29]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1835,7 +2379,7 @@ func (x *LookupRequest) String() string {
 func (*LookupRequest) ProtoMessage() {}
 
 func (x *LookupRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[29]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1848,7 +2392,7 @@ func (x *LookupRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LookupRequest.ProtoReflect.Descriptor instead.
 func (*LookupRequest) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{29}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *LookupRequest) GetKey() []byte {
@@ -1882,7 +2426,7 @@ type RangeRoute struct {
 
 func (x *RangeRoute) Reset() {
 	*x = RangeRoute{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[30]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1894,7 +2438,7 @@ func (x *RangeRoute) String() string {
 func (*RangeRoute) ProtoMessage() {}
 
 func (x *RangeRoute) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[30]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1907,7 +2451,7 @@ func (x *RangeRoute) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RangeRoute.ProtoReflect.Descriptor instead.
 func (*RangeRoute) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{30}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *RangeRoute) GetDesc() *RangeDescriptor {
@@ -1934,7 +2478,7 @@ type LookupResponse struct {
 
 func (x *LookupResponse) Reset() {
 	*x = LookupResponse{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[31]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1946,7 +2490,7 @@ func (x *LookupResponse) String() string {
 func (*LookupResponse) ProtoMessage() {}
 
 func (x *LookupResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[31]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1959,7 +2503,7 @@ func (x *LookupResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LookupResponse.ProtoReflect.Descriptor instead.
 func (*LookupResponse) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{31}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *LookupResponse) GetRoutes() []*RangeRoute {
@@ -1984,7 +2528,7 @@ type ListRangesRequest struct {
 
 func (x *ListRangesRequest) Reset() {
 	*x = ListRangesRequest{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[32]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1996,7 +2540,7 @@ func (x *ListRangesRequest) String() string {
 func (*ListRangesRequest) ProtoMessage() {}
 
 func (x *ListRangesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[32]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2009,7 +2553,7 @@ func (x *ListRangesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRangesRequest.ProtoReflect.Descriptor instead.
 func (*ListRangesRequest) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{32}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{38}
 }
 
 type RangeStatus struct {
@@ -2025,7 +2569,7 @@ type RangeStatus struct {
 
 func (x *RangeStatus) Reset() {
 	*x = RangeStatus{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[33]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2037,7 +2581,7 @@ func (x *RangeStatus) String() string {
 func (*RangeStatus) ProtoMessage() {}
 
 func (x *RangeStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[33]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2050,7 +2594,7 @@ func (x *RangeStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RangeStatus.ProtoReflect.Descriptor instead.
 func (*RangeStatus) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{33}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *RangeStatus) GetDesc() *RangeDescriptor {
@@ -2097,7 +2641,7 @@ type ListRangesResponse struct {
 
 func (x *ListRangesResponse) Reset() {
 	*x = ListRangesResponse{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[34]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2109,7 +2653,7 @@ func (x *ListRangesResponse) String() string {
 func (*ListRangesResponse) ProtoMessage() {}
 
 func (x *ListRangesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[34]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2122,7 +2666,7 @@ func (x *ListRangesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRangesResponse.ProtoReflect.Descriptor instead.
 func (*ListRangesResponse) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{34}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *ListRangesResponse) GetRanges() []*RangeStatus {
@@ -2141,7 +2685,7 @@ type ListNodesRequest struct {
 
 func (x *ListNodesRequest) Reset() {
 	*x = ListNodesRequest{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[35]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2153,7 +2697,7 @@ func (x *ListNodesRequest) String() string {
 func (*ListNodesRequest) ProtoMessage() {}
 
 func (x *ListNodesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[35]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2166,7 +2710,7 @@ func (x *ListNodesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListNodesRequest.ProtoReflect.Descriptor instead.
 func (*ListNodesRequest) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{35}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *ListNodesRequest) GetLocalOnly() bool {
@@ -2189,7 +2733,7 @@ type NodeStatus struct {
 
 func (x *NodeStatus) Reset() {
 	*x = NodeStatus{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[36]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2201,7 +2745,7 @@ func (x *NodeStatus) String() string {
 func (*NodeStatus) ProtoMessage() {}
 
 func (x *NodeStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[36]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2214,7 +2758,7 @@ func (x *NodeStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeStatus.ProtoReflect.Descriptor instead.
 func (*NodeStatus) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{36}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *NodeStatus) GetNode() *NodeDescriptor {
@@ -2261,7 +2805,7 @@ type ListNodesResponse struct {
 
 func (x *ListNodesResponse) Reset() {
 	*x = ListNodesResponse{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[37]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2273,7 +2817,7 @@ func (x *ListNodesResponse) String() string {
 func (*ListNodesResponse) ProtoMessage() {}
 
 func (x *ListNodesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[37]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2286,7 +2830,7 @@ func (x *ListNodesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListNodesResponse.ProtoReflect.Descriptor instead.
 func (*ListNodesResponse) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{37}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *ListNodesResponse) GetNodes() []*NodeStatus {
@@ -2305,7 +2849,7 @@ type SplitRequest struct {
 
 func (x *SplitRequest) Reset() {
 	*x = SplitRequest{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[38]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2317,7 +2861,7 @@ func (x *SplitRequest) String() string {
 func (*SplitRequest) ProtoMessage() {}
 
 func (x *SplitRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[38]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2330,7 +2874,7 @@ func (x *SplitRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SplitRequest.ProtoReflect.Descriptor instead.
 func (*SplitRequest) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{38}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *SplitRequest) GetSplitKey() []byte {
@@ -2350,7 +2894,7 @@ type SplitResponse struct {
 
 func (x *SplitResponse) Reset() {
 	*x = SplitResponse{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[39]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2362,7 +2906,7 @@ func (x *SplitResponse) String() string {
 func (*SplitResponse) ProtoMessage() {}
 
 func (x *SplitResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[39]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2375,7 +2919,7 @@ func (x *SplitResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SplitResponse.ProtoReflect.Descriptor instead.
 func (*SplitResponse) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{39}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *SplitResponse) GetLeft() *RangeDescriptor {
@@ -2400,7 +2944,7 @@ type InitRequest struct {
 
 func (x *InitRequest) Reset() {
 	*x = InitRequest{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[40]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2412,7 +2956,7 @@ func (x *InitRequest) String() string {
 func (*InitRequest) ProtoMessage() {}
 
 func (x *InitRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[40]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2425,7 +2969,7 @@ func (x *InitRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InitRequest.ProtoReflect.Descriptor instead.
 func (*InitRequest) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{40}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{46}
 }
 
 type InitResponse struct {
@@ -2438,7 +2982,7 @@ type InitResponse struct {
 
 func (x *InitResponse) Reset() {
 	*x = InitResponse{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[41]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2450,7 +2994,7 @@ func (x *InitResponse) String() string {
 func (*InitResponse) ProtoMessage() {}
 
 func (x *InitResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[41]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2463,7 +3007,7 @@ func (x *InitResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InitResponse.ProtoReflect.Descriptor instead.
 func (*InitResponse) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{41}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *InitResponse) GetClusterId() string {
@@ -2490,7 +3034,7 @@ type JoinRequest struct {
 
 func (x *JoinRequest) Reset() {
 	*x = JoinRequest{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[42]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2502,7 +3046,7 @@ func (x *JoinRequest) String() string {
 func (*JoinRequest) ProtoMessage() {}
 
 func (x *JoinRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[42]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2515,7 +3059,7 @@ func (x *JoinRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinRequest.ProtoReflect.Descriptor instead.
 func (*JoinRequest) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{42}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *JoinRequest) GetAddress() string {
@@ -2543,7 +3087,7 @@ type JoinResponse struct {
 
 func (x *JoinResponse) Reset() {
 	*x = JoinResponse{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[43]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2555,7 +3099,7 @@ func (x *JoinResponse) String() string {
 func (*JoinResponse) ProtoMessage() {}
 
 func (x *JoinResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[43]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2568,7 +3112,7 @@ func (x *JoinResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinResponse.ProtoReflect.Descriptor instead.
 func (*JoinResponse) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{43}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *JoinResponse) GetClusterId() string {
@@ -2605,7 +3149,7 @@ type HeartbeatRequest struct {
 
 func (x *HeartbeatRequest) Reset() {
 	*x = HeartbeatRequest{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[44]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2617,7 +3161,7 @@ func (x *HeartbeatRequest) String() string {
 func (*HeartbeatRequest) ProtoMessage() {}
 
 func (x *HeartbeatRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[44]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2630,7 +3174,7 @@ func (x *HeartbeatRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeartbeatRequest.ProtoReflect.Descriptor instead.
 func (*HeartbeatRequest) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{44}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *HeartbeatRequest) GetNode() *NodeDescriptor {
@@ -2677,7 +3221,7 @@ type HeartbeatResponse struct {
 
 func (x *HeartbeatResponse) Reset() {
 	*x = HeartbeatResponse{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[45]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2689,7 +3233,7 @@ func (x *HeartbeatResponse) String() string {
 func (*HeartbeatResponse) ProtoMessage() {}
 
 func (x *HeartbeatResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[45]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2702,7 +3246,7 @@ func (x *HeartbeatResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeartbeatResponse.ProtoReflect.Descriptor instead.
 func (*HeartbeatResponse) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{45}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *HeartbeatResponse) GetNodes() []*NodeStatus {
@@ -2721,7 +3265,7 @@ type MetaCommandRequest struct {
 
 func (x *MetaCommandRequest) Reset() {
 	*x = MetaCommandRequest{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[46]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2733,7 +3277,7 @@ func (x *MetaCommandRequest) String() string {
 func (*MetaCommandRequest) ProtoMessage() {}
 
 func (x *MetaCommandRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[46]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2746,7 +3290,7 @@ func (x *MetaCommandRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MetaCommandRequest.ProtoReflect.Descriptor instead.
 func (*MetaCommandRequest) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{46}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *MetaCommandRequest) GetCmd() *Command {
@@ -2766,7 +3310,7 @@ type MetaCommandResponse struct {
 
 func (x *MetaCommandResponse) Reset() {
 	*x = MetaCommandResponse{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[47]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2778,7 +3322,7 @@ func (x *MetaCommandResponse) String() string {
 func (*MetaCommandResponse) ProtoMessage() {}
 
 func (x *MetaCommandResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[47]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2791,7 +3335,7 @@ func (x *MetaCommandResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MetaCommandResponse.ProtoReflect.Descriptor instead.
 func (*MetaCommandResponse) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{47}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *MetaCommandResponse) GetNodeId() uint64 {
@@ -2816,7 +3360,7 @@ type IdentRequest struct {
 
 func (x *IdentRequest) Reset() {
 	*x = IdentRequest{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[48]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2828,7 +3372,7 @@ func (x *IdentRequest) String() string {
 func (*IdentRequest) ProtoMessage() {}
 
 func (x *IdentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[48]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2841,7 +3385,7 @@ func (x *IdentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IdentRequest.ProtoReflect.Descriptor instead.
 func (*IdentRequest) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{48}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{54}
 }
 
 type IdentResponse struct {
@@ -2854,7 +3398,7 @@ type IdentResponse struct {
 
 func (x *IdentResponse) Reset() {
 	*x = IdentResponse{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[49]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2866,7 +3410,7 @@ func (x *IdentResponse) String() string {
 func (*IdentResponse) ProtoMessage() {}
 
 func (x *IdentResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[49]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2879,7 +3423,7 @@ func (x *IdentResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IdentResponse.ProtoReflect.Descriptor instead.
 func (*IdentResponse) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{49}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *IdentResponse) GetClusterId() string {
@@ -2909,7 +3453,7 @@ type ErrorDetail struct {
 
 func (x *ErrorDetail) Reset() {
 	*x = ErrorDetail{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[50]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2921,7 +3465,7 @@ func (x *ErrorDetail) String() string {
 func (*ErrorDetail) ProtoMessage() {}
 
 func (x *ErrorDetail) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[50]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2934,7 +3478,7 @@ func (x *ErrorDetail) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ErrorDetail.ProtoReflect.Descriptor instead.
 func (*ErrorDetail) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{50}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *ErrorDetail) GetCode() ErrorDetail_Code {
@@ -2983,7 +3527,7 @@ type BatchOp struct {
 
 func (x *BatchOp) Reset() {
 	*x = BatchOp{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[51]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2995,7 +3539,7 @@ func (x *BatchOp) String() string {
 func (*BatchOp) ProtoMessage() {}
 
 func (x *BatchOp) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[51]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3008,7 +3552,7 @@ func (x *BatchOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BatchOp.ProtoReflect.Descriptor instead.
 func (*BatchOp) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{51}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *BatchOp) GetId() uint64 {
@@ -3098,7 +3642,7 @@ type BatchRequest struct {
 
 func (x *BatchRequest) Reset() {
 	*x = BatchRequest{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[52]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3110,7 +3654,7 @@ func (x *BatchRequest) String() string {
 func (*BatchRequest) ProtoMessage() {}
 
 func (x *BatchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[52]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3123,7 +3667,7 @@ func (x *BatchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BatchRequest.ProtoReflect.Descriptor instead.
 func (*BatchRequest) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{52}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *BatchRequest) GetOps() []*BatchOp {
@@ -3149,7 +3693,7 @@ type BatchResult struct {
 
 func (x *BatchResult) Reset() {
 	*x = BatchResult{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[53]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3161,7 +3705,7 @@ func (x *BatchResult) String() string {
 func (*BatchResult) ProtoMessage() {}
 
 func (x *BatchResult) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[53]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3174,7 +3718,7 @@ func (x *BatchResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BatchResult.ProtoReflect.Descriptor instead.
 func (*BatchResult) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{53}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *BatchResult) GetId() uint64 {
@@ -3228,7 +3772,7 @@ type BatchResponse struct {
 
 func (x *BatchResponse) Reset() {
 	*x = BatchResponse{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[54]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3240,7 +3784,7 @@ func (x *BatchResponse) String() string {
 func (*BatchResponse) ProtoMessage() {}
 
 func (x *BatchResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[54]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3253,7 +3797,7 @@ func (x *BatchResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BatchResponse.ProtoReflect.Descriptor instead.
 func (*BatchResponse) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{54}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{60}
 }
 
 func (x *BatchResponse) GetResults() []*BatchResult {
@@ -3288,7 +3832,7 @@ const file_api_vowdbpb_vowdb_proto_rawDesc = "" +
 	"StoreIdent\x12\x1d\n" +
 	"\n" +
 	"cluster_id\x18\x01 \x01(\tR\tclusterId\x12\x17\n" +
-	"\anode_id\x18\x02 \x01(\x04R\x06nodeId\"\xbb\x03\n" +
+	"\anode_id\x18\x02 \x01(\x04R\x06nodeId\"\xb2\x05\n" +
 	"\aCommand\x12\x1f\n" +
 	"\vproposal_id\x18\x01 \x01(\x04R\n" +
 	"proposalId\x12(\n" +
@@ -3301,8 +3845,48 @@ const file_api_vowdbpb_vowdb_proto_rawDesc = "" +
 	"\n" +
 	"alloc_node\x18\x0e \x01(\v2\x15.vowdb.v1.AllocNodeOpH\x00R\tallocNode\x12B\n" +
 	"\x0eput_descriptor\x18\x0f \x01(\v2\x19.vowdb.v1.PutDescriptorOpH\x00R\rputDescriptor\x12@\n" +
-	"\x0ealloc_range_id\x18\x10 \x01(\v2\x18.vowdb.v1.AllocRangeIDOpH\x00R\fallocRangeIdB\x04\n" +
-	"\x02op\"/\n" +
+	"\x0ealloc_range_id\x18\x10 \x01(\v2\x18.vowdb.v1.AllocRangeIDOpH\x00R\fallocRangeId\x129\n" +
+	"\vprepare_txn\x18\x11 \x01(\v2\x16.vowdb.v1.PrepareTxnOpH\x00R\n" +
+	"prepareTxn\x129\n" +
+	"\vresolve_txn\x18\x12 \x01(\v2\x16.vowdb.v1.ResolveTxnOpH\x00R\n" +
+	"resolveTxn\x12=\n" +
+	"\rone_phase_txn\x18\x13 \x01(\v2\x17.vowdb.v1.OnePhaseTxnOpH\x00R\vonePhaseTxn\x12@\n" +
+	"\x0etxn_record_cas\x18\x14 \x01(\v2\x18.vowdb.v1.TxnRecordCasOpH\x00R\ftxnRecordCasB\x04\n" +
+	"\x02op\"J\n" +
+	"\bTxnWrite\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\fR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\fR\x05value\x12\x16\n" +
+	"\x06delete\x18\x03 \x01(\bR\x06delete\"\xfe\x01\n" +
+	"\fPrepareTxnOp\x12\x15\n" +
+	"\x06txn_id\x18\x01 \x01(\fR\x05txnId\x12\x1d\n" +
+	"\n" +
+	"anchor_key\x18\x02 \x01(\fR\tanchorKey\x12.\n" +
+	"\x13coordinator_node_id\x18\x03 \x01(\x04R\x11coordinatorNodeId\x122\n" +
+	"\x15participant_range_ids\x18\x04 \x03(\x04R\x13participantRangeIds\x12*\n" +
+	"\x06writes\x18\x05 \x03(\v2\x12.vowdb.v1.TxnWriteR\x06writes\x12(\n" +
+	"\x10deadline_unix_ms\x18\x06 \x01(\x03R\x0edeadlineUnixMs\"=\n" +
+	"\fResolveTxnOp\x12\x15\n" +
+	"\x06txn_id\x18\x01 \x01(\fR\x05txnId\x12\x16\n" +
+	"\x06commit\x18\x02 \x01(\bR\x06commit\"R\n" +
+	"\rOnePhaseTxnOp\x12\x15\n" +
+	"\x06txn_id\x18\x01 \x01(\fR\x05txnId\x12*\n" +
+	"\x06writes\x18\x02 \x03(\v2\x12.vowdb.v1.TxnWriteR\x06writes\"\x9f\x02\n" +
+	"\x0eTxnRecordCasOp\x12\x15\n" +
+	"\x06txn_id\x18\x01 \x01(\fR\x05txnId\x12\x1d\n" +
+	"\n" +
+	"anchor_key\x18\x02 \x01(\fR\tanchorKey\x12*\n" +
+	"\x06expect\x18\x03 \x01(\x0e2\x12.vowdb.v1.TxnStateR\x06expect\x12/\n" +
+	"\tnew_state\x18\x04 \x01(\x0e2\x12.vowdb.v1.TxnStateR\bnewState\x122\n" +
+	"\x15participant_range_ids\x18\x05 \x03(\x04R\x13participantRangeIds\x12.\n" +
+	"\x13coordinator_node_id\x18\x06 \x01(\x04R\x11coordinatorNodeId\x12\x16\n" +
+	"\x06remove\x18\a \x01(\bR\x06remove\"\xcf\x01\n" +
+	"\tTxnRecord\x12\x15\n" +
+	"\x06txn_id\x18\x01 \x01(\fR\x05txnId\x12(\n" +
+	"\x05state\x18\x02 \x01(\x0e2\x12.vowdb.v1.TxnStateR\x05state\x12\x1d\n" +
+	"\n" +
+	"anchor_key\x18\x03 \x01(\fR\tanchorKey\x122\n" +
+	"\x15participant_range_ids\x18\x04 \x03(\x04R\x13participantRangeIds\x12.\n" +
+	"\x13coordinator_node_id\x18\x05 \x01(\x04R\x11coordinatorNodeId\"/\n" +
 	"\x05PutOp\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\fR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\fR\x05value\"\x1c\n" +
@@ -3487,7 +4071,12 @@ const file_api_vowdbpb_vowdb_proto_rawDesc = "" +
 	"\x03get\x18\x05 \x01(\v2\x15.vowdb.v1.GetResponseR\x03get\x12'\n" +
 	"\x03cas\x18\x06 \x01(\v2\x15.vowdb.v1.CasResponseR\x03cas\"@\n" +
 	"\rBatchResponse\x12/\n" +
-	"\aresults\x18\x01 \x03(\v2\x15.vowdb.v1.BatchResultR\aresults2?\n" +
+	"\aresults\x18\x01 \x03(\v2\x15.vowdb.v1.BatchResultR\aresults*P\n" +
+	"\bTxnState\x12\x0f\n" +
+	"\vTXN_UNKNOWN\x10\x00\x12\x0f\n" +
+	"\vTXN_PENDING\x10\x01\x12\x11\n" +
+	"\rTXN_COMMITTED\x10\x02\x12\x0f\n" +
+	"\vTXN_ABORTED\x10\x032?\n" +
 	"\x04Raft\x127\n" +
 	"\x06Stream\x12\x13.vowdb.v1.RaftBatch\x1a\x16.vowdb.v1.RaftBatchAck(\x012\xdd\x02\n" +
 	"\x02KV\x12<\n" +
@@ -3521,146 +4110,162 @@ func file_api_vowdbpb_vowdb_proto_rawDescGZIP() []byte {
 	return file_api_vowdbpb_vowdb_proto_rawDescData
 }
 
-var file_api_vowdbpb_vowdb_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_api_vowdbpb_vowdb_proto_msgTypes = make([]protoimpl.MessageInfo, 55)
+var file_api_vowdbpb_vowdb_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
+var file_api_vowdbpb_vowdb_proto_msgTypes = make([]protoimpl.MessageInfo, 61)
 var file_api_vowdbpb_vowdb_proto_goTypes = []any{
-	(ErrorDetail_Code)(0),       // 0: vowdb.v1.ErrorDetail.Code
-	(*ReplicaDescriptor)(nil),   // 1: vowdb.v1.ReplicaDescriptor
-	(*RangeDescriptor)(nil),     // 2: vowdb.v1.RangeDescriptor
-	(*NodeDescriptor)(nil),      // 3: vowdb.v1.NodeDescriptor
-	(*StoreIdent)(nil),          // 4: vowdb.v1.StoreIdent
-	(*Command)(nil),             // 5: vowdb.v1.Command
-	(*PutOp)(nil),               // 6: vowdb.v1.PutOp
-	(*DeleteOp)(nil),            // 7: vowdb.v1.DeleteOp
-	(*CasOp)(nil),               // 8: vowdb.v1.CasOp
-	(*SplitOp)(nil),             // 9: vowdb.v1.SplitOp
-	(*AllocNodeOp)(nil),         // 10: vowdb.v1.AllocNodeOp
-	(*PutDescriptorOp)(nil),     // 11: vowdb.v1.PutDescriptorOp
-	(*AllocRangeIDOp)(nil),      // 12: vowdb.v1.AllocRangeIDOp
-	(*RaftTruncatedState)(nil),  // 13: vowdb.v1.RaftTruncatedState
-	(*SnapshotData)(nil),        // 14: vowdb.v1.SnapshotData
-	(*RaftMessage)(nil),         // 15: vowdb.v1.RaftMessage
-	(*RaftBatch)(nil),           // 16: vowdb.v1.RaftBatch
-	(*RaftBatchAck)(nil),        // 17: vowdb.v1.RaftBatchAck
-	(*KeyValue)(nil),            // 18: vowdb.v1.KeyValue
-	(*RequestHeader)(nil),       // 19: vowdb.v1.RequestHeader
-	(*GetRequest)(nil),          // 20: vowdb.v1.GetRequest
-	(*GetResponse)(nil),         // 21: vowdb.v1.GetResponse
-	(*PutRequest)(nil),          // 22: vowdb.v1.PutRequest
-	(*PutResponse)(nil),         // 23: vowdb.v1.PutResponse
-	(*DeleteRequest)(nil),       // 24: vowdb.v1.DeleteRequest
-	(*DeleteResponse)(nil),      // 25: vowdb.v1.DeleteResponse
-	(*ScanRequest)(nil),         // 26: vowdb.v1.ScanRequest
-	(*ScanResponse)(nil),        // 27: vowdb.v1.ScanResponse
-	(*CasRequest)(nil),          // 28: vowdb.v1.CasRequest
-	(*CasResponse)(nil),         // 29: vowdb.v1.CasResponse
-	(*LookupRequest)(nil),       // 30: vowdb.v1.LookupRequest
-	(*RangeRoute)(nil),          // 31: vowdb.v1.RangeRoute
-	(*LookupResponse)(nil),      // 32: vowdb.v1.LookupResponse
-	(*ListRangesRequest)(nil),   // 33: vowdb.v1.ListRangesRequest
-	(*RangeStatus)(nil),         // 34: vowdb.v1.RangeStatus
-	(*ListRangesResponse)(nil),  // 35: vowdb.v1.ListRangesResponse
-	(*ListNodesRequest)(nil),    // 36: vowdb.v1.ListNodesRequest
-	(*NodeStatus)(nil),          // 37: vowdb.v1.NodeStatus
-	(*ListNodesResponse)(nil),   // 38: vowdb.v1.ListNodesResponse
-	(*SplitRequest)(nil),        // 39: vowdb.v1.SplitRequest
-	(*SplitResponse)(nil),       // 40: vowdb.v1.SplitResponse
-	(*InitRequest)(nil),         // 41: vowdb.v1.InitRequest
-	(*InitResponse)(nil),        // 42: vowdb.v1.InitResponse
-	(*JoinRequest)(nil),         // 43: vowdb.v1.JoinRequest
-	(*JoinResponse)(nil),        // 44: vowdb.v1.JoinResponse
-	(*HeartbeatRequest)(nil),    // 45: vowdb.v1.HeartbeatRequest
-	(*HeartbeatResponse)(nil),   // 46: vowdb.v1.HeartbeatResponse
-	(*MetaCommandRequest)(nil),  // 47: vowdb.v1.MetaCommandRequest
-	(*MetaCommandResponse)(nil), // 48: vowdb.v1.MetaCommandResponse
-	(*IdentRequest)(nil),        // 49: vowdb.v1.IdentRequest
-	(*IdentResponse)(nil),       // 50: vowdb.v1.IdentResponse
-	(*ErrorDetail)(nil),         // 51: vowdb.v1.ErrorDetail
-	(*BatchOp)(nil),             // 52: vowdb.v1.BatchOp
-	(*BatchRequest)(nil),        // 53: vowdb.v1.BatchRequest
-	(*BatchResult)(nil),         // 54: vowdb.v1.BatchResult
-	(*BatchResponse)(nil),       // 55: vowdb.v1.BatchResponse
+	(TxnState)(0),               // 0: vowdb.v1.TxnState
+	(ErrorDetail_Code)(0),       // 1: vowdb.v1.ErrorDetail.Code
+	(*ReplicaDescriptor)(nil),   // 2: vowdb.v1.ReplicaDescriptor
+	(*RangeDescriptor)(nil),     // 3: vowdb.v1.RangeDescriptor
+	(*NodeDescriptor)(nil),      // 4: vowdb.v1.NodeDescriptor
+	(*StoreIdent)(nil),          // 5: vowdb.v1.StoreIdent
+	(*Command)(nil),             // 6: vowdb.v1.Command
+	(*TxnWrite)(nil),            // 7: vowdb.v1.TxnWrite
+	(*PrepareTxnOp)(nil),        // 8: vowdb.v1.PrepareTxnOp
+	(*ResolveTxnOp)(nil),        // 9: vowdb.v1.ResolveTxnOp
+	(*OnePhaseTxnOp)(nil),       // 10: vowdb.v1.OnePhaseTxnOp
+	(*TxnRecordCasOp)(nil),      // 11: vowdb.v1.TxnRecordCasOp
+	(*TxnRecord)(nil),           // 12: vowdb.v1.TxnRecord
+	(*PutOp)(nil),               // 13: vowdb.v1.PutOp
+	(*DeleteOp)(nil),            // 14: vowdb.v1.DeleteOp
+	(*CasOp)(nil),               // 15: vowdb.v1.CasOp
+	(*SplitOp)(nil),             // 16: vowdb.v1.SplitOp
+	(*AllocNodeOp)(nil),         // 17: vowdb.v1.AllocNodeOp
+	(*PutDescriptorOp)(nil),     // 18: vowdb.v1.PutDescriptorOp
+	(*AllocRangeIDOp)(nil),      // 19: vowdb.v1.AllocRangeIDOp
+	(*RaftTruncatedState)(nil),  // 20: vowdb.v1.RaftTruncatedState
+	(*SnapshotData)(nil),        // 21: vowdb.v1.SnapshotData
+	(*RaftMessage)(nil),         // 22: vowdb.v1.RaftMessage
+	(*RaftBatch)(nil),           // 23: vowdb.v1.RaftBatch
+	(*RaftBatchAck)(nil),        // 24: vowdb.v1.RaftBatchAck
+	(*KeyValue)(nil),            // 25: vowdb.v1.KeyValue
+	(*RequestHeader)(nil),       // 26: vowdb.v1.RequestHeader
+	(*GetRequest)(nil),          // 27: vowdb.v1.GetRequest
+	(*GetResponse)(nil),         // 28: vowdb.v1.GetResponse
+	(*PutRequest)(nil),          // 29: vowdb.v1.PutRequest
+	(*PutResponse)(nil),         // 30: vowdb.v1.PutResponse
+	(*DeleteRequest)(nil),       // 31: vowdb.v1.DeleteRequest
+	(*DeleteResponse)(nil),      // 32: vowdb.v1.DeleteResponse
+	(*ScanRequest)(nil),         // 33: vowdb.v1.ScanRequest
+	(*ScanResponse)(nil),        // 34: vowdb.v1.ScanResponse
+	(*CasRequest)(nil),          // 35: vowdb.v1.CasRequest
+	(*CasResponse)(nil),         // 36: vowdb.v1.CasResponse
+	(*LookupRequest)(nil),       // 37: vowdb.v1.LookupRequest
+	(*RangeRoute)(nil),          // 38: vowdb.v1.RangeRoute
+	(*LookupResponse)(nil),      // 39: vowdb.v1.LookupResponse
+	(*ListRangesRequest)(nil),   // 40: vowdb.v1.ListRangesRequest
+	(*RangeStatus)(nil),         // 41: vowdb.v1.RangeStatus
+	(*ListRangesResponse)(nil),  // 42: vowdb.v1.ListRangesResponse
+	(*ListNodesRequest)(nil),    // 43: vowdb.v1.ListNodesRequest
+	(*NodeStatus)(nil),          // 44: vowdb.v1.NodeStatus
+	(*ListNodesResponse)(nil),   // 45: vowdb.v1.ListNodesResponse
+	(*SplitRequest)(nil),        // 46: vowdb.v1.SplitRequest
+	(*SplitResponse)(nil),       // 47: vowdb.v1.SplitResponse
+	(*InitRequest)(nil),         // 48: vowdb.v1.InitRequest
+	(*InitResponse)(nil),        // 49: vowdb.v1.InitResponse
+	(*JoinRequest)(nil),         // 50: vowdb.v1.JoinRequest
+	(*JoinResponse)(nil),        // 51: vowdb.v1.JoinResponse
+	(*HeartbeatRequest)(nil),    // 52: vowdb.v1.HeartbeatRequest
+	(*HeartbeatResponse)(nil),   // 53: vowdb.v1.HeartbeatResponse
+	(*MetaCommandRequest)(nil),  // 54: vowdb.v1.MetaCommandRequest
+	(*MetaCommandResponse)(nil), // 55: vowdb.v1.MetaCommandResponse
+	(*IdentRequest)(nil),        // 56: vowdb.v1.IdentRequest
+	(*IdentResponse)(nil),       // 57: vowdb.v1.IdentResponse
+	(*ErrorDetail)(nil),         // 58: vowdb.v1.ErrorDetail
+	(*BatchOp)(nil),             // 59: vowdb.v1.BatchOp
+	(*BatchRequest)(nil),        // 60: vowdb.v1.BatchRequest
+	(*BatchResult)(nil),         // 61: vowdb.v1.BatchResult
+	(*BatchResponse)(nil),       // 62: vowdb.v1.BatchResponse
 }
 var file_api_vowdbpb_vowdb_proto_depIdxs = []int32{
-	1,  // 0: vowdb.v1.RangeDescriptor.replicas:type_name -> vowdb.v1.ReplicaDescriptor
-	6,  // 1: vowdb.v1.Command.put:type_name -> vowdb.v1.PutOp
-	7,  // 2: vowdb.v1.Command.delete:type_name -> vowdb.v1.DeleteOp
-	8,  // 3: vowdb.v1.Command.cas:type_name -> vowdb.v1.CasOp
-	9,  // 4: vowdb.v1.Command.split:type_name -> vowdb.v1.SplitOp
-	10, // 5: vowdb.v1.Command.alloc_node:type_name -> vowdb.v1.AllocNodeOp
-	11, // 6: vowdb.v1.Command.put_descriptor:type_name -> vowdb.v1.PutDescriptorOp
-	12, // 7: vowdb.v1.Command.alloc_range_id:type_name -> vowdb.v1.AllocRangeIDOp
-	2,  // 8: vowdb.v1.PutDescriptorOp.desc:type_name -> vowdb.v1.RangeDescriptor
-	2,  // 9: vowdb.v1.SnapshotData.desc:type_name -> vowdb.v1.RangeDescriptor
-	18, // 10: vowdb.v1.SnapshotData.kvs:type_name -> vowdb.v1.KeyValue
-	15, // 11: vowdb.v1.RaftBatch.msgs:type_name -> vowdb.v1.RaftMessage
-	19, // 12: vowdb.v1.GetRequest.header:type_name -> vowdb.v1.RequestHeader
-	19, // 13: vowdb.v1.PutRequest.header:type_name -> vowdb.v1.RequestHeader
-	19, // 14: vowdb.v1.DeleteRequest.header:type_name -> vowdb.v1.RequestHeader
-	19, // 15: vowdb.v1.ScanRequest.header:type_name -> vowdb.v1.RequestHeader
-	18, // 16: vowdb.v1.ScanResponse.kvs:type_name -> vowdb.v1.KeyValue
-	19, // 17: vowdb.v1.CasRequest.header:type_name -> vowdb.v1.RequestHeader
-	2,  // 18: vowdb.v1.RangeRoute.desc:type_name -> vowdb.v1.RangeDescriptor
-	31, // 19: vowdb.v1.LookupResponse.routes:type_name -> vowdb.v1.RangeRoute
-	3,  // 20: vowdb.v1.LookupResponse.nodes:type_name -> vowdb.v1.NodeDescriptor
-	2,  // 21: vowdb.v1.RangeStatus.desc:type_name -> vowdb.v1.RangeDescriptor
-	34, // 22: vowdb.v1.ListRangesResponse.ranges:type_name -> vowdb.v1.RangeStatus
-	3,  // 23: vowdb.v1.NodeStatus.node:type_name -> vowdb.v1.NodeDescriptor
-	37, // 24: vowdb.v1.ListNodesResponse.nodes:type_name -> vowdb.v1.NodeStatus
-	2,  // 25: vowdb.v1.SplitResponse.left:type_name -> vowdb.v1.RangeDescriptor
-	2,  // 26: vowdb.v1.SplitResponse.right:type_name -> vowdb.v1.RangeDescriptor
-	3,  // 27: vowdb.v1.JoinResponse.nodes:type_name -> vowdb.v1.NodeDescriptor
-	3,  // 28: vowdb.v1.HeartbeatRequest.node:type_name -> vowdb.v1.NodeDescriptor
-	37, // 29: vowdb.v1.HeartbeatResponse.nodes:type_name -> vowdb.v1.NodeStatus
-	5,  // 30: vowdb.v1.MetaCommandRequest.cmd:type_name -> vowdb.v1.Command
-	0,  // 31: vowdb.v1.ErrorDetail.code:type_name -> vowdb.v1.ErrorDetail.Code
-	2,  // 32: vowdb.v1.ErrorDetail.desc:type_name -> vowdb.v1.RangeDescriptor
-	20, // 33: vowdb.v1.BatchOp.get:type_name -> vowdb.v1.GetRequest
-	22, // 34: vowdb.v1.BatchOp.put:type_name -> vowdb.v1.PutRequest
-	24, // 35: vowdb.v1.BatchOp.delete:type_name -> vowdb.v1.DeleteRequest
-	28, // 36: vowdb.v1.BatchOp.cas:type_name -> vowdb.v1.CasRequest
-	52, // 37: vowdb.v1.BatchRequest.ops:type_name -> vowdb.v1.BatchOp
-	51, // 38: vowdb.v1.BatchResult.error:type_name -> vowdb.v1.ErrorDetail
-	21, // 39: vowdb.v1.BatchResult.get:type_name -> vowdb.v1.GetResponse
-	29, // 40: vowdb.v1.BatchResult.cas:type_name -> vowdb.v1.CasResponse
-	54, // 41: vowdb.v1.BatchResponse.results:type_name -> vowdb.v1.BatchResult
-	16, // 42: vowdb.v1.Raft.Stream:input_type -> vowdb.v1.RaftBatch
-	53, // 43: vowdb.v1.KV.Batch:input_type -> vowdb.v1.BatchRequest
-	20, // 44: vowdb.v1.KV.Get:input_type -> vowdb.v1.GetRequest
-	22, // 45: vowdb.v1.KV.Put:input_type -> vowdb.v1.PutRequest
-	24, // 46: vowdb.v1.KV.Delete:input_type -> vowdb.v1.DeleteRequest
-	26, // 47: vowdb.v1.KV.Scan:input_type -> vowdb.v1.ScanRequest
-	28, // 48: vowdb.v1.KV.CompareAndSwap:input_type -> vowdb.v1.CasRequest
-	30, // 49: vowdb.v1.Admin.Lookup:input_type -> vowdb.v1.LookupRequest
-	33, // 50: vowdb.v1.Admin.ListRanges:input_type -> vowdb.v1.ListRangesRequest
-	36, // 51: vowdb.v1.Admin.ListNodes:input_type -> vowdb.v1.ListNodesRequest
-	39, // 52: vowdb.v1.Admin.Split:input_type -> vowdb.v1.SplitRequest
-	41, // 53: vowdb.v1.Admin.Init:input_type -> vowdb.v1.InitRequest
-	43, // 54: vowdb.v1.Admin.Join:input_type -> vowdb.v1.JoinRequest
-	45, // 55: vowdb.v1.Admin.Heartbeat:input_type -> vowdb.v1.HeartbeatRequest
-	47, // 56: vowdb.v1.Admin.MetaCommand:input_type -> vowdb.v1.MetaCommandRequest
-	49, // 57: vowdb.v1.Admin.Ident:input_type -> vowdb.v1.IdentRequest
-	17, // 58: vowdb.v1.Raft.Stream:output_type -> vowdb.v1.RaftBatchAck
-	55, // 59: vowdb.v1.KV.Batch:output_type -> vowdb.v1.BatchResponse
-	21, // 60: vowdb.v1.KV.Get:output_type -> vowdb.v1.GetResponse
-	23, // 61: vowdb.v1.KV.Put:output_type -> vowdb.v1.PutResponse
-	25, // 62: vowdb.v1.KV.Delete:output_type -> vowdb.v1.DeleteResponse
-	27, // 63: vowdb.v1.KV.Scan:output_type -> vowdb.v1.ScanResponse
-	29, // 64: vowdb.v1.KV.CompareAndSwap:output_type -> vowdb.v1.CasResponse
-	32, // 65: vowdb.v1.Admin.Lookup:output_type -> vowdb.v1.LookupResponse
-	35, // 66: vowdb.v1.Admin.ListRanges:output_type -> vowdb.v1.ListRangesResponse
-	38, // 67: vowdb.v1.Admin.ListNodes:output_type -> vowdb.v1.ListNodesResponse
-	40, // 68: vowdb.v1.Admin.Split:output_type -> vowdb.v1.SplitResponse
-	42, // 69: vowdb.v1.Admin.Init:output_type -> vowdb.v1.InitResponse
-	44, // 70: vowdb.v1.Admin.Join:output_type -> vowdb.v1.JoinResponse
-	46, // 71: vowdb.v1.Admin.Heartbeat:output_type -> vowdb.v1.HeartbeatResponse
-	48, // 72: vowdb.v1.Admin.MetaCommand:output_type -> vowdb.v1.MetaCommandResponse
-	50, // 73: vowdb.v1.Admin.Ident:output_type -> vowdb.v1.IdentResponse
-	58, // [58:74] is the sub-list for method output_type
-	42, // [42:58] is the sub-list for method input_type
-	42, // [42:42] is the sub-list for extension type_name
-	42, // [42:42] is the sub-list for extension extendee
-	0,  // [0:42] is the sub-list for field type_name
+	2,  // 0: vowdb.v1.RangeDescriptor.replicas:type_name -> vowdb.v1.ReplicaDescriptor
+	13, // 1: vowdb.v1.Command.put:type_name -> vowdb.v1.PutOp
+	14, // 2: vowdb.v1.Command.delete:type_name -> vowdb.v1.DeleteOp
+	15, // 3: vowdb.v1.Command.cas:type_name -> vowdb.v1.CasOp
+	16, // 4: vowdb.v1.Command.split:type_name -> vowdb.v1.SplitOp
+	17, // 5: vowdb.v1.Command.alloc_node:type_name -> vowdb.v1.AllocNodeOp
+	18, // 6: vowdb.v1.Command.put_descriptor:type_name -> vowdb.v1.PutDescriptorOp
+	19, // 7: vowdb.v1.Command.alloc_range_id:type_name -> vowdb.v1.AllocRangeIDOp
+	8,  // 8: vowdb.v1.Command.prepare_txn:type_name -> vowdb.v1.PrepareTxnOp
+	9,  // 9: vowdb.v1.Command.resolve_txn:type_name -> vowdb.v1.ResolveTxnOp
+	10, // 10: vowdb.v1.Command.one_phase_txn:type_name -> vowdb.v1.OnePhaseTxnOp
+	11, // 11: vowdb.v1.Command.txn_record_cas:type_name -> vowdb.v1.TxnRecordCasOp
+	7,  // 12: vowdb.v1.PrepareTxnOp.writes:type_name -> vowdb.v1.TxnWrite
+	7,  // 13: vowdb.v1.OnePhaseTxnOp.writes:type_name -> vowdb.v1.TxnWrite
+	0,  // 14: vowdb.v1.TxnRecordCasOp.expect:type_name -> vowdb.v1.TxnState
+	0,  // 15: vowdb.v1.TxnRecordCasOp.new_state:type_name -> vowdb.v1.TxnState
+	0,  // 16: vowdb.v1.TxnRecord.state:type_name -> vowdb.v1.TxnState
+	3,  // 17: vowdb.v1.PutDescriptorOp.desc:type_name -> vowdb.v1.RangeDescriptor
+	3,  // 18: vowdb.v1.SnapshotData.desc:type_name -> vowdb.v1.RangeDescriptor
+	25, // 19: vowdb.v1.SnapshotData.kvs:type_name -> vowdb.v1.KeyValue
+	22, // 20: vowdb.v1.RaftBatch.msgs:type_name -> vowdb.v1.RaftMessage
+	26, // 21: vowdb.v1.GetRequest.header:type_name -> vowdb.v1.RequestHeader
+	26, // 22: vowdb.v1.PutRequest.header:type_name -> vowdb.v1.RequestHeader
+	26, // 23: vowdb.v1.DeleteRequest.header:type_name -> vowdb.v1.RequestHeader
+	26, // 24: vowdb.v1.ScanRequest.header:type_name -> vowdb.v1.RequestHeader
+	25, // 25: vowdb.v1.ScanResponse.kvs:type_name -> vowdb.v1.KeyValue
+	26, // 26: vowdb.v1.CasRequest.header:type_name -> vowdb.v1.RequestHeader
+	3,  // 27: vowdb.v1.RangeRoute.desc:type_name -> vowdb.v1.RangeDescriptor
+	38, // 28: vowdb.v1.LookupResponse.routes:type_name -> vowdb.v1.RangeRoute
+	4,  // 29: vowdb.v1.LookupResponse.nodes:type_name -> vowdb.v1.NodeDescriptor
+	3,  // 30: vowdb.v1.RangeStatus.desc:type_name -> vowdb.v1.RangeDescriptor
+	41, // 31: vowdb.v1.ListRangesResponse.ranges:type_name -> vowdb.v1.RangeStatus
+	4,  // 32: vowdb.v1.NodeStatus.node:type_name -> vowdb.v1.NodeDescriptor
+	44, // 33: vowdb.v1.ListNodesResponse.nodes:type_name -> vowdb.v1.NodeStatus
+	3,  // 34: vowdb.v1.SplitResponse.left:type_name -> vowdb.v1.RangeDescriptor
+	3,  // 35: vowdb.v1.SplitResponse.right:type_name -> vowdb.v1.RangeDescriptor
+	4,  // 36: vowdb.v1.JoinResponse.nodes:type_name -> vowdb.v1.NodeDescriptor
+	4,  // 37: vowdb.v1.HeartbeatRequest.node:type_name -> vowdb.v1.NodeDescriptor
+	44, // 38: vowdb.v1.HeartbeatResponse.nodes:type_name -> vowdb.v1.NodeStatus
+	6,  // 39: vowdb.v1.MetaCommandRequest.cmd:type_name -> vowdb.v1.Command
+	1,  // 40: vowdb.v1.ErrorDetail.code:type_name -> vowdb.v1.ErrorDetail.Code
+	3,  // 41: vowdb.v1.ErrorDetail.desc:type_name -> vowdb.v1.RangeDescriptor
+	27, // 42: vowdb.v1.BatchOp.get:type_name -> vowdb.v1.GetRequest
+	29, // 43: vowdb.v1.BatchOp.put:type_name -> vowdb.v1.PutRequest
+	31, // 44: vowdb.v1.BatchOp.delete:type_name -> vowdb.v1.DeleteRequest
+	35, // 45: vowdb.v1.BatchOp.cas:type_name -> vowdb.v1.CasRequest
+	59, // 46: vowdb.v1.BatchRequest.ops:type_name -> vowdb.v1.BatchOp
+	58, // 47: vowdb.v1.BatchResult.error:type_name -> vowdb.v1.ErrorDetail
+	28, // 48: vowdb.v1.BatchResult.get:type_name -> vowdb.v1.GetResponse
+	36, // 49: vowdb.v1.BatchResult.cas:type_name -> vowdb.v1.CasResponse
+	61, // 50: vowdb.v1.BatchResponse.results:type_name -> vowdb.v1.BatchResult
+	23, // 51: vowdb.v1.Raft.Stream:input_type -> vowdb.v1.RaftBatch
+	60, // 52: vowdb.v1.KV.Batch:input_type -> vowdb.v1.BatchRequest
+	27, // 53: vowdb.v1.KV.Get:input_type -> vowdb.v1.GetRequest
+	29, // 54: vowdb.v1.KV.Put:input_type -> vowdb.v1.PutRequest
+	31, // 55: vowdb.v1.KV.Delete:input_type -> vowdb.v1.DeleteRequest
+	33, // 56: vowdb.v1.KV.Scan:input_type -> vowdb.v1.ScanRequest
+	35, // 57: vowdb.v1.KV.CompareAndSwap:input_type -> vowdb.v1.CasRequest
+	37, // 58: vowdb.v1.Admin.Lookup:input_type -> vowdb.v1.LookupRequest
+	40, // 59: vowdb.v1.Admin.ListRanges:input_type -> vowdb.v1.ListRangesRequest
+	43, // 60: vowdb.v1.Admin.ListNodes:input_type -> vowdb.v1.ListNodesRequest
+	46, // 61: vowdb.v1.Admin.Split:input_type -> vowdb.v1.SplitRequest
+	48, // 62: vowdb.v1.Admin.Init:input_type -> vowdb.v1.InitRequest
+	50, // 63: vowdb.v1.Admin.Join:input_type -> vowdb.v1.JoinRequest
+	52, // 64: vowdb.v1.Admin.Heartbeat:input_type -> vowdb.v1.HeartbeatRequest
+	54, // 65: vowdb.v1.Admin.MetaCommand:input_type -> vowdb.v1.MetaCommandRequest
+	56, // 66: vowdb.v1.Admin.Ident:input_type -> vowdb.v1.IdentRequest
+	24, // 67: vowdb.v1.Raft.Stream:output_type -> vowdb.v1.RaftBatchAck
+	62, // 68: vowdb.v1.KV.Batch:output_type -> vowdb.v1.BatchResponse
+	28, // 69: vowdb.v1.KV.Get:output_type -> vowdb.v1.GetResponse
+	30, // 70: vowdb.v1.KV.Put:output_type -> vowdb.v1.PutResponse
+	32, // 71: vowdb.v1.KV.Delete:output_type -> vowdb.v1.DeleteResponse
+	34, // 72: vowdb.v1.KV.Scan:output_type -> vowdb.v1.ScanResponse
+	36, // 73: vowdb.v1.KV.CompareAndSwap:output_type -> vowdb.v1.CasResponse
+	39, // 74: vowdb.v1.Admin.Lookup:output_type -> vowdb.v1.LookupResponse
+	42, // 75: vowdb.v1.Admin.ListRanges:output_type -> vowdb.v1.ListRangesResponse
+	45, // 76: vowdb.v1.Admin.ListNodes:output_type -> vowdb.v1.ListNodesResponse
+	47, // 77: vowdb.v1.Admin.Split:output_type -> vowdb.v1.SplitResponse
+	49, // 78: vowdb.v1.Admin.Init:output_type -> vowdb.v1.InitResponse
+	51, // 79: vowdb.v1.Admin.Join:output_type -> vowdb.v1.JoinResponse
+	53, // 80: vowdb.v1.Admin.Heartbeat:output_type -> vowdb.v1.HeartbeatResponse
+	55, // 81: vowdb.v1.Admin.MetaCommand:output_type -> vowdb.v1.MetaCommandResponse
+	57, // 82: vowdb.v1.Admin.Ident:output_type -> vowdb.v1.IdentResponse
+	67, // [67:83] is the sub-list for method output_type
+	51, // [51:67] is the sub-list for method input_type
+	51, // [51:51] is the sub-list for extension type_name
+	51, // [51:51] is the sub-list for extension extendee
+	0,  // [0:51] is the sub-list for field type_name
 }
 
 func init() { file_api_vowdbpb_vowdb_proto_init() }
@@ -3676,8 +4281,12 @@ func file_api_vowdbpb_vowdb_proto_init() {
 		(*Command_AllocNode)(nil),
 		(*Command_PutDescriptor)(nil),
 		(*Command_AllocRangeId)(nil),
+		(*Command_PrepareTxn)(nil),
+		(*Command_ResolveTxn)(nil),
+		(*Command_OnePhaseTxn)(nil),
+		(*Command_TxnRecordCas)(nil),
 	}
-	file_api_vowdbpb_vowdb_proto_msgTypes[51].OneofWrappers = []any{
+	file_api_vowdbpb_vowdb_proto_msgTypes[57].OneofWrappers = []any{
 		(*BatchOp_Get)(nil),
 		(*BatchOp_Put)(nil),
 		(*BatchOp_Delete)(nil),
@@ -3688,8 +4297,8 @@ func file_api_vowdbpb_vowdb_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_api_vowdbpb_vowdb_proto_rawDesc), len(file_api_vowdbpb_vowdb_proto_rawDesc)),
-			NumEnums:      1,
-			NumMessages:   55,
+			NumEnums:      2,
+			NumMessages:   61,
 			NumExtensions: 0,
 			NumServices:   3,
 		},

@@ -11,6 +11,9 @@
 //	    "c"                            raftpb.ConfState
 //	    "t"                            RaftTruncatedState
 //	    "l" <index:8>                  raftpb.Entry
+//	    "p" <txn id>                   prepare record (a participant's durable YES vote)
+//	    "x" <txn id>                   transaction record (anchored in this range)
+//	    "o" <txn id>                   remembered outcome of a finished transaction
 //	"m" "c" <name>                     meta counters (node ids, range ids)
 //	"m" "d" <start key>                meta range: RangeDescriptor of the user range starting there
 //	"m" "n" <node id:8>                meta range: NodeDescriptor

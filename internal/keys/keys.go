@@ -25,7 +25,20 @@ const (
 	SuffixConfState  = 'c'
 	SuffixTruncated  = 't'
 	SuffixLog        = 'l'
+	// Transaction state kept by a range, followed by the txn id.
+	SuffixPrepare   = 'p' // PrepareTxnOp: a participant's durable vote
+	SuffixTxnRecord = 'x' // TxnRecord of transactions anchored in the range
+	SuffixOutcome   = 'o' // remembered outcome of a finished transaction
 )
+
+// TxnKey returns the range-local key of txn state of the given kind.
+func TxnKey(rangeID uint64, suffix byte, txnID []byte) []byte {
+	return append(RangeLocalKey(rangeID, suffix), txnID...)
+}
+
+// TxnSuffixes lists the kinds of range-local txn state, which snapshots and
+// splits carry along with the range's data.
+var TxnSuffixes = []byte{SuffixPrepare, SuffixTxnRecord, SuffixOutcome}
 
 // RangeLocalPrefix returns the prefix of every range-local key of rangeID.
 func RangeLocalPrefix(rangeID uint64) []byte {

@@ -23,6 +23,8 @@ type Result struct {
 	RangeID uint64 // AllocRangeID: the new range id
 	// Left and Right are the descriptors after a split.
 	Left, Right *vowdbpb.RangeDescriptor
+	// TxnState is the transaction state after a txn command.
+	TxnState vowdbpb.TxnState
 }
 
 // batchRW is the state the range state machine reads and writes: an indexed
@@ -111,6 +113,14 @@ func applyCommand(b batchRW, desc *vowdbpb.RangeDescriptor, cmd *vowdbpb.Command
 		}
 		id, err := bumpCounter(b, "range")
 		return Result{RangeID: id}, err
+	case *vowdbpb.Command_PrepareTxn:
+		return (&rangeState{b, desc}).prepare(op.PrepareTxn)
+	case *vowdbpb.Command_ResolveTxn:
+		return (&rangeState{b, desc}).resolve(op.ResolveTxn)
+	case *vowdbpb.Command_OnePhaseTxn:
+		return (&rangeState{b, desc}).onePhase(op.OnePhaseTxn)
+	case *vowdbpb.Command_TxnRecordCas:
+		return (&rangeState{b, desc}).recordCAS(op.TxnRecordCas)
 	case *vowdbpb.Command_PutDescriptor:
 		if !desc.GetIsMeta() {
 			return Result{Err: fmt.Errorf("%w: descriptor write outside the meta range", ErrInvalidCommand)}, nil
@@ -141,6 +151,9 @@ func applySplit(b batchRW, desc *vowdbpb.RangeDescriptor, op *vowdbpb.SplitOp) (
 	right.StartKey = append([]byte(nil), k...)
 	right.Generation = left.Generation
 	if err := setProto(b, keys.RangeLocalKey(left.RangeId, keys.SuffixDescriptor), left); err != nil {
+		return Result{}, err
+	}
+	if err := splitTxnState(b, left, right); err != nil {
 		return Result{}, err
 	}
 	return Result{Left: left, Right: right}, nil

@@ -48,6 +48,17 @@ func (s *raftStorage) Snapshot() (raftpb.Snapshot, error) {
 	if err != nil {
 		return raftpb.Snapshot{}, err
 	}
+	// The range's transaction state travels with its data.
+	for _, suffix := range keys.TxnSuffixes {
+		p := keys.RangeLocalKey(r.RangeID, suffix)
+		err = r.eng.Scan(p, keys.PrefixEnd(p), func(k, v []byte) bool {
+			data.Kvs = append(data.Kvs, &vowdbpb.KeyValue{Key: append([]byte(nil), k...), Value: append([]byte(nil), v...)})
+			return true
+		})
+		if err != nil {
+			return raftpb.Snapshot{}, err
+		}
+	}
 	buf, err := proto.Marshal(data)
 	if err != nil {
 		return raftpb.Snapshot{}, err

@@ -387,6 +387,12 @@ func (r *Replica) persistSnapshot(b *pebble.Batch, snap raftpb.Snapshot) error {
 	if err := b.DeleteRange(start, end, nil); err != nil {
 		return err
 	}
+	for _, suffix := range keys.TxnSuffixes {
+		p := keys.RangeLocalKey(id, suffix)
+		if err := b.DeleteRange(p, keys.PrefixEnd(p), nil); err != nil {
+			return err
+		}
+	}
 	for _, kv := range data.Kvs {
 		if err := b.Set(kv.Key, kv.Value, nil); err != nil {
 			return err

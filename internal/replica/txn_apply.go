@@ -1,0 +1,234 @@
+package replica
+
+import (
+	"fmt"
+
+	"github.com/cockroachdb/pebble/v2"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/vowdb/vowdb/api/vowdbpb"
+	"github.com/vowdb/vowdb/internal/keys"
+)
+
+// This file is the transactional part of the range state machine: durable
+// prepare records, the outcome memory that makes late or duplicated messages
+// harmless, one-phase commits, and the compare-and-set on transaction
+// records. Every function is deterministic; the protocol that decides when
+// to propose each command lives in package txn.
+
+func (r *rangeState) outcome(txnID []byte) (vowdbpb.TxnState, error) {
+	v, found, err := getRW(r.b, keys.TxnKey(r.desc.RangeId, keys.SuffixOutcome, txnID))
+	if err != nil || !found || len(v) != 1 {
+		return vowdbpb.TxnState_TXN_UNKNOWN, err
+	}
+	return vowdbpb.TxnState(v[0]), nil
+}
+
+func (r *rangeState) remember(txnID []byte, st vowdbpb.TxnState) error {
+	return r.b.Set(keys.TxnKey(r.desc.RangeId, keys.SuffixOutcome, txnID), []byte{byte(st)}, nil)
+}
+
+// rangeState is what the txn commands work on.
+type rangeState struct {
+	b    batchRW
+	desc *vowdbpb.RangeDescriptor
+}
+
+func (r *rangeState) checkWrites(ws []*vowdbpb.TxnWrite) error {
+	for _, w := range ws {
+		if r.desc.IsMeta || !keys.Contains(r.desc.StartKey, r.desc.EndKey, w.Key) {
+			return &KeyMismatchError{Key: w.Key, Desc: r.desc}
+		}
+	}
+	return nil
+}
+
+func (r *rangeState) applyWrites(ws []*vowdbpb.TxnWrite) error {
+	for _, w := range ws {
+		var err error
+		if w.Delete {
+			err = r.b.Delete(keys.UserKey(w.Key), nil)
+		} else {
+			err = r.b.Set(keys.UserKey(w.Key), w.Value, nil)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// prepare makes the vote durable. A txn whose outcome is already known
+// is not prepared again (a late PREPARE cannot resurrect it, rule 7): the
+// result carries the known outcome instead of PENDING.
+func (r *rangeState) prepare(op *vowdbpb.PrepareTxnOp) (Result, error) {
+	if len(op.TxnId) == 0 {
+		return Result{Err: fmt.Errorf("%w: prepare without txn id", ErrInvalidCommand)}, nil
+	}
+	if st, err := r.outcome(op.TxnId); err != nil || st != vowdbpb.TxnState_TXN_UNKNOWN {
+		return Result{TxnState: st}, err
+	}
+	if err := r.checkWrites(op.Writes); err != nil {
+		return Result{Err: err}, nil
+	}
+	k := keys.TxnKey(r.desc.RangeId, keys.SuffixPrepare, op.TxnId)
+	if _, found, err := getRW(r.b, k); err != nil || found {
+		return Result{TxnState: vowdbpb.TxnState_TXN_PENDING}, err // duplicate PREPARE: same vote
+	}
+	return Result{TxnState: vowdbpb.TxnState_TXN_PENDING}, setProto(r.b, k, op)
+}
+
+// resolve applies or drops a prepared write set and remembers the outcome.
+// An ABORT for a txn never prepared here is remembered too, so that it can
+// never prepare later (cooperative termination, rule 5).
+func (r *rangeState) resolve(op *vowdbpb.ResolveTxnOp) (Result, error) {
+	if st, err := r.outcome(op.TxnId); err != nil || st != vowdbpb.TxnState_TXN_UNKNOWN {
+		return Result{TxnState: st}, err // duplicate or late: nothing changes
+	}
+	k := keys.TxnKey(r.desc.RangeId, keys.SuffixPrepare, op.TxnId)
+	v, found, err := getRW(r.b, k)
+	if err != nil {
+		return Result{}, err
+	}
+	if !found && op.Commit {
+		// COMMIT without a prepare record here: never acknowledge it as
+		// applied. The caller treats UNKNOWN as a protocol error to report.
+		return Result{TxnState: vowdbpb.TxnState_TXN_UNKNOWN}, nil
+	}
+	out := vowdbpb.TxnState_TXN_ABORTED
+	if found {
+		var rec vowdbpb.PrepareTxnOp
+		if err := proto.Unmarshal(v, &rec); err != nil {
+			return Result{}, err
+		}
+		if op.Commit {
+			if err := r.applyWrites(rec.Writes); err != nil {
+				return Result{}, err
+			}
+			out = vowdbpb.TxnState_TXN_COMMITTED
+		}
+		if err := r.b.Delete(k, nil); err != nil {
+			return Result{}, err
+		}
+	}
+	return Result{TxnState: out}, r.remember(op.TxnId, out)
+}
+
+// onePhase commits all of a txn's writes with this one entry (rule 10).
+func (r *rangeState) onePhase(op *vowdbpb.OnePhaseTxnOp) (Result, error) {
+	if len(op.TxnId) == 0 {
+		return Result{Err: fmt.Errorf("%w: commit without txn id", ErrInvalidCommand)}, nil
+	}
+	if st, err := r.outcome(op.TxnId); err != nil || st != vowdbpb.TxnState_TXN_UNKNOWN {
+		return Result{TxnState: st}, err // a retry with the same id applies nothing twice
+	}
+	if err := r.checkWrites(op.Writes); err != nil {
+		return Result{Err: err}, nil
+	}
+	if err := r.applyWrites(op.Writes); err != nil {
+		return Result{}, err
+	}
+	return Result{TxnState: vowdbpb.TxnState_TXN_COMMITTED, Swapped: true}, r.remember(op.TxnId, vowdbpb.TxnState_TXN_COMMITTED)
+}
+
+// recordCAS is the compare-and-set on a transaction record: Swapped reports
+// whether this command moved the record; TxnState is the state after it.
+func (r *rangeState) recordCAS(op *vowdbpb.TxnRecordCasOp) (Result, error) {
+	if r.desc.IsMeta || !keys.Contains(r.desc.StartKey, r.desc.EndKey, op.AnchorKey) {
+		return Result{Err: &KeyMismatchError{Key: op.AnchorKey, Desc: r.desc}}, nil
+	}
+	k := keys.TxnKey(r.desc.RangeId, keys.SuffixTxnRecord, op.TxnId)
+	v, found, err := getRW(r.b, k)
+	if err != nil {
+		return Result{}, err
+	}
+	cur := vowdbpb.TxnState_TXN_UNKNOWN
+	if found {
+		var rec vowdbpb.TxnRecord
+		if err := proto.Unmarshal(v, &rec); err != nil {
+			return Result{}, err
+		}
+		cur = rec.State
+	}
+	if cur != op.Expect {
+		return Result{TxnState: cur}, nil
+	}
+	if op.Remove {
+		return Result{TxnState: vowdbpb.TxnState_TXN_UNKNOWN, Swapped: true}, r.b.Delete(k, nil)
+	}
+	rec := &vowdbpb.TxnRecord{TxnId: op.TxnId, State: op.NewState, AnchorKey: op.AnchorKey,
+		ParticipantRangeIds: op.ParticipantRangeIds, CoordinatorNodeId: op.CoordinatorNodeId}
+	return Result{TxnState: op.NewState, Swapped: true}, setProto(r.b, k, rec)
+}
+
+// splitTxnState divides the left range's txn state at a split: each prepare
+// record keeps its left writes and a copy with the right writes goes to the
+// right range; transaction records follow their anchor key; outcomes are
+// remembered on both sides.
+func splitTxnState(b batchRW, left, right *vowdbpb.RangeDescriptor) error {
+	type kv struct{ k, v []byte }
+	var found []kv
+	for _, suffix := range keys.TxnSuffixes {
+		p := keys.RangeLocalKey(left.RangeId, suffix)
+		it, err := b.NewIter(&pebble.IterOptions{LowerBound: p, UpperBound: keys.PrefixEnd(p)})
+		if err != nil {
+			return err
+		}
+		for it.First(); it.Valid(); it.Next() {
+			found = append(found, kv{append([]byte(nil), it.Key()...), append([]byte(nil), it.Value()...)})
+		}
+		if err := it.Close(); err != nil {
+			return err
+		}
+	}
+	lp := len(keys.RangeLocalKey(left.RangeId, 0))
+	for _, e := range found {
+		suffix, txnID := e.k[lp-1], e.k[lp:]
+		rightKey := keys.TxnKey(right.RangeId, suffix, txnID)
+		switch suffix {
+		case keys.SuffixOutcome:
+			if err := b.Set(rightKey, e.v, nil); err != nil {
+				return err
+			}
+		case keys.SuffixTxnRecord:
+			var rec vowdbpb.TxnRecord
+			if err := proto.Unmarshal(e.v, &rec); err != nil {
+				return err
+			}
+			if string(rec.AnchorKey) >= string(right.StartKey) {
+				if err := b.Delete(e.k, nil); err != nil {
+					return err
+				}
+				if err := b.Set(rightKey, e.v, nil); err != nil {
+					return err
+				}
+			}
+		case keys.SuffixPrepare:
+			var rec vowdbpb.PrepareTxnOp
+			if err := proto.Unmarshal(e.v, &rec); err != nil {
+				return err
+			}
+			var lw, rw []*vowdbpb.TxnWrite
+			for _, w := range rec.Writes {
+				if string(w.Key) >= string(right.StartKey) {
+					rw = append(rw, w)
+				} else {
+					lw = append(lw, w)
+				}
+			}
+			if len(rw) == 0 {
+				continue
+			}
+			rrec := proto.Clone(&rec).(*vowdbpb.PrepareTxnOp)
+			rrec.Writes = rw
+			if err := setProto(b, rightKey, rrec); err != nil {
+				return err
+			}
+			rec.Writes = lw
+			if err := setProto(b, e.k, &rec); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}

@@ -1,0 +1,197 @@
+package replica
+
+import (
+	"errors"
+	"testing"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/vowdb/vowdb/api/vowdbpb"
+	"github.com/vowdb/vowdb/internal/keys"
+)
+
+func prepareCmd(id string, writes ...*vowdbpb.TxnWrite) *vowdbpb.Command {
+	return &vowdbpb.Command{Op: &vowdbpb.Command_PrepareTxn{PrepareTxn: &vowdbpb.PrepareTxnOp{TxnId: []byte(id), AnchorKey: []byte("a"), Writes: writes}}}
+}
+
+func resolveCmd(id string, commit bool) *vowdbpb.Command {
+	return &vowdbpb.Command{Op: &vowdbpb.Command_ResolveTxn{ResolveTxn: &vowdbpb.ResolveTxnOp{TxnId: []byte(id), Commit: commit}}}
+}
+
+func onePhaseCmd(id string, writes ...*vowdbpb.TxnWrite) *vowdbpb.Command {
+	return &vowdbpb.Command{Op: &vowdbpb.Command_OnePhaseTxn{OnePhaseTxn: &vowdbpb.OnePhaseTxnOp{TxnId: []byte(id), Writes: writes}}}
+}
+
+func casCmd(id, anchor string, expect, to vowdbpb.TxnState, remove bool) *vowdbpb.Command {
+	return &vowdbpb.Command{Op: &vowdbpb.Command_TxnRecordCas{TxnRecordCas: &vowdbpb.TxnRecordCasOp{
+		TxnId: []byte(id), AnchorKey: []byte(anchor), Expect: expect, NewState: to, Remove: remove}}}
+}
+
+func w(k, v string) *vowdbpb.TxnWrite { return &vowdbpb.TxnWrite{Key: []byte(k), Value: []byte(v)} }
+
+const (
+	unknown   = vowdbpb.TxnState_TXN_UNKNOWN
+	pending   = vowdbpb.TxnState_TXN_PENDING
+	committed = vowdbpb.TxnState_TXN_COMMITTED
+	aborted   = vowdbpb.TxnState_TXN_ABORTED
+)
+
+// TestTxnCommands runs scripts of txn commands against the range state
+// machine and checks each command's resulting state and the final data.
+func TestTxnCommands(t *testing.T) {
+	type step struct {
+		cmd         *vowdbpb.Command
+		wantState   vowdbpb.TxnState
+		wantSwapped bool
+		wantErr     bool
+	}
+	tests := []struct {
+		name  string
+		steps []step
+		want  map[string]string
+	}{
+		{"prepare then commit applies the writes", []step{
+			{cmd: prepareCmd("t1", w("a", "1"), w("b", "2")), wantState: pending},
+			{cmd: get("a")}, // prepared writes are not visible
+			{cmd: resolveCmd("t1", true), wantState: committed},
+		}, map[string]string{"a": "1", "b": "2"}},
+		// Ref: DESIGN.md rule 7 (duplicates change nothing).
+		{"duplicate prepare and commit apply once", []step{
+			{cmd: prepareCmd("t1", w("a", "1")), wantState: pending},
+			{cmd: prepareCmd("t1", w("a", "1")), wantState: pending},
+			{cmd: resolveCmd("t1", true), wantState: committed},
+			{cmd: put("a", "later")},
+			{cmd: resolveCmd("t1", true), wantState: committed},
+			{cmd: prepareCmd("t1", w("a", "1")), wantState: committed},
+			{cmd: resolveCmd("t1", true), wantState: committed},
+		}, map[string]string{"a": "later"}},
+		// Ref: DESIGN.md rule 5 (one that has not prepared records ABORT so it can never prepare later).
+		{"abort before prepare blocks a late prepare", []step{
+			{cmd: resolveCmd("t1", false), wantState: aborted},
+			{cmd: prepareCmd("t1", w("a", "1")), wantState: aborted},
+			{cmd: resolveCmd("t1", true), wantState: aborted},
+		}, map[string]string{}},
+		{"abort drops the prepared writes", []step{
+			{cmd: prepareCmd("t1", w("a", "1")), wantState: pending},
+			{cmd: resolveCmd("t1", false), wantState: aborted},
+		}, map[string]string{}},
+		{"commit without prepare is not acknowledged", []step{
+			{cmd: resolveCmd("t1", true), wantState: unknown},
+			{cmd: prepareCmd("t1", w("a", "1")), wantState: pending},
+		}, map[string]string{}},
+		// Ref: DESIGN.md rule 10 and "exactly-once commits".
+		{"one-phase commit applies once per txn id", []step{
+			{cmd: onePhaseCmd("t1", w("a", "1")), wantState: committed, wantSwapped: true},
+			{cmd: put("a", "later")},
+			{cmd: onePhaseCmd("t1", w("a", "1")), wantState: committed},
+		}, map[string]string{"a": "later"}},
+		// Ref: DESIGN.md rule 4 (exactly one of COMMITTED and ABORTED wins).
+		{"record compare-and-set: first writer wins", []step{
+			{cmd: casCmd("t1", "a", unknown, committed, false), wantState: committed, wantSwapped: true},
+			{cmd: casCmd("t1", "a", unknown, aborted, false), wantState: committed},
+			{cmd: casCmd("t1", "a", aborted, unknown, true), wantState: committed},
+			{cmd: casCmd("t1", "a", committed, unknown, true), wantState: unknown, wantSwapped: true},
+		}, map[string]string{}},
+		{"write outside the range is refused", []step{
+			{cmd: prepareCmd("t1", w("a", "1"), w("zz", "2")), wantErr: true},
+			{cmd: resolveCmd("t1", true), wantState: unknown},
+		}, map[string]string{}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			b := memBatch(t)
+			d := userDesc("", "m")
+			for i, s := range tc.steps {
+				res, err := applyCommand(b, d, s.cmd)
+				if err != nil {
+					t.Fatalf("step %d: %v", i, err)
+				}
+				if (res.Err != nil) != s.wantErr {
+					t.Fatalf("step %d: err %v, want error %v", i, res.Err, s.wantErr)
+				}
+				if res.TxnState != s.wantState || res.Swapped != s.wantSwapped {
+					t.Fatalf("step %d: state %v swapped %v, want %v %v", i, res.TxnState, res.Swapped, s.wantState, s.wantSwapped)
+				}
+			}
+			got := userData(t, b)
+			if len(got) != len(tc.want) {
+				t.Fatalf("data %v, want %v", got, tc.want)
+			}
+			for k, v := range tc.want {
+				if got[k] != v {
+					t.Fatalf("data %v, want %v", got, tc.want)
+				}
+			}
+		})
+	}
+}
+
+func get(k string) *vowdbpb.Command {
+	// A CAS that never swaps: reads without writing.
+	return &vowdbpb.Command{Op: &vowdbpb.Command_Cas{Cas: &vowdbpb.CasOp{Key: []byte(k), Expected: []byte("\x00never")}}}
+}
+
+func userData(t *testing.T, b batchRW) map[string]string {
+	t.Helper()
+	got := map[string]string{}
+	s, e := keys.UserSpan(nil, nil)
+	it, err := b.NewIter(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for it.SeekGE(s); it.Valid() && string(it.Key()) < string(e); it.Next() {
+		uk, _ := keys.DecodeUserKey(it.Key())
+		got[string(uk)] = string(it.Value())
+	}
+	_ = it.Close()
+	return got
+}
+
+// TestSplitCarriesTxnState: prepared write sets are divided at the split key,
+// records follow their anchor, outcomes are remembered on both sides; then
+// resolving on each side applies exactly its own writes.
+func TestSplitCarriesTxnState(t *testing.T) {
+	b := memBatch(t)
+	d := userDesc("", "")
+	mustApply := func(desc *vowdbpb.RangeDescriptor, cmd *vowdbpb.Command) Result {
+		t.Helper()
+		res, err := applyCommand(b, desc, cmd)
+		if err != nil || res.Err != nil {
+			t.Fatalf("apply: %v %v", err, res.Err)
+		}
+		return res
+	}
+	mustApply(d, prepareCmd("t1", w("a", "1"), w("x", "2")))
+	mustApply(d, casCmd("t2", "y", unknown, committed, false))
+	mustApply(d, resolveCmd("t3", false))
+	res := mustApply(d, &vowdbpb.Command{Op: &vowdbpb.Command_Split{Split: &vowdbpb.SplitOp{SplitKey: []byte("m"), NewRangeId: 9}}})
+	left, right := res.Left, res.Right
+	// The transaction record anchored at "y" moved right.
+	if r := mustApply(right, casCmd("t2", "y", committed, unknown, true)); !r.Swapped {
+		t.Fatalf("txn record did not move to the right range: %+v", r)
+	}
+	// t3's abort is remembered on both sides.
+	for _, desc := range []*vowdbpb.RangeDescriptor{left, right} {
+		if r := mustApply(desc, prepareCmd("t3")); r.TxnState != aborted {
+			t.Fatalf("range %d forgot t3's outcome: %v", desc.RangeId, r.TxnState)
+		}
+	}
+	// Each side commits exactly its part of t1.
+	mustApply(left, resolveCmd("t1", true))
+	if got := userData(t, b); got["a"] != "1" || got["x"] != "" {
+		t.Fatalf("after left commit: %v", got)
+	}
+	mustApply(right, resolveCmd("t1", true))
+	if got := userData(t, b); got["a"] != "1" || got["x"] != "2" {
+		t.Fatalf("after right commit: %v", got)
+	}
+	var rec vowdbpb.PrepareTxnOp
+	if v, found, _ := getRW(b, keys.TxnKey(right.RangeId, keys.SuffixPrepare, []byte("t1"))); found {
+		_ = proto.Unmarshal(v, &rec)
+		t.Fatalf("prepare record left behind: %v", &rec)
+	}
+	var km *KeyMismatchError
+	if r, _ := applyCommand(b, left, prepareCmd("t4", w("x", "1"))); !errors.As(r.Err, &km) {
+		t.Fatalf("left range accepted a write beyond the split: %v", r.Err)
+	}
+}
