@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"errors"
+	"strings"
 	"time"
 
 	"google.golang.org/grpc/codes"
@@ -24,7 +25,7 @@ func (a *adminService) Init(ctx context.Context, _ *vowdbpb.InitRequest) (*vowdb
 	id, err := a.n.initCluster()
 	if errors.Is(err, errAlreadyInitialized) {
 		if err != errAlreadyInitialized {
-			return nil, status.Errorf(codes.AlreadyExists, "cluster already initialized: %v; nothing changed", err)
+			return nil, status.Errorf(codes.AlreadyExists, "%s; nothing changed", strings.TrimPrefix(err.Error(), "server: "))
 		}
 		return nil, status.Errorf(codes.AlreadyExists, "cluster already initialized (cluster %s, this is node %d); nothing changed", id.ClusterId, id.NodeId)
 	}
