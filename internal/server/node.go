@@ -184,9 +184,15 @@ func (n *Node) clusterID() string {
 	return ""
 }
 
-// checkJoinTargets refuses to start a node whose store belongs to another
-// cluster than the nodes it was told to join.
-func (n *Node) checkJoinTargets(id *vowdbpb.StoreIdent) error {
+type joinTargetIdent struct {
+	addr  string
+	ident *vowdbpb.IdentResponse
+}
+
+// joinTargetIdents asks each reachable --join address (other than this
+// node) for its identity and returns those that belong to a cluster.
+func (n *Node) joinTargetIdents() []joinTargetIdent {
+	var out []joinTargetIdent
 	for _, addr := range n.cfg.Join {
 		if addr == n.addr || addr == n.cfg.ListenAddr {
 			continue
@@ -198,9 +204,18 @@ func (n *Node) checkJoinTargets(id *vowdbpb.StoreIdent) error {
 		ctx, cancel := context.WithTimeout(n.ctx, 2*time.Second)
 		resp, err := vowdbpb.NewAdminClient(conn).Ident(ctx, &vowdbpb.IdentRequest{})
 		cancel()
-		if err != nil || resp.ClusterId == "" {
-			continue
+		if err == nil && resp.ClusterId != "" {
+			out = append(out, joinTargetIdent{addr, resp})
 		}
+	}
+	return out
+}
+
+// checkJoinTargets refuses to start a node whose store belongs to another
+// cluster than the nodes it was told to join.
+func (n *Node) checkJoinTargets(id *vowdbpb.StoreIdent) error {
+	for _, t := range n.joinTargetIdents() {
+		addr, resp := t.addr, t.ident
 		if resp.ClusterId != id.ClusterId {
 			return fmt.Errorf("server: data dir %s belongs to cluster %s, but --join address %s is a node of cluster %s; use an empty data dir to join that cluster",
 				n.cfg.DataDir, id.ClusterId, addr, resp.ClusterId)
@@ -253,21 +268,10 @@ func (n *Node) initCluster() (*vowdbpb.StoreIdent, error) {
 	}
 	// A node told to join others must not found a second cluster when one
 	// of them already belongs to one.
-	for _, addr := range n.cfg.Join {
-		if addr == n.addr || addr == n.cfg.ListenAddr {
-			continue
-		}
-		conn, err := n.trans.Conn(addr)
-		if err != nil {
-			continue
-		}
-		ctx, cancel := context.WithTimeout(n.ctx, 2*time.Second)
-		resp, err := vowdbpb.NewAdminClient(conn).Ident(ctx, &vowdbpb.IdentRequest{})
-		cancel()
-		if err == nil && resp.ClusterId != "" {
-			return &vowdbpb.StoreIdent{ClusterId: resp.ClusterId, NodeId: resp.NodeId}, fmt.Errorf("%w: --join address %s (node %d) belongs to cluster %s; this node joins it on its own",
-				errAlreadyInitialized, addr, resp.NodeId, resp.ClusterId)
-		}
+	if ts := n.joinTargetIdents(); len(ts) > 0 {
+		t := ts[0]
+		return &vowdbpb.StoreIdent{ClusterId: t.ident.ClusterId, NodeId: t.ident.NodeId}, fmt.Errorf("%w: --join address %s (node %d) belongs to cluster %s; this node joins it on its own",
+			errAlreadyInitialized, t.addr, t.ident.NodeId, t.ident.ClusterId)
 	}
 	var raw [16]byte
 	_, _ = rand.Read(raw[:])
