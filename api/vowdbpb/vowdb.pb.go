@@ -88,6 +88,8 @@ const (
 	ErrorDetail_NOT_INITIALIZED  ErrorDetail_Code = 5 // the node has not joined a cluster yet
 	ErrorDetail_CLUSTER_MISMATCH ErrorDetail_Code = 6
 	ErrorDetail_INVALID          ErrorDetail_Code = 7
+	ErrorDetail_TXN_ABORTED      ErrorDetail_Code = 8 // the transaction was aborted: abort says why
+	ErrorDetail_TXN_LIMIT        ErrorDetail_Code = 9 // a transaction limit was exceeded (permanent)
 )
 
 // Enum value maps for ErrorDetail_Code.
@@ -101,6 +103,8 @@ var (
 		5: "NOT_INITIALIZED",
 		6: "CLUSTER_MISMATCH",
 		7: "INVALID",
+		8: "TXN_ABORTED",
+		9: "TXN_LIMIT",
 	}
 	ErrorDetail_Code_value = map[string]int32{
 		"UNKNOWN":          0,
@@ -111,6 +115,8 @@ var (
 		"NOT_INITIALIZED":  5,
 		"CLUSTER_MISMATCH": 6,
 		"INVALID":          7,
+		"TXN_ABORTED":      8,
+		"TXN_LIMIT":        9,
 	}
 )
 
@@ -138,7 +144,175 @@ func (x ErrorDetail_Code) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use ErrorDetail_Code.Descriptor instead.
 func (ErrorDetail_Code) EnumDescriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{56, 0}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{57, 0}
+}
+
+type TxnAbort_Reason int32
+
+const (
+	TxnAbort_UNKNOWN       TxnAbort_Reason = 0
+	TxnAbort_DEADLOCK      TxnAbort_Reason = 1 // chosen as the victim of a waits-for cycle
+	TxnAbort_LOCK_TIMEOUT  TxnAbort_Reason = 2 // waited longer than the lock-wait timeout
+	TxnAbort_STATE_LOST    TxnAbort_Reason = 3 // a participant lost its state (leader change, rule 8)
+	TxnAbort_CONFLICT      TxnAbort_Reason = 4 // a participant voted NO, or a CAS/condition failed
+	TxnAbort_DEADLINE      TxnAbort_Reason = 5 // the transaction ran past its deadline
+	TxnAbort_ROLLBACK      TxnAbort_Reason = 6 // explicit rollback
+	TxnAbort_DECISION_LOST TxnAbort_Reason = 7 // an inquirer aborted the undecided txn record (rule 4)
+)
+
+// Enum value maps for TxnAbort_Reason.
+var (
+	TxnAbort_Reason_name = map[int32]string{
+		0: "UNKNOWN",
+		1: "DEADLOCK",
+		2: "LOCK_TIMEOUT",
+		3: "STATE_LOST",
+		4: "CONFLICT",
+		5: "DEADLINE",
+		6: "ROLLBACK",
+		7: "DECISION_LOST",
+	}
+	TxnAbort_Reason_value = map[string]int32{
+		"UNKNOWN":       0,
+		"DEADLOCK":      1,
+		"LOCK_TIMEOUT":  2,
+		"STATE_LOST":    3,
+		"CONFLICT":      4,
+		"DEADLINE":      5,
+		"ROLLBACK":      6,
+		"DECISION_LOST": 7,
+	}
+)
+
+func (x TxnAbort_Reason) Enum() *TxnAbort_Reason {
+	p := new(TxnAbort_Reason)
+	*p = x
+	return p
+}
+
+func (x TxnAbort_Reason) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (TxnAbort_Reason) Descriptor() protoreflect.EnumDescriptor {
+	return file_api_vowdbpb_vowdb_proto_enumTypes[2].Descriptor()
+}
+
+func (TxnAbort_Reason) Type() protoreflect.EnumType {
+	return &file_api_vowdbpb_vowdb_proto_enumTypes[2]
+}
+
+func (x TxnAbort_Reason) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use TxnAbort_Reason.Descriptor instead.
+func (TxnAbort_Reason) EnumDescriptor() ([]byte, []int) {
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{58, 0}
+}
+
+type TxnOpRequest_Kind int32
+
+const (
+	TxnOpRequest_GET    TxnOpRequest_Kind = 0
+	TxnOpRequest_PUT    TxnOpRequest_Kind = 1
+	TxnOpRequest_DELETE TxnOpRequest_Kind = 2
+	TxnOpRequest_SCAN   TxnOpRequest_Kind = 3
+)
+
+// Enum value maps for TxnOpRequest_Kind.
+var (
+	TxnOpRequest_Kind_name = map[int32]string{
+		0: "GET",
+		1: "PUT",
+		2: "DELETE",
+		3: "SCAN",
+	}
+	TxnOpRequest_Kind_value = map[string]int32{
+		"GET":    0,
+		"PUT":    1,
+		"DELETE": 2,
+		"SCAN":   3,
+	}
+)
+
+func (x TxnOpRequest_Kind) Enum() *TxnOpRequest_Kind {
+	p := new(TxnOpRequest_Kind)
+	*p = x
+	return p
+}
+
+func (x TxnOpRequest_Kind) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (TxnOpRequest_Kind) Descriptor() protoreflect.EnumDescriptor {
+	return file_api_vowdbpb_vowdb_proto_enumTypes[3].Descriptor()
+}
+
+func (TxnOpRequest_Kind) Type() protoreflect.EnumType {
+	return &file_api_vowdbpb_vowdb_proto_enumTypes[3]
+}
+
+func (x TxnOpRequest_Kind) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use TxnOpRequest_Kind.Descriptor instead.
+func (TxnOpRequest_Kind) EnumDescriptor() ([]byte, []int) {
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{63, 0}
+}
+
+type TxnCommitResponse_Outcome int32
+
+const (
+	TxnCommitResponse_UNKNOWN   TxnCommitResponse_Outcome = 0
+	TxnCommitResponse_COMMITTED TxnCommitResponse_Outcome = 1
+	TxnCommitResponse_ABORTED   TxnCommitResponse_Outcome = 2
+	TxnCommitResponse_AMBIGUOUS TxnCommitResponse_Outcome = 3
+)
+
+// Enum value maps for TxnCommitResponse_Outcome.
+var (
+	TxnCommitResponse_Outcome_name = map[int32]string{
+		0: "UNKNOWN",
+		1: "COMMITTED",
+		2: "ABORTED",
+		3: "AMBIGUOUS",
+	}
+	TxnCommitResponse_Outcome_value = map[string]int32{
+		"UNKNOWN":   0,
+		"COMMITTED": 1,
+		"ABORTED":   2,
+		"AMBIGUOUS": 3,
+	}
+)
+
+func (x TxnCommitResponse_Outcome) Enum() *TxnCommitResponse_Outcome {
+	p := new(TxnCommitResponse_Outcome)
+	*p = x
+	return p
+}
+
+func (x TxnCommitResponse_Outcome) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (TxnCommitResponse_Outcome) Descriptor() protoreflect.EnumDescriptor {
+	return file_api_vowdbpb_vowdb_proto_enumTypes[4].Descriptor()
+}
+
+func (TxnCommitResponse_Outcome) Type() protoreflect.EnumType {
+	return &file_api_vowdbpb_vowdb_proto_enumTypes[4]
+}
+
+func (x TxnCommitResponse_Outcome) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use TxnCommitResponse_Outcome.Descriptor instead.
+func (TxnCommitResponse_Outcome) EnumDescriptor() ([]byte, []int) {
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{66, 0}
 }
 
 type ReplicaDescriptor struct {
@@ -714,8 +888,12 @@ type PrepareTxnOp struct {
 	ParticipantRangeIds []uint64               `protobuf:"varint,4,rep,packed,name=participant_range_ids,json=participantRangeIds,proto3" json:"participant_range_ids,omitempty"`
 	Writes              []*TxnWrite            `protobuf:"bytes,5,rep,name=writes,proto3" json:"writes,omitempty"`
 	DeadlineUnixMs      int64                  `protobuf:"varint,6,opt,name=deadline_unix_ms,json=deadlineUnixMs,proto3" json:"deadline_unix_ms,omitempty"`
-	unknownFields       protoimpl.UnknownFields
-	sizeCache           protoimpl.SizeCache
+	AnchorRangeId       uint64                 `protobuf:"varint,7,opt,name=anchor_range_id,json=anchorRangeId,proto3" json:"anchor_range_id,omitempty"`
+	// participants carry the leader term each range had at the txn's first
+	// operation there (DESIGN rule 8), for cooperative termination.
+	Participants  []*TxnParticipant `protobuf:"bytes,8,rep,name=participants,proto3" json:"participants,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *PrepareTxnOp) Reset() {
@@ -790,6 +968,80 @@ func (x *PrepareTxnOp) GetDeadlineUnixMs() int64 {
 	return 0
 }
 
+func (x *PrepareTxnOp) GetAnchorRangeId() uint64 {
+	if x != nil {
+		return x.AnchorRangeId
+	}
+	return 0
+}
+
+func (x *PrepareTxnOp) GetParticipants() []*TxnParticipant {
+	if x != nil {
+		return x.Participants
+	}
+	return nil
+}
+
+type TxnParticipant struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	RangeId       uint64                 `protobuf:"varint,1,opt,name=range_id,json=rangeId,proto3" json:"range_id,omitempty"`
+	Term          uint64                 `protobuf:"varint,2,opt,name=term,proto3" json:"term,omitempty"`
+	Writes        bool                   `protobuf:"varint,3,opt,name=writes,proto3" json:"writes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TxnParticipant) Reset() {
+	*x = TxnParticipant{}
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TxnParticipant) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TxnParticipant) ProtoMessage() {}
+
+func (x *TxnParticipant) ProtoReflect() protoreflect.Message {
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TxnParticipant.ProtoReflect.Descriptor instead.
+func (*TxnParticipant) Descriptor() ([]byte, []int) {
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *TxnParticipant) GetRangeId() uint64 {
+	if x != nil {
+		return x.RangeId
+	}
+	return 0
+}
+
+func (x *TxnParticipant) GetTerm() uint64 {
+	if x != nil {
+		return x.Term
+	}
+	return 0
+}
+
+func (x *TxnParticipant) GetWrites() bool {
+	if x != nil {
+		return x.Writes
+	}
+	return false
+}
+
 // ResolveTxnOp applies (commit) or drops (abort) a prepared write set and
 // remembers the outcome, so a late PREPARE or COMMIT changes nothing.
 type ResolveTxnOp struct {
@@ -802,7 +1054,7 @@ type ResolveTxnOp struct {
 
 func (x *ResolveTxnOp) Reset() {
 	*x = ResolveTxnOp{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[7]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -814,7 +1066,7 @@ func (x *ResolveTxnOp) String() string {
 func (*ResolveTxnOp) ProtoMessage() {}
 
 func (x *ResolveTxnOp) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[7]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -827,7 +1079,7 @@ func (x *ResolveTxnOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResolveTxnOp.ProtoReflect.Descriptor instead.
 func (*ResolveTxnOp) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{7}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *ResolveTxnOp) GetTxnId() []byte {
@@ -857,7 +1109,7 @@ type OnePhaseTxnOp struct {
 
 func (x *OnePhaseTxnOp) Reset() {
 	*x = OnePhaseTxnOp{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[8]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -869,7 +1121,7 @@ func (x *OnePhaseTxnOp) String() string {
 func (*OnePhaseTxnOp) ProtoMessage() {}
 
 func (x *OnePhaseTxnOp) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[8]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -882,7 +1134,7 @@ func (x *OnePhaseTxnOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OnePhaseTxnOp.ProtoReflect.Descriptor instead.
 func (*OnePhaseTxnOp) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{8}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *OnePhaseTxnOp) GetTxnId() []byte {
@@ -910,15 +1162,19 @@ type TxnRecordCasOp struct {
 	NewState            TxnState               `protobuf:"varint,4,opt,name=new_state,json=newState,proto3,enum=vowdb.v1.TxnState" json:"new_state,omitempty"`
 	ParticipantRangeIds []uint64               `protobuf:"varint,5,rep,packed,name=participant_range_ids,json=participantRangeIds,proto3" json:"participant_range_ids,omitempty"`
 	CoordinatorNodeId   uint64                 `protobuf:"varint,6,opt,name=coordinator_node_id,json=coordinatorNodeId,proto3" json:"coordinator_node_id,omitempty"`
-	// remove deletes the record (END) when its state equals expect.
-	Remove        bool `protobuf:"varint,7,opt,name=remove,proto3" json:"remove,omitempty"`
+	// remove deletes the record when its state equals expect.
+	Remove bool `protobuf:"varint,7,opt,name=remove,proto3" json:"remove,omitempty"`
+	// end marks the record ended (every participant acknowledged) when its
+	// state equals expect; the record stays as a tombstone that answers
+	// late inquiries and TxnStatus.
+	End           bool `protobuf:"varint,8,opt,name=end,proto3" json:"end,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *TxnRecordCasOp) Reset() {
 	*x = TxnRecordCasOp{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[9]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -930,7 +1186,7 @@ func (x *TxnRecordCasOp) String() string {
 func (*TxnRecordCasOp) ProtoMessage() {}
 
 func (x *TxnRecordCasOp) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[9]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -943,7 +1199,7 @@ func (x *TxnRecordCasOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TxnRecordCasOp.ProtoReflect.Descriptor instead.
 func (*TxnRecordCasOp) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{9}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *TxnRecordCasOp) GetTxnId() []byte {
@@ -995,6 +1251,13 @@ func (x *TxnRecordCasOp) GetRemove() bool {
 	return false
 }
 
+func (x *TxnRecordCasOp) GetEnd() bool {
+	if x != nil {
+		return x.End
+	}
+	return false
+}
+
 type TxnRecord struct {
 	state               protoimpl.MessageState `protogen:"open.v1"`
 	TxnId               []byte                 `protobuf:"bytes,1,opt,name=txn_id,json=txnId,proto3" json:"txn_id,omitempty"`
@@ -1002,13 +1265,14 @@ type TxnRecord struct {
 	AnchorKey           []byte                 `protobuf:"bytes,3,opt,name=anchor_key,json=anchorKey,proto3" json:"anchor_key,omitempty"`
 	ParticipantRangeIds []uint64               `protobuf:"varint,4,rep,packed,name=participant_range_ids,json=participantRangeIds,proto3" json:"participant_range_ids,omitempty"`
 	CoordinatorNodeId   uint64                 `protobuf:"varint,5,opt,name=coordinator_node_id,json=coordinatorNodeId,proto3" json:"coordinator_node_id,omitempty"`
+	Ended               bool                   `protobuf:"varint,6,opt,name=ended,proto3" json:"ended,omitempty"`
 	unknownFields       protoimpl.UnknownFields
 	sizeCache           protoimpl.SizeCache
 }
 
 func (x *TxnRecord) Reset() {
 	*x = TxnRecord{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[10]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1020,7 +1284,7 @@ func (x *TxnRecord) String() string {
 func (*TxnRecord) ProtoMessage() {}
 
 func (x *TxnRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[10]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1033,7 +1297,7 @@ func (x *TxnRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TxnRecord.ProtoReflect.Descriptor instead.
 func (*TxnRecord) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{10}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *TxnRecord) GetTxnId() []byte {
@@ -1071,6 +1335,13 @@ func (x *TxnRecord) GetCoordinatorNodeId() uint64 {
 	return 0
 }
 
+func (x *TxnRecord) GetEnded() bool {
+	if x != nil {
+		return x.Ended
+	}
+	return false
+}
+
 type PutOp struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Key           []byte                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
@@ -1081,7 +1352,7 @@ type PutOp struct {
 
 func (x *PutOp) Reset() {
 	*x = PutOp{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[11]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1093,7 +1364,7 @@ func (x *PutOp) String() string {
 func (*PutOp) ProtoMessage() {}
 
 func (x *PutOp) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[11]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1106,7 +1377,7 @@ func (x *PutOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutOp.ProtoReflect.Descriptor instead.
 func (*PutOp) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{11}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *PutOp) GetKey() []byte {
@@ -1132,7 +1403,7 @@ type DeleteOp struct {
 
 func (x *DeleteOp) Reset() {
 	*x = DeleteOp{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[12]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1144,7 +1415,7 @@ func (x *DeleteOp) String() string {
 func (*DeleteOp) ProtoMessage() {}
 
 func (x *DeleteOp) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[12]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1157,7 +1428,7 @@ func (x *DeleteOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteOp.ProtoReflect.Descriptor instead.
 func (*DeleteOp) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{12}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *DeleteOp) GetKey() []byte {
@@ -1182,7 +1453,7 @@ type CasOp struct {
 
 func (x *CasOp) Reset() {
 	*x = CasOp{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[13]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1194,7 +1465,7 @@ func (x *CasOp) String() string {
 func (*CasOp) ProtoMessage() {}
 
 func (x *CasOp) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[13]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1207,7 +1478,7 @@ func (x *CasOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CasOp.ProtoReflect.Descriptor instead.
 func (*CasOp) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{13}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *CasOp) GetKey() []byte {
@@ -1255,7 +1526,7 @@ type SplitOp struct {
 
 func (x *SplitOp) Reset() {
 	*x = SplitOp{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[14]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1267,7 +1538,7 @@ func (x *SplitOp) String() string {
 func (*SplitOp) ProtoMessage() {}
 
 func (x *SplitOp) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[14]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1280,7 +1551,7 @@ func (x *SplitOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SplitOp.ProtoReflect.Descriptor instead.
 func (*SplitOp) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{14}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *SplitOp) GetSplitKey() []byte {
@@ -1307,7 +1578,7 @@ type AllocNodeOp struct {
 
 func (x *AllocNodeOp) Reset() {
 	*x = AllocNodeOp{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[15]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1319,7 +1590,7 @@ func (x *AllocNodeOp) String() string {
 func (*AllocNodeOp) ProtoMessage() {}
 
 func (x *AllocNodeOp) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[15]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1332,7 +1603,7 @@ func (x *AllocNodeOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AllocNodeOp.ProtoReflect.Descriptor instead.
 func (*AllocNodeOp) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{15}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *AllocNodeOp) GetAddress() string {
@@ -1358,7 +1629,7 @@ type PutDescriptorOp struct {
 
 func (x *PutDescriptorOp) Reset() {
 	*x = PutDescriptorOp{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[16]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1370,7 +1641,7 @@ func (x *PutDescriptorOp) String() string {
 func (*PutDescriptorOp) ProtoMessage() {}
 
 func (x *PutDescriptorOp) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[16]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1383,7 +1654,7 @@ func (x *PutDescriptorOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutDescriptorOp.ProtoReflect.Descriptor instead.
 func (*PutDescriptorOp) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{16}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *PutDescriptorOp) GetDesc() *RangeDescriptor {
@@ -1401,7 +1672,7 @@ type AllocRangeIDOp struct {
 
 func (x *AllocRangeIDOp) Reset() {
 	*x = AllocRangeIDOp{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[17]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1413,7 +1684,7 @@ func (x *AllocRangeIDOp) String() string {
 func (*AllocRangeIDOp) ProtoMessage() {}
 
 func (x *AllocRangeIDOp) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[17]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1426,7 +1697,7 @@ func (x *AllocRangeIDOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AllocRangeIDOp.ProtoReflect.Descriptor instead.
 func (*AllocRangeIDOp) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{17}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{18}
 }
 
 // RaftTruncatedState is the index and term of the last entry removed from a
@@ -1441,7 +1712,7 @@ type RaftTruncatedState struct {
 
 func (x *RaftTruncatedState) Reset() {
 	*x = RaftTruncatedState{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[18]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1453,7 +1724,7 @@ func (x *RaftTruncatedState) String() string {
 func (*RaftTruncatedState) ProtoMessage() {}
 
 func (x *RaftTruncatedState) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[18]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1466,7 +1737,7 @@ func (x *RaftTruncatedState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RaftTruncatedState.ProtoReflect.Descriptor instead.
 func (*RaftTruncatedState) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{18}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *RaftTruncatedState) GetIndex() uint64 {
@@ -1495,7 +1766,7 @@ type SnapshotData struct {
 
 func (x *SnapshotData) Reset() {
 	*x = SnapshotData{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[19]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1507,7 +1778,7 @@ func (x *SnapshotData) String() string {
 func (*SnapshotData) ProtoMessage() {}
 
 func (x *SnapshotData) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[19]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1520,7 +1791,7 @@ func (x *SnapshotData) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotData.ProtoReflect.Descriptor instead.
 func (*SnapshotData) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{19}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *SnapshotData) GetDesc() *RangeDescriptor {
@@ -1550,7 +1821,7 @@ type RaftMessage struct {
 
 func (x *RaftMessage) Reset() {
 	*x = RaftMessage{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[20]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1562,7 +1833,7 @@ func (x *RaftMessage) String() string {
 func (*RaftMessage) ProtoMessage() {}
 
 func (x *RaftMessage) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[20]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1575,7 +1846,7 @@ func (x *RaftMessage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RaftMessage.ProtoReflect.Descriptor instead.
 func (*RaftMessage) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{20}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *RaftMessage) GetRangeId() uint64 {
@@ -1610,7 +1881,7 @@ type RaftBatch struct {
 
 func (x *RaftBatch) Reset() {
 	*x = RaftBatch{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[21]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1622,7 +1893,7 @@ func (x *RaftBatch) String() string {
 func (*RaftBatch) ProtoMessage() {}
 
 func (x *RaftBatch) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[21]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1635,7 +1906,7 @@ func (x *RaftBatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RaftBatch.ProtoReflect.Descriptor instead.
 func (*RaftBatch) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{21}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *RaftBatch) GetClusterId() string {
@@ -1667,7 +1938,7 @@ type RaftBatchAck struct {
 
 func (x *RaftBatchAck) Reset() {
 	*x = RaftBatchAck{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[22]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1679,7 +1950,7 @@ func (x *RaftBatchAck) String() string {
 func (*RaftBatchAck) ProtoMessage() {}
 
 func (x *RaftBatchAck) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[22]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1692,7 +1963,7 @@ func (x *RaftBatchAck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RaftBatchAck.ProtoReflect.Descriptor instead.
 func (*RaftBatchAck) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{22}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{23}
 }
 
 type KeyValue struct {
@@ -1705,7 +1976,7 @@ type KeyValue struct {
 
 func (x *KeyValue) Reset() {
 	*x = KeyValue{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[23]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1717,7 +1988,7 @@ func (x *KeyValue) String() string {
 func (*KeyValue) ProtoMessage() {}
 
 func (x *KeyValue) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[23]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1730,7 +2001,7 @@ func (x *KeyValue) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeyValue.ProtoReflect.Descriptor instead.
 func (*KeyValue) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{23}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *KeyValue) GetKey() []byte {
@@ -1758,7 +2029,7 @@ type RequestHeader struct {
 
 func (x *RequestHeader) Reset() {
 	*x = RequestHeader{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[24]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1770,7 +2041,7 @@ func (x *RequestHeader) String() string {
 func (*RequestHeader) ProtoMessage() {}
 
 func (x *RequestHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[24]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1783,7 +2054,7 @@ func (x *RequestHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RequestHeader.ProtoReflect.Descriptor instead.
 func (*RequestHeader) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{24}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *RequestHeader) GetRangeId() uint64 {
@@ -1810,7 +2081,7 @@ type GetRequest struct {
 
 func (x *GetRequest) Reset() {
 	*x = GetRequest{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[25]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1822,7 +2093,7 @@ func (x *GetRequest) String() string {
 func (*GetRequest) ProtoMessage() {}
 
 func (x *GetRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[25]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1835,7 +2106,7 @@ func (x *GetRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRequest.ProtoReflect.Descriptor instead.
 func (*GetRequest) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{25}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *GetRequest) GetHeader() *RequestHeader {
@@ -1862,7 +2133,7 @@ type GetResponse struct {
 
 func (x *GetResponse) Reset() {
 	*x = GetResponse{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[26]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1874,7 +2145,7 @@ func (x *GetResponse) String() string {
 func (*GetResponse) ProtoMessage() {}
 
 func (x *GetResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[26]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1887,7 +2158,7 @@ func (x *GetResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetResponse.ProtoReflect.Descriptor instead.
 func (*GetResponse) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{26}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *GetResponse) GetFound() bool {
@@ -1915,7 +2186,7 @@ type PutRequest struct {
 
 func (x *PutRequest) Reset() {
 	*x = PutRequest{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[27]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1927,7 +2198,7 @@ func (x *PutRequest) String() string {
 func (*PutRequest) ProtoMessage() {}
 
 func (x *PutRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[27]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1940,7 +2211,7 @@ func (x *PutRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutRequest.ProtoReflect.Descriptor instead.
 func (*PutRequest) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{27}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *PutRequest) GetHeader() *RequestHeader {
@@ -1972,7 +2243,7 @@ type PutResponse struct {
 
 func (x *PutResponse) Reset() {
 	*x = PutResponse{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[28]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1984,7 +2255,7 @@ func (x *PutResponse) String() string {
 func (*PutResponse) ProtoMessage() {}
 
 func (x *PutResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[28]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1997,7 +2268,7 @@ func (x *PutResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutResponse.ProtoReflect.Descriptor instead.
 func (*PutResponse) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{28}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{29}
 }
 
 type DeleteRequest struct {
@@ -2010,7 +2281,7 @@ type DeleteRequest struct {
 
 func (x *DeleteRequest) Reset() {
 	*x = DeleteRequest{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[29]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2022,7 +2293,7 @@ func (x *DeleteRequest) String() string {
 func (*DeleteRequest) ProtoMessage() {}
 
 func (x *DeleteRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[29]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2035,7 +2306,7 @@ func (x *DeleteRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteRequest.ProtoReflect.Descriptor instead.
 func (*DeleteRequest) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{29}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *DeleteRequest) GetHeader() *RequestHeader {
@@ -2060,7 +2331,7 @@ type DeleteResponse struct {
 
 func (x *DeleteResponse) Reset() {
 	*x = DeleteResponse{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[30]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2072,7 +2343,7 @@ func (x *DeleteResponse) String() string {
 func (*DeleteResponse) ProtoMessage() {}
 
 func (x *DeleteResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[30]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2085,7 +2356,7 @@ func (x *DeleteResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteResponse.ProtoReflect.Descriptor instead.
 func (*DeleteResponse) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{30}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{31}
 }
 
 type ScanRequest struct {
@@ -2100,7 +2371,7 @@ type ScanRequest struct {
 
 func (x *ScanRequest) Reset() {
 	*x = ScanRequest{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[31]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2112,7 +2383,7 @@ func (x *ScanRequest) String() string {
 func (*ScanRequest) ProtoMessage() {}
 
 func (x *ScanRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[31]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2125,7 +2396,7 @@ func (x *ScanRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ScanRequest.ProtoReflect.Descriptor instead.
 func (*ScanRequest) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{31}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *ScanRequest) GetHeader() *RequestHeader {
@@ -2168,7 +2439,7 @@ type ScanResponse struct {
 
 func (x *ScanResponse) Reset() {
 	*x = ScanResponse{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[32]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2180,7 +2451,7 @@ func (x *ScanResponse) String() string {
 func (*ScanResponse) ProtoMessage() {}
 
 func (x *ScanResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[32]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2193,7 +2464,7 @@ func (x *ScanResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ScanResponse.ProtoReflect.Descriptor instead.
 func (*ScanResponse) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{32}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *ScanResponse) GetKvs() []*KeyValue {
@@ -2224,7 +2495,7 @@ type CasRequest struct {
 
 func (x *CasRequest) Reset() {
 	*x = CasRequest{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[33]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2236,7 +2507,7 @@ func (x *CasRequest) String() string {
 func (*CasRequest) ProtoMessage() {}
 
 func (x *CasRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[33]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2249,7 +2520,7 @@ func (x *CasRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CasRequest.ProtoReflect.Descriptor instead.
 func (*CasRequest) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{33}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *CasRequest) GetHeader() *RequestHeader {
@@ -2305,7 +2576,7 @@ type CasResponse struct {
 
 func (x *CasResponse) Reset() {
 	*x = CasResponse{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[34]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2317,7 +2588,7 @@ func (x *CasResponse) String() string {
 func (*CasResponse) ProtoMessage() {}
 
 func (x *CasResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[34]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2330,7 +2601,7 @@ func (x *CasResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CasResponse.ProtoReflect.Descriptor instead.
 func (*CasResponse) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{34}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *CasResponse) GetSwapped() bool {
@@ -2367,7 +2638,7 @@ type LookupRequest struct {
 
 func (x *LookupRequest) Reset() {
 	*x = LookupRequest{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[35]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2379,7 +2650,7 @@ func (x *LookupRequest) String() string {
 func (*LookupRequest) ProtoMessage() {}
 
 func (x *LookupRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[35]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2392,7 +2663,7 @@ func (x *LookupRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LookupRequest.ProtoReflect.Descriptor instead.
 func (*LookupRequest) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{35}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *LookupRequest) GetKey() []byte {
@@ -2426,7 +2697,7 @@ type RangeRoute struct {
 
 func (x *RangeRoute) Reset() {
 	*x = RangeRoute{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[36]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2438,7 +2709,7 @@ func (x *RangeRoute) String() string {
 func (*RangeRoute) ProtoMessage() {}
 
 func (x *RangeRoute) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[36]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2451,7 +2722,7 @@ func (x *RangeRoute) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RangeRoute.ProtoReflect.Descriptor instead.
 func (*RangeRoute) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{36}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *RangeRoute) GetDesc() *RangeDescriptor {
@@ -2478,7 +2749,7 @@ type LookupResponse struct {
 
 func (x *LookupResponse) Reset() {
 	*x = LookupResponse{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[37]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2490,7 +2761,7 @@ func (x *LookupResponse) String() string {
 func (*LookupResponse) ProtoMessage() {}
 
 func (x *LookupResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[37]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2503,7 +2774,7 @@ func (x *LookupResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LookupResponse.ProtoReflect.Descriptor instead.
 func (*LookupResponse) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{37}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *LookupResponse) GetRoutes() []*RangeRoute {
@@ -2528,7 +2799,7 @@ type ListRangesRequest struct {
 
 func (x *ListRangesRequest) Reset() {
 	*x = ListRangesRequest{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[38]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2540,7 +2811,7 @@ func (x *ListRangesRequest) String() string {
 func (*ListRangesRequest) ProtoMessage() {}
 
 func (x *ListRangesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[38]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2553,7 +2824,7 @@ func (x *ListRangesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRangesRequest.ProtoReflect.Descriptor instead.
 func (*ListRangesRequest) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{38}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{39}
 }
 
 type RangeStatus struct {
@@ -2569,7 +2840,7 @@ type RangeStatus struct {
 
 func (x *RangeStatus) Reset() {
 	*x = RangeStatus{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[39]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2581,7 +2852,7 @@ func (x *RangeStatus) String() string {
 func (*RangeStatus) ProtoMessage() {}
 
 func (x *RangeStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[39]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2594,7 +2865,7 @@ func (x *RangeStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RangeStatus.ProtoReflect.Descriptor instead.
 func (*RangeStatus) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{39}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *RangeStatus) GetDesc() *RangeDescriptor {
@@ -2641,7 +2912,7 @@ type ListRangesResponse struct {
 
 func (x *ListRangesResponse) Reset() {
 	*x = ListRangesResponse{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[40]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2653,7 +2924,7 @@ func (x *ListRangesResponse) String() string {
 func (*ListRangesResponse) ProtoMessage() {}
 
 func (x *ListRangesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[40]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2666,7 +2937,7 @@ func (x *ListRangesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRangesResponse.ProtoReflect.Descriptor instead.
 func (*ListRangesResponse) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{40}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *ListRangesResponse) GetRanges() []*RangeStatus {
@@ -2685,7 +2956,7 @@ type ListNodesRequest struct {
 
 func (x *ListNodesRequest) Reset() {
 	*x = ListNodesRequest{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[41]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2697,7 +2968,7 @@ func (x *ListNodesRequest) String() string {
 func (*ListNodesRequest) ProtoMessage() {}
 
 func (x *ListNodesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[41]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2710,7 +2981,7 @@ func (x *ListNodesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListNodesRequest.ProtoReflect.Descriptor instead.
 func (*ListNodesRequest) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{41}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *ListNodesRequest) GetLocalOnly() bool {
@@ -2733,7 +3004,7 @@ type NodeStatus struct {
 
 func (x *NodeStatus) Reset() {
 	*x = NodeStatus{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[42]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2745,7 +3016,7 @@ func (x *NodeStatus) String() string {
 func (*NodeStatus) ProtoMessage() {}
 
 func (x *NodeStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[42]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2758,7 +3029,7 @@ func (x *NodeStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeStatus.ProtoReflect.Descriptor instead.
 func (*NodeStatus) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{42}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *NodeStatus) GetNode() *NodeDescriptor {
@@ -2805,7 +3076,7 @@ type ListNodesResponse struct {
 
 func (x *ListNodesResponse) Reset() {
 	*x = ListNodesResponse{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[43]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2817,7 +3088,7 @@ func (x *ListNodesResponse) String() string {
 func (*ListNodesResponse) ProtoMessage() {}
 
 func (x *ListNodesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[43]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2830,7 +3101,7 @@ func (x *ListNodesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListNodesResponse.ProtoReflect.Descriptor instead.
 func (*ListNodesResponse) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{43}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *ListNodesResponse) GetNodes() []*NodeStatus {
@@ -2849,7 +3120,7 @@ type SplitRequest struct {
 
 func (x *SplitRequest) Reset() {
 	*x = SplitRequest{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[44]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2861,7 +3132,7 @@ func (x *SplitRequest) String() string {
 func (*SplitRequest) ProtoMessage() {}
 
 func (x *SplitRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[44]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2874,7 +3145,7 @@ func (x *SplitRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SplitRequest.ProtoReflect.Descriptor instead.
 func (*SplitRequest) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{44}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *SplitRequest) GetSplitKey() []byte {
@@ -2894,7 +3165,7 @@ type SplitResponse struct {
 
 func (x *SplitResponse) Reset() {
 	*x = SplitResponse{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[45]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2906,7 +3177,7 @@ func (x *SplitResponse) String() string {
 func (*SplitResponse) ProtoMessage() {}
 
 func (x *SplitResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[45]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2919,7 +3190,7 @@ func (x *SplitResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SplitResponse.ProtoReflect.Descriptor instead.
 func (*SplitResponse) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{45}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *SplitResponse) GetLeft() *RangeDescriptor {
@@ -2944,7 +3215,7 @@ type InitRequest struct {
 
 func (x *InitRequest) Reset() {
 	*x = InitRequest{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[46]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2956,7 +3227,7 @@ func (x *InitRequest) String() string {
 func (*InitRequest) ProtoMessage() {}
 
 func (x *InitRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[46]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2969,7 +3240,7 @@ func (x *InitRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InitRequest.ProtoReflect.Descriptor instead.
 func (*InitRequest) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{46}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{47}
 }
 
 type InitResponse struct {
@@ -2982,7 +3253,7 @@ type InitResponse struct {
 
 func (x *InitResponse) Reset() {
 	*x = InitResponse{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[47]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2994,7 +3265,7 @@ func (x *InitResponse) String() string {
 func (*InitResponse) ProtoMessage() {}
 
 func (x *InitResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[47]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3007,7 +3278,7 @@ func (x *InitResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InitResponse.ProtoReflect.Descriptor instead.
 func (*InitResponse) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{47}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *InitResponse) GetClusterId() string {
@@ -3034,7 +3305,7 @@ type JoinRequest struct {
 
 func (x *JoinRequest) Reset() {
 	*x = JoinRequest{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[48]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3046,7 +3317,7 @@ func (x *JoinRequest) String() string {
 func (*JoinRequest) ProtoMessage() {}
 
 func (x *JoinRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[48]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3059,7 +3330,7 @@ func (x *JoinRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinRequest.ProtoReflect.Descriptor instead.
 func (*JoinRequest) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{48}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *JoinRequest) GetAddress() string {
@@ -3087,7 +3358,7 @@ type JoinResponse struct {
 
 func (x *JoinResponse) Reset() {
 	*x = JoinResponse{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[49]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3099,7 +3370,7 @@ func (x *JoinResponse) String() string {
 func (*JoinResponse) ProtoMessage() {}
 
 func (x *JoinResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[49]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3112,7 +3383,7 @@ func (x *JoinResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinResponse.ProtoReflect.Descriptor instead.
 func (*JoinResponse) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{49}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *JoinResponse) GetClusterId() string {
@@ -3149,7 +3420,7 @@ type HeartbeatRequest struct {
 
 func (x *HeartbeatRequest) Reset() {
 	*x = HeartbeatRequest{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[50]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3161,7 +3432,7 @@ func (x *HeartbeatRequest) String() string {
 func (*HeartbeatRequest) ProtoMessage() {}
 
 func (x *HeartbeatRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[50]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3174,7 +3445,7 @@ func (x *HeartbeatRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeartbeatRequest.ProtoReflect.Descriptor instead.
 func (*HeartbeatRequest) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{50}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *HeartbeatRequest) GetNode() *NodeDescriptor {
@@ -3221,7 +3492,7 @@ type HeartbeatResponse struct {
 
 func (x *HeartbeatResponse) Reset() {
 	*x = HeartbeatResponse{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[51]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3233,7 +3504,7 @@ func (x *HeartbeatResponse) String() string {
 func (*HeartbeatResponse) ProtoMessage() {}
 
 func (x *HeartbeatResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[51]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3246,7 +3517,7 @@ func (x *HeartbeatResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeartbeatResponse.ProtoReflect.Descriptor instead.
 func (*HeartbeatResponse) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{51}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *HeartbeatResponse) GetNodes() []*NodeStatus {
@@ -3265,7 +3536,7 @@ type MetaCommandRequest struct {
 
 func (x *MetaCommandRequest) Reset() {
 	*x = MetaCommandRequest{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[52]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3277,7 +3548,7 @@ func (x *MetaCommandRequest) String() string {
 func (*MetaCommandRequest) ProtoMessage() {}
 
 func (x *MetaCommandRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[52]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3290,7 +3561,7 @@ func (x *MetaCommandRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MetaCommandRequest.ProtoReflect.Descriptor instead.
 func (*MetaCommandRequest) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{52}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *MetaCommandRequest) GetCmd() *Command {
@@ -3310,7 +3581,7 @@ type MetaCommandResponse struct {
 
 func (x *MetaCommandResponse) Reset() {
 	*x = MetaCommandResponse{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[53]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3322,7 +3593,7 @@ func (x *MetaCommandResponse) String() string {
 func (*MetaCommandResponse) ProtoMessage() {}
 
 func (x *MetaCommandResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[53]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3335,7 +3606,7 @@ func (x *MetaCommandResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MetaCommandResponse.ProtoReflect.Descriptor instead.
 func (*MetaCommandResponse) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{53}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *MetaCommandResponse) GetNodeId() uint64 {
@@ -3360,7 +3631,7 @@ type IdentRequest struct {
 
 func (x *IdentRequest) Reset() {
 	*x = IdentRequest{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[54]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3372,7 +3643,7 @@ func (x *IdentRequest) String() string {
 func (*IdentRequest) ProtoMessage() {}
 
 func (x *IdentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[54]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3385,7 +3656,7 @@ func (x *IdentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IdentRequest.ProtoReflect.Descriptor instead.
 func (*IdentRequest) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{54}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{55}
 }
 
 type IdentResponse struct {
@@ -3398,7 +3669,7 @@ type IdentResponse struct {
 
 func (x *IdentResponse) Reset() {
 	*x = IdentResponse{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[55]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3410,7 +3681,7 @@ func (x *IdentResponse) String() string {
 func (*IdentResponse) ProtoMessage() {}
 
 func (x *IdentResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[55]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3423,7 +3694,7 @@ func (x *IdentResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IdentResponse.ProtoReflect.Descriptor instead.
 func (*IdentResponse) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{55}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *IdentResponse) GetClusterId() string {
@@ -3447,13 +3718,14 @@ type ErrorDetail struct {
 	LeaderNodeId  uint64                 `protobuf:"varint,2,opt,name=leader_node_id,json=leaderNodeId,proto3" json:"leader_node_id,omitempty"`
 	LeaderAddress string                 `protobuf:"bytes,3,opt,name=leader_address,json=leaderAddress,proto3" json:"leader_address,omitempty"`
 	Desc          *RangeDescriptor       `protobuf:"bytes,4,opt,name=desc,proto3" json:"desc,omitempty"`
+	Abort         *TxnAbort              `protobuf:"bytes,5,opt,name=abort,proto3" json:"abort,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ErrorDetail) Reset() {
 	*x = ErrorDetail{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[56]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3465,7 +3737,7 @@ func (x *ErrorDetail) String() string {
 func (*ErrorDetail) ProtoMessage() {}
 
 func (x *ErrorDetail) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[56]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3478,7 +3750,7 @@ func (x *ErrorDetail) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ErrorDetail.ProtoReflect.Descriptor instead.
 func (*ErrorDetail) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{56}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *ErrorDetail) GetCode() ErrorDetail_Code {
@@ -3509,6 +3781,106 @@ func (x *ErrorDetail) GetDesc() *RangeDescriptor {
 	return nil
 }
 
+func (x *ErrorDetail) GetAbort() *TxnAbort {
+	if x != nil {
+		return x.Abort
+	}
+	return nil
+}
+
+// TxnAbort explains why a transaction was aborted.
+type TxnAbort struct {
+	state            protoimpl.MessageState `protogen:"open.v1"`
+	Reason           TxnAbort_Reason        `protobuf:"varint,1,opt,name=reason,proto3,enum=vowdb.v1.TxnAbort_Reason" json:"reason,omitempty"`
+	ConflictingTxnId uint64                 `protobuf:"varint,2,opt,name=conflicting_txn_id,json=conflictingTxnId,proto3" json:"conflicting_txn_id,omitempty"`
+	Key              []byte                 `protobuf:"bytes,3,opt,name=key,proto3" json:"key,omitempty"`
+	LockMode         string                 `protobuf:"bytes,4,opt,name=lock_mode,json=lockMode,proto3" json:"lock_mode,omitempty"`
+	WaitMicros       int64                  `protobuf:"varint,5,opt,name=wait_micros,json=waitMicros,proto3" json:"wait_micros,omitempty"`
+	Cycle            []uint64               `protobuf:"varint,6,rep,packed,name=cycle,proto3" json:"cycle,omitempty"`
+	RangeId          uint64                 `protobuf:"varint,7,opt,name=range_id,json=rangeId,proto3" json:"range_id,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *TxnAbort) Reset() {
+	*x = TxnAbort{}
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[58]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TxnAbort) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TxnAbort) ProtoMessage() {}
+
+func (x *TxnAbort) ProtoReflect() protoreflect.Message {
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[58]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TxnAbort.ProtoReflect.Descriptor instead.
+func (*TxnAbort) Descriptor() ([]byte, []int) {
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{58}
+}
+
+func (x *TxnAbort) GetReason() TxnAbort_Reason {
+	if x != nil {
+		return x.Reason
+	}
+	return TxnAbort_UNKNOWN
+}
+
+func (x *TxnAbort) GetConflictingTxnId() uint64 {
+	if x != nil {
+		return x.ConflictingTxnId
+	}
+	return 0
+}
+
+func (x *TxnAbort) GetKey() []byte {
+	if x != nil {
+		return x.Key
+	}
+	return nil
+}
+
+func (x *TxnAbort) GetLockMode() string {
+	if x != nil {
+		return x.LockMode
+	}
+	return ""
+}
+
+func (x *TxnAbort) GetWaitMicros() int64 {
+	if x != nil {
+		return x.WaitMicros
+	}
+	return 0
+}
+
+func (x *TxnAbort) GetCycle() []uint64 {
+	if x != nil {
+		return x.Cycle
+	}
+	return nil
+}
+
+func (x *TxnAbort) GetRangeId() uint64 {
+	if x != nil {
+		return x.RangeId
+	}
+	return 0
+}
+
 // BatchOp is one operation on the Batch stream; id is chosen by the client
 // and echoed in its BatchResult.
 type BatchOp struct {
@@ -3527,7 +3899,7 @@ type BatchOp struct {
 
 func (x *BatchOp) Reset() {
 	*x = BatchOp{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[57]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3539,7 +3911,7 @@ func (x *BatchOp) String() string {
 func (*BatchOp) ProtoMessage() {}
 
 func (x *BatchOp) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[57]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3552,7 +3924,7 @@ func (x *BatchOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BatchOp.ProtoReflect.Descriptor instead.
 func (*BatchOp) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{57}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *BatchOp) GetId() uint64 {
@@ -3642,7 +4014,7 @@ type BatchRequest struct {
 
 func (x *BatchRequest) Reset() {
 	*x = BatchRequest{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[58]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3654,7 +4026,7 @@ func (x *BatchRequest) String() string {
 func (*BatchRequest) ProtoMessage() {}
 
 func (x *BatchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[58]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3667,7 +4039,7 @@ func (x *BatchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BatchRequest.ProtoReflect.Descriptor instead.
 func (*BatchRequest) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{58}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{60}
 }
 
 func (x *BatchRequest) GetOps() []*BatchOp {
@@ -3693,7 +4065,7 @@ type BatchResult struct {
 
 func (x *BatchResult) Reset() {
 	*x = BatchResult{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[59]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[61]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3705,7 +4077,7 @@ func (x *BatchResult) String() string {
 func (*BatchResult) ProtoMessage() {}
 
 func (x *BatchResult) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[59]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[61]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3718,7 +4090,7 @@ func (x *BatchResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BatchResult.ProtoReflect.Descriptor instead.
 func (*BatchResult) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{59}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{61}
 }
 
 func (x *BatchResult) GetId() uint64 {
@@ -3772,7 +4144,7 @@ type BatchResponse struct {
 
 func (x *BatchResponse) Reset() {
 	*x = BatchResponse{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[60]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[62]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3784,7 +4156,7 @@ func (x *BatchResponse) String() string {
 func (*BatchResponse) ProtoMessage() {}
 
 func (x *BatchResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[60]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[62]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3797,12 +4169,1648 @@ func (x *BatchResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BatchResponse.ProtoReflect.Descriptor instead.
 func (*BatchResponse) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{60}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{62}
 }
 
 func (x *BatchResponse) GetResults() []*BatchResult {
 	if x != nil {
 		return x.Results
+	}
+	return nil
+}
+
+// TxnOpRequest is one operation of a transaction, sent to the leader of the
+// key's range, which takes the lock (waiting if it must) before answering.
+type TxnOpRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	TxnId         uint64                 `protobuf:"varint,1,opt,name=txn_id,json=txnId,proto3" json:"txn_id,omitempty"`
+	Attempt       uint64                 `protobuf:"varint,2,opt,name=attempt,proto3" json:"attempt,omitempty"`
+	GatewayNodeId uint64                 `protobuf:"varint,3,opt,name=gateway_node_id,json=gatewayNodeId,proto3" json:"gateway_node_id,omitempty"`
+	// begin_unix_nanos orders txns by age for deadlock victims (youngest loses).
+	BeginUnixNanos int64             `protobuf:"varint,4,opt,name=begin_unix_nanos,json=beginUnixNanos,proto3" json:"begin_unix_nanos,omitempty"`
+	LockTimeoutMs  int64             `protobuf:"varint,5,opt,name=lock_timeout_ms,json=lockTimeoutMs,proto3" json:"lock_timeout_ms,omitempty"`
+	DeadlineUnixMs int64             `protobuf:"varint,6,opt,name=deadline_unix_ms,json=deadlineUnixMs,proto3" json:"deadline_unix_ms,omitempty"`
+	Kind           TxnOpRequest_Kind `protobuf:"varint,7,opt,name=kind,proto3,enum=vowdb.v1.TxnOpRequest_Kind" json:"kind,omitempty"`
+	Key            []byte            `protobuf:"bytes,8,opt,name=key,proto3" json:"key,omitempty"`
+	Value          []byte            `protobuf:"bytes,9,opt,name=value,proto3" json:"value,omitempty"`
+	EndKey         []byte            `protobuf:"bytes,10,opt,name=end_key,json=endKey,proto3" json:"end_key,omitempty"`
+	Limit          int64             `protobuf:"varint,11,opt,name=limit,proto3" json:"limit,omitempty"`
+	Priority       int32             `protobuf:"varint,12,opt,name=priority,proto3" json:"priority,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *TxnOpRequest) Reset() {
+	*x = TxnOpRequest{}
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[63]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TxnOpRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TxnOpRequest) ProtoMessage() {}
+
+func (x *TxnOpRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[63]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TxnOpRequest.ProtoReflect.Descriptor instead.
+func (*TxnOpRequest) Descriptor() ([]byte, []int) {
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{63}
+}
+
+func (x *TxnOpRequest) GetTxnId() uint64 {
+	if x != nil {
+		return x.TxnId
+	}
+	return 0
+}
+
+func (x *TxnOpRequest) GetAttempt() uint64 {
+	if x != nil {
+		return x.Attempt
+	}
+	return 0
+}
+
+func (x *TxnOpRequest) GetGatewayNodeId() uint64 {
+	if x != nil {
+		return x.GatewayNodeId
+	}
+	return 0
+}
+
+func (x *TxnOpRequest) GetBeginUnixNanos() int64 {
+	if x != nil {
+		return x.BeginUnixNanos
+	}
+	return 0
+}
+
+func (x *TxnOpRequest) GetLockTimeoutMs() int64 {
+	if x != nil {
+		return x.LockTimeoutMs
+	}
+	return 0
+}
+
+func (x *TxnOpRequest) GetDeadlineUnixMs() int64 {
+	if x != nil {
+		return x.DeadlineUnixMs
+	}
+	return 0
+}
+
+func (x *TxnOpRequest) GetKind() TxnOpRequest_Kind {
+	if x != nil {
+		return x.Kind
+	}
+	return TxnOpRequest_GET
+}
+
+func (x *TxnOpRequest) GetKey() []byte {
+	if x != nil {
+		return x.Key
+	}
+	return nil
+}
+
+func (x *TxnOpRequest) GetValue() []byte {
+	if x != nil {
+		return x.Value
+	}
+	return nil
+}
+
+func (x *TxnOpRequest) GetEndKey() []byte {
+	if x != nil {
+		return x.EndKey
+	}
+	return nil
+}
+
+func (x *TxnOpRequest) GetLimit() int64 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
+func (x *TxnOpRequest) GetPriority() int32 {
+	if x != nil {
+		return x.Priority
+	}
+	return 0
+}
+
+type TxnOpResponse struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	RangeId        uint64                 `protobuf:"varint,1,opt,name=range_id,json=rangeId,proto3" json:"range_id,omitempty"`
+	Term           uint64                 `protobuf:"varint,2,opt,name=term,proto3" json:"term,omitempty"`
+	Found          bool                   `protobuf:"varint,3,opt,name=found,proto3" json:"found,omitempty"`
+	Value          []byte                 `protobuf:"bytes,4,opt,name=value,proto3" json:"value,omitempty"`
+	Kvs            []*KeyValue            `protobuf:"bytes,5,rep,name=kvs,proto3" json:"kvs,omitempty"`
+	RangeEnd       []byte                 `protobuf:"bytes,6,opt,name=range_end,json=rangeEnd,proto3" json:"range_end,omitempty"`
+	LockWaitMicros int64                  `protobuf:"varint,7,opt,name=lock_wait_micros,json=lockWaitMicros,proto3" json:"lock_wait_micros,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *TxnOpResponse) Reset() {
+	*x = TxnOpResponse{}
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[64]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TxnOpResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TxnOpResponse) ProtoMessage() {}
+
+func (x *TxnOpResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[64]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TxnOpResponse.ProtoReflect.Descriptor instead.
+func (*TxnOpResponse) Descriptor() ([]byte, []int) {
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{64}
+}
+
+func (x *TxnOpResponse) GetRangeId() uint64 {
+	if x != nil {
+		return x.RangeId
+	}
+	return 0
+}
+
+func (x *TxnOpResponse) GetTerm() uint64 {
+	if x != nil {
+		return x.Term
+	}
+	return 0
+}
+
+func (x *TxnOpResponse) GetFound() bool {
+	if x != nil {
+		return x.Found
+	}
+	return false
+}
+
+func (x *TxnOpResponse) GetValue() []byte {
+	if x != nil {
+		return x.Value
+	}
+	return nil
+}
+
+func (x *TxnOpResponse) GetKvs() []*KeyValue {
+	if x != nil {
+		return x.Kvs
+	}
+	return nil
+}
+
+func (x *TxnOpResponse) GetRangeEnd() []byte {
+	if x != nil {
+		return x.RangeEnd
+	}
+	return nil
+}
+
+func (x *TxnOpResponse) GetLockWaitMicros() int64 {
+	if x != nil {
+		return x.LockWaitMicros
+	}
+	return 0
+}
+
+type TxnCommitRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	TxnId         uint64                 `protobuf:"varint,1,opt,name=txn_id,json=txnId,proto3" json:"txn_id,omitempty"`
+	Attempt       uint64                 `protobuf:"varint,2,opt,name=attempt,proto3" json:"attempt,omitempty"`
+	Participants  []*TxnParticipant      `protobuf:"bytes,3,rep,name=participants,proto3" json:"participants,omitempty"`
+	AnchorRangeId uint64                 `protobuf:"varint,4,opt,name=anchor_range_id,json=anchorRangeId,proto3" json:"anchor_range_id,omitempty"`
+	AnchorKey     []byte                 `protobuf:"bytes,5,opt,name=anchor_key,json=anchorKey,proto3" json:"anchor_key,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TxnCommitRequest) Reset() {
+	*x = TxnCommitRequest{}
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[65]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TxnCommitRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TxnCommitRequest) ProtoMessage() {}
+
+func (x *TxnCommitRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[65]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TxnCommitRequest.ProtoReflect.Descriptor instead.
+func (*TxnCommitRequest) Descriptor() ([]byte, []int) {
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{65}
+}
+
+func (x *TxnCommitRequest) GetTxnId() uint64 {
+	if x != nil {
+		return x.TxnId
+	}
+	return 0
+}
+
+func (x *TxnCommitRequest) GetAttempt() uint64 {
+	if x != nil {
+		return x.Attempt
+	}
+	return 0
+}
+
+func (x *TxnCommitRequest) GetParticipants() []*TxnParticipant {
+	if x != nil {
+		return x.Participants
+	}
+	return nil
+}
+
+func (x *TxnCommitRequest) GetAnchorRangeId() uint64 {
+	if x != nil {
+		return x.AnchorRangeId
+	}
+	return 0
+}
+
+func (x *TxnCommitRequest) GetAnchorKey() []byte {
+	if x != nil {
+		return x.AnchorKey
+	}
+	return nil
+}
+
+type TxnCommitResponse struct {
+	state         protoimpl.MessageState    `protogen:"open.v1"`
+	Outcome       TxnCommitResponse_Outcome `protobuf:"varint,1,opt,name=outcome,proto3,enum=vowdb.v1.TxnCommitResponse_Outcome" json:"outcome,omitempty"`
+	Path          string                    `protobuf:"bytes,2,opt,name=path,proto3" json:"path,omitempty"` // 1PC, 2PC or read-only
+	Abort         *TxnAbort                 `protobuf:"bytes,3,opt,name=abort,proto3" json:"abort,omitempty"`
+	GatewayNodeId uint64                    `protobuf:"varint,4,opt,name=gateway_node_id,json=gatewayNodeId,proto3" json:"gateway_node_id,omitempty"`
+	DurableWrites int64                     `protobuf:"varint,5,opt,name=durable_writes,json=durableWrites,proto3" json:"durable_writes,omitempty"` // sequential replicated writes on the commit path
+	RoundTrips    int64                     `protobuf:"varint,6,opt,name=round_trips,json=roundTrips,proto3" json:"round_trips,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TxnCommitResponse) Reset() {
+	*x = TxnCommitResponse{}
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[66]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TxnCommitResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TxnCommitResponse) ProtoMessage() {}
+
+func (x *TxnCommitResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[66]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TxnCommitResponse.ProtoReflect.Descriptor instead.
+func (*TxnCommitResponse) Descriptor() ([]byte, []int) {
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{66}
+}
+
+func (x *TxnCommitResponse) GetOutcome() TxnCommitResponse_Outcome {
+	if x != nil {
+		return x.Outcome
+	}
+	return TxnCommitResponse_UNKNOWN
+}
+
+func (x *TxnCommitResponse) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
+func (x *TxnCommitResponse) GetAbort() *TxnAbort {
+	if x != nil {
+		return x.Abort
+	}
+	return nil
+}
+
+func (x *TxnCommitResponse) GetGatewayNodeId() uint64 {
+	if x != nil {
+		return x.GatewayNodeId
+	}
+	return 0
+}
+
+func (x *TxnCommitResponse) GetDurableWrites() int64 {
+	if x != nil {
+		return x.DurableWrites
+	}
+	return 0
+}
+
+func (x *TxnCommitResponse) GetRoundTrips() int64 {
+	if x != nil {
+		return x.RoundTrips
+	}
+	return 0
+}
+
+type TxnRollbackRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	TxnId         uint64                 `protobuf:"varint,1,opt,name=txn_id,json=txnId,proto3" json:"txn_id,omitempty"`
+	Attempt       uint64                 `protobuf:"varint,2,opt,name=attempt,proto3" json:"attempt,omitempty"`
+	Participants  []*TxnParticipant      `protobuf:"bytes,3,rep,name=participants,proto3" json:"participants,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TxnRollbackRequest) Reset() {
+	*x = TxnRollbackRequest{}
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[67]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TxnRollbackRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TxnRollbackRequest) ProtoMessage() {}
+
+func (x *TxnRollbackRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[67]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TxnRollbackRequest.ProtoReflect.Descriptor instead.
+func (*TxnRollbackRequest) Descriptor() ([]byte, []int) {
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{67}
+}
+
+func (x *TxnRollbackRequest) GetTxnId() uint64 {
+	if x != nil {
+		return x.TxnId
+	}
+	return 0
+}
+
+func (x *TxnRollbackRequest) GetAttempt() uint64 {
+	if x != nil {
+		return x.Attempt
+	}
+	return 0
+}
+
+func (x *TxnRollbackRequest) GetParticipants() []*TxnParticipant {
+	if x != nil {
+		return x.Participants
+	}
+	return nil
+}
+
+type TxnRollbackResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TxnRollbackResponse) Reset() {
+	*x = TxnRollbackResponse{}
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[68]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TxnRollbackResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TxnRollbackResponse) ProtoMessage() {}
+
+func (x *TxnRollbackResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[68]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TxnRollbackResponse.ProtoReflect.Descriptor instead.
+func (*TxnRollbackResponse) Descriptor() ([]byte, []int) {
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{68}
+}
+
+// TxnMessage is a message of the 2PC protocol (package txn) on the wire.
+type TxnMessage struct {
+	state             protoimpl.MessageState `protogen:"open.v1"`
+	Type              uint32                 `protobuf:"varint,1,opt,name=type,proto3" json:"type,omitempty"`
+	TxnId             uint64                 `protobuf:"varint,2,opt,name=txn_id,json=txnId,proto3" json:"txn_id,omitempty"`
+	Attempt           uint64                 `protobuf:"varint,3,opt,name=attempt,proto3" json:"attempt,omitempty"`
+	FromNode          uint64                 `protobuf:"varint,4,opt,name=from_node,json=fromNode,proto3" json:"from_node,omitempty"`
+	FromRange         uint64                 `protobuf:"varint,5,opt,name=from_range,json=fromRange,proto3" json:"from_range,omitempty"`
+	ToNode            uint64                 `protobuf:"varint,6,opt,name=to_node,json=toNode,proto3" json:"to_node,omitempty"`
+	ToRange           uint64                 `protobuf:"varint,7,opt,name=to_range,json=toRange,proto3" json:"to_range,omitempty"`
+	Term              uint64                 `protobuf:"varint,8,opt,name=term,proto3" json:"term,omitempty"`
+	Participants      []*TxnParticipant      `protobuf:"bytes,9,rep,name=participants,proto3" json:"participants,omitempty"`
+	AnchorRangeId     uint64                 `protobuf:"varint,10,opt,name=anchor_range_id,json=anchorRangeId,proto3" json:"anchor_range_id,omitempty"`
+	AnchorKey         []byte                 `protobuf:"bytes,11,opt,name=anchor_key,json=anchorKey,proto3" json:"anchor_key,omitempty"`
+	CoordinatorNodeId uint64                 `protobuf:"varint,12,opt,name=coordinator_node_id,json=coordinatorNodeId,proto3" json:"coordinator_node_id,omitempty"`
+	Vote              uint32                 `protobuf:"varint,13,opt,name=vote,proto3" json:"vote,omitempty"`
+	Decision          uint32                 `protobuf:"varint,14,opt,name=decision,proto3" json:"decision,omitempty"`
+	// hops counts forwards to the leader, to stop loops.
+	Hops          uint32 `protobuf:"varint,15,opt,name=hops,proto3" json:"hops,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TxnMessage) Reset() {
+	*x = TxnMessage{}
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[69]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TxnMessage) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TxnMessage) ProtoMessage() {}
+
+func (x *TxnMessage) ProtoReflect() protoreflect.Message {
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[69]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TxnMessage.ProtoReflect.Descriptor instead.
+func (*TxnMessage) Descriptor() ([]byte, []int) {
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{69}
+}
+
+func (x *TxnMessage) GetType() uint32 {
+	if x != nil {
+		return x.Type
+	}
+	return 0
+}
+
+func (x *TxnMessage) GetTxnId() uint64 {
+	if x != nil {
+		return x.TxnId
+	}
+	return 0
+}
+
+func (x *TxnMessage) GetAttempt() uint64 {
+	if x != nil {
+		return x.Attempt
+	}
+	return 0
+}
+
+func (x *TxnMessage) GetFromNode() uint64 {
+	if x != nil {
+		return x.FromNode
+	}
+	return 0
+}
+
+func (x *TxnMessage) GetFromRange() uint64 {
+	if x != nil {
+		return x.FromRange
+	}
+	return 0
+}
+
+func (x *TxnMessage) GetToNode() uint64 {
+	if x != nil {
+		return x.ToNode
+	}
+	return 0
+}
+
+func (x *TxnMessage) GetToRange() uint64 {
+	if x != nil {
+		return x.ToRange
+	}
+	return 0
+}
+
+func (x *TxnMessage) GetTerm() uint64 {
+	if x != nil {
+		return x.Term
+	}
+	return 0
+}
+
+func (x *TxnMessage) GetParticipants() []*TxnParticipant {
+	if x != nil {
+		return x.Participants
+	}
+	return nil
+}
+
+func (x *TxnMessage) GetAnchorRangeId() uint64 {
+	if x != nil {
+		return x.AnchorRangeId
+	}
+	return 0
+}
+
+func (x *TxnMessage) GetAnchorKey() []byte {
+	if x != nil {
+		return x.AnchorKey
+	}
+	return nil
+}
+
+func (x *TxnMessage) GetCoordinatorNodeId() uint64 {
+	if x != nil {
+		return x.CoordinatorNodeId
+	}
+	return 0
+}
+
+func (x *TxnMessage) GetVote() uint32 {
+	if x != nil {
+		return x.Vote
+	}
+	return 0
+}
+
+func (x *TxnMessage) GetDecision() uint32 {
+	if x != nil {
+		return x.Decision
+	}
+	return 0
+}
+
+func (x *TxnMessage) GetHops() uint32 {
+	if x != nil {
+		return x.Hops
+	}
+	return 0
+}
+
+type TxnDeliverRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Msgs          []*TxnMessage          `protobuf:"bytes,1,rep,name=msgs,proto3" json:"msgs,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TxnDeliverRequest) Reset() {
+	*x = TxnDeliverRequest{}
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[70]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TxnDeliverRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TxnDeliverRequest) ProtoMessage() {}
+
+func (x *TxnDeliverRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[70]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TxnDeliverRequest.ProtoReflect.Descriptor instead.
+func (*TxnDeliverRequest) Descriptor() ([]byte, []int) {
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{70}
+}
+
+func (x *TxnDeliverRequest) GetMsgs() []*TxnMessage {
+	if x != nil {
+		return x.Msgs
+	}
+	return nil
+}
+
+type TxnDeliverResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TxnDeliverResponse) Reset() {
+	*x = TxnDeliverResponse{}
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[71]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TxnDeliverResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TxnDeliverResponse) ProtoMessage() {}
+
+func (x *TxnDeliverResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[71]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TxnDeliverResponse.ProtoReflect.Descriptor instead.
+func (*TxnDeliverResponse) Descriptor() ([]byte, []int) {
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{71}
+}
+
+// TxnProposeRequest proposes a txn-record command to the leader of the
+// range holding key (a coordinator's decision or end, a fence).
+type TxnProposeRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Key           []byte                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	Cmd           *Command               `protobuf:"bytes,2,opt,name=cmd,proto3" json:"cmd,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TxnProposeRequest) Reset() {
+	*x = TxnProposeRequest{}
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[72]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TxnProposeRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TxnProposeRequest) ProtoMessage() {}
+
+func (x *TxnProposeRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[72]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TxnProposeRequest.ProtoReflect.Descriptor instead.
+func (*TxnProposeRequest) Descriptor() ([]byte, []int) {
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{72}
+}
+
+func (x *TxnProposeRequest) GetKey() []byte {
+	if x != nil {
+		return x.Key
+	}
+	return nil
+}
+
+func (x *TxnProposeRequest) GetCmd() *Command {
+	if x != nil {
+		return x.Cmd
+	}
+	return nil
+}
+
+type TxnProposeResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	State         TxnState               `protobuf:"varint,1,opt,name=state,proto3,enum=vowdb.v1.TxnState" json:"state,omitempty"`
+	Swapped       bool                   `protobuf:"varint,2,opt,name=swapped,proto3" json:"swapped,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TxnProposeResponse) Reset() {
+	*x = TxnProposeResponse{}
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[73]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TxnProposeResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TxnProposeResponse) ProtoMessage() {}
+
+func (x *TxnProposeResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[73]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TxnProposeResponse.ProtoReflect.Descriptor instead.
+func (*TxnProposeResponse) Descriptor() ([]byte, []int) {
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{73}
+}
+
+func (x *TxnProposeResponse) GetState() TxnState {
+	if x != nil {
+		return x.State
+	}
+	return TxnState_TXN_UNKNOWN
+}
+
+func (x *TxnProposeResponse) GetSwapped() bool {
+	if x != nil {
+		return x.Swapped
+	}
+	return false
+}
+
+type CoordinatorStatusRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	TxnId         uint64                 `protobuf:"varint,1,opt,name=txn_id,json=txnId,proto3" json:"txn_id,omitempty"`
+	Attempt       uint64                 `protobuf:"varint,2,opt,name=attempt,proto3" json:"attempt,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CoordinatorStatusRequest) Reset() {
+	*x = CoordinatorStatusRequest{}
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[74]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CoordinatorStatusRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CoordinatorStatusRequest) ProtoMessage() {}
+
+func (x *CoordinatorStatusRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[74]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CoordinatorStatusRequest.ProtoReflect.Descriptor instead.
+func (*CoordinatorStatusRequest) Descriptor() ([]byte, []int) {
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{74}
+}
+
+func (x *CoordinatorStatusRequest) GetTxnId() uint64 {
+	if x != nil {
+		return x.TxnId
+	}
+	return 0
+}
+
+func (x *CoordinatorStatusRequest) GetAttempt() uint64 {
+	if x != nil {
+		return x.Attempt
+	}
+	return 0
+}
+
+type CoordinatorStatusResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Running       bool                   `protobuf:"varint,1,opt,name=running,proto3" json:"running,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CoordinatorStatusResponse) Reset() {
+	*x = CoordinatorStatusResponse{}
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[75]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CoordinatorStatusResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CoordinatorStatusResponse) ProtoMessage() {}
+
+func (x *CoordinatorStatusResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[75]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CoordinatorStatusResponse.ProtoReflect.Descriptor instead.
+func (*CoordinatorStatusResponse) Descriptor() ([]byte, []int) {
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{75}
+}
+
+func (x *CoordinatorStatusResponse) GetRunning() bool {
+	if x != nil {
+		return x.Running
+	}
+	return false
+}
+
+type TxnStatusRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	TxnId uint64                 `protobuf:"varint,1,opt,name=txn_id,json=txnId,proto3" json:"txn_id,omitempty"`
+	// local asks only this node's leader ranges and coordinator.
+	Local         bool `protobuf:"varint,2,opt,name=local,proto3" json:"local,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TxnStatusRequest) Reset() {
+	*x = TxnStatusRequest{}
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[76]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TxnStatusRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TxnStatusRequest) ProtoMessage() {}
+
+func (x *TxnStatusRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[76]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TxnStatusRequest.ProtoReflect.Descriptor instead.
+func (*TxnStatusRequest) Descriptor() ([]byte, []int) {
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{76}
+}
+
+func (x *TxnStatusRequest) GetTxnId() uint64 {
+	if x != nil {
+		return x.TxnId
+	}
+	return 0
+}
+
+func (x *TxnStatusRequest) GetLocal() bool {
+	if x != nil {
+		return x.Local
+	}
+	return false
+}
+
+type TxnStatusResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	State         TxnState               `protobuf:"varint,1,opt,name=state,proto3,enum=vowdb.v1.TxnState" json:"state,omitempty"`
+	Attempt       uint64                 `protobuf:"varint,2,opt,name=attempt,proto3" json:"attempt,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TxnStatusResponse) Reset() {
+	*x = TxnStatusResponse{}
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[77]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TxnStatusResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TxnStatusResponse) ProtoMessage() {}
+
+func (x *TxnStatusResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[77]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TxnStatusResponse.ProtoReflect.Descriptor instead.
+func (*TxnStatusResponse) Descriptor() ([]byte, []int) {
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{77}
+}
+
+func (x *TxnStatusResponse) GetState() TxnState {
+	if x != nil {
+		return x.State
+	}
+	return TxnState_TXN_UNKNOWN
+}
+
+func (x *TxnStatusResponse) GetAttempt() uint64 {
+	if x != nil {
+		return x.Attempt
+	}
+	return 0
+}
+
+type TxnInfo struct {
+	state               protoimpl.MessageState `protogen:"open.v1"`
+	TxnId               uint64                 `protobuf:"varint,1,opt,name=txn_id,json=txnId,proto3" json:"txn_id,omitempty"`
+	Attempt             uint64                 `protobuf:"varint,2,opt,name=attempt,proto3" json:"attempt,omitempty"`
+	CoordinatorNodeId   uint64                 `protobuf:"varint,3,opt,name=coordinator_node_id,json=coordinatorNodeId,proto3" json:"coordinator_node_id,omitempty"`
+	State               string                 `protobuf:"bytes,4,opt,name=state,proto3" json:"state,omitempty"`
+	ParticipantRangeIds []uint64               `protobuf:"varint,5,rep,packed,name=participant_range_ids,json=participantRangeIds,proto3" json:"participant_range_ids,omitempty"`
+	AgeMicros           int64                  `protobuf:"varint,6,opt,name=age_micros,json=ageMicros,proto3" json:"age_micros,omitempty"`
+	NodeId              uint64                 `protobuf:"varint,7,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	unknownFields       protoimpl.UnknownFields
+	sizeCache           protoimpl.SizeCache
+}
+
+func (x *TxnInfo) Reset() {
+	*x = TxnInfo{}
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[78]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TxnInfo) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TxnInfo) ProtoMessage() {}
+
+func (x *TxnInfo) ProtoReflect() protoreflect.Message {
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[78]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TxnInfo.ProtoReflect.Descriptor instead.
+func (*TxnInfo) Descriptor() ([]byte, []int) {
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{78}
+}
+
+func (x *TxnInfo) GetTxnId() uint64 {
+	if x != nil {
+		return x.TxnId
+	}
+	return 0
+}
+
+func (x *TxnInfo) GetAttempt() uint64 {
+	if x != nil {
+		return x.Attempt
+	}
+	return 0
+}
+
+func (x *TxnInfo) GetCoordinatorNodeId() uint64 {
+	if x != nil {
+		return x.CoordinatorNodeId
+	}
+	return 0
+}
+
+func (x *TxnInfo) GetState() string {
+	if x != nil {
+		return x.State
+	}
+	return ""
+}
+
+func (x *TxnInfo) GetParticipantRangeIds() []uint64 {
+	if x != nil {
+		return x.ParticipantRangeIds
+	}
+	return nil
+}
+
+func (x *TxnInfo) GetAgeMicros() int64 {
+	if x != nil {
+		return x.AgeMicros
+	}
+	return 0
+}
+
+func (x *TxnInfo) GetNodeId() uint64 {
+	if x != nil {
+		return x.NodeId
+	}
+	return 0
+}
+
+type TxnListRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Local         bool                   `protobuf:"varint,1,opt,name=local,proto3" json:"local,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TxnListRequest) Reset() {
+	*x = TxnListRequest{}
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[79]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TxnListRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TxnListRequest) ProtoMessage() {}
+
+func (x *TxnListRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[79]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TxnListRequest.ProtoReflect.Descriptor instead.
+func (*TxnListRequest) Descriptor() ([]byte, []int) {
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{79}
+}
+
+func (x *TxnListRequest) GetLocal() bool {
+	if x != nil {
+		return x.Local
+	}
+	return false
+}
+
+type TxnListResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Txns          []*TxnInfo             `protobuf:"bytes,1,rep,name=txns,proto3" json:"txns,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TxnListResponse) Reset() {
+	*x = TxnListResponse{}
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[80]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TxnListResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TxnListResponse) ProtoMessage() {}
+
+func (x *TxnListResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[80]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TxnListResponse.ProtoReflect.Descriptor instead.
+func (*TxnListResponse) Descriptor() ([]byte, []int) {
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{80}
+}
+
+func (x *TxnListResponse) GetTxns() []*TxnInfo {
+	if x != nil {
+		return x.Txns
+	}
+	return nil
+}
+
+type LockWait struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Waiter        uint64                 `protobuf:"varint,1,opt,name=waiter,proto3" json:"waiter,omitempty"`
+	Holder        uint64                 `protobuf:"varint,2,opt,name=holder,proto3" json:"holder,omitempty"`
+	Key           []byte                 `protobuf:"bytes,3,opt,name=key,proto3" json:"key,omitempty"`
+	Mode          string                 `protobuf:"bytes,4,opt,name=mode,proto3" json:"mode,omitempty"`
+	WaitMicros    int64                  `protobuf:"varint,5,opt,name=wait_micros,json=waitMicros,proto3" json:"wait_micros,omitempty"`
+	RangeId       uint64                 `protobuf:"varint,6,opt,name=range_id,json=rangeId,proto3" json:"range_id,omitempty"`
+	NodeId        uint64                 `protobuf:"varint,7,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LockWait) Reset() {
+	*x = LockWait{}
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[81]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LockWait) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LockWait) ProtoMessage() {}
+
+func (x *LockWait) ProtoReflect() protoreflect.Message {
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[81]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LockWait.ProtoReflect.Descriptor instead.
+func (*LockWait) Descriptor() ([]byte, []int) {
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{81}
+}
+
+func (x *LockWait) GetWaiter() uint64 {
+	if x != nil {
+		return x.Waiter
+	}
+	return 0
+}
+
+func (x *LockWait) GetHolder() uint64 {
+	if x != nil {
+		return x.Holder
+	}
+	return 0
+}
+
+func (x *LockWait) GetKey() []byte {
+	if x != nil {
+		return x.Key
+	}
+	return nil
+}
+
+func (x *LockWait) GetMode() string {
+	if x != nil {
+		return x.Mode
+	}
+	return ""
+}
+
+func (x *LockWait) GetWaitMicros() int64 {
+	if x != nil {
+		return x.WaitMicros
+	}
+	return 0
+}
+
+func (x *LockWait) GetRangeId() uint64 {
+	if x != nil {
+		return x.RangeId
+	}
+	return 0
+}
+
+func (x *LockWait) GetNodeId() uint64 {
+	if x != nil {
+		return x.NodeId
+	}
+	return 0
+}
+
+type Deadlock struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Cycle         []uint64               `protobuf:"varint,1,rep,packed,name=cycle,proto3" json:"cycle,omitempty"`
+	Victim        uint64                 `protobuf:"varint,2,opt,name=victim,proto3" json:"victim,omitempty"`
+	UnixMs        int64                  `protobuf:"varint,3,opt,name=unix_ms,json=unixMs,proto3" json:"unix_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Deadlock) Reset() {
+	*x = Deadlock{}
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[82]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Deadlock) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Deadlock) ProtoMessage() {}
+
+func (x *Deadlock) ProtoReflect() protoreflect.Message {
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[82]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Deadlock.ProtoReflect.Descriptor instead.
+func (*Deadlock) Descriptor() ([]byte, []int) {
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{82}
+}
+
+func (x *Deadlock) GetCycle() []uint64 {
+	if x != nil {
+		return x.Cycle
+	}
+	return nil
+}
+
+func (x *Deadlock) GetVictim() uint64 {
+	if x != nil {
+		return x.Victim
+	}
+	return 0
+}
+
+func (x *Deadlock) GetUnixMs() int64 {
+	if x != nil {
+		return x.UnixMs
+	}
+	return 0
+}
+
+type LocksRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Local         bool                   `protobuf:"varint,1,opt,name=local,proto3" json:"local,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LocksRequest) Reset() {
+	*x = LocksRequest{}
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[83]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LocksRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LocksRequest) ProtoMessage() {}
+
+func (x *LocksRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[83]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LocksRequest.ProtoReflect.Descriptor instead.
+func (*LocksRequest) Descriptor() ([]byte, []int) {
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{83}
+}
+
+func (x *LocksRequest) GetLocal() bool {
+	if x != nil {
+		return x.Local
+	}
+	return false
+}
+
+type LocksResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Waits         []*LockWait            `protobuf:"bytes,1,rep,name=waits,proto3" json:"waits,omitempty"`
+	Deadlocks     []*Deadlock            `protobuf:"bytes,2,rep,name=deadlocks,proto3" json:"deadlocks,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LocksResponse) Reset() {
+	*x = LocksResponse{}
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[84]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LocksResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LocksResponse) ProtoMessage() {}
+
+func (x *LocksResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[84]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LocksResponse.ProtoReflect.Descriptor instead.
+func (*LocksResponse) Descriptor() ([]byte, []int) {
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{84}
+}
+
+func (x *LocksResponse) GetWaits() []*LockWait {
+	if x != nil {
+		return x.Waits
+	}
+	return nil
+}
+
+func (x *LocksResponse) GetDeadlocks() []*Deadlock {
+	if x != nil {
+		return x.Deadlocks
+	}
+	return nil
+}
+
+type WaitsEdge struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	Waiter         uint64                 `protobuf:"varint,1,opt,name=waiter,proto3" json:"waiter,omitempty"`
+	Holder         uint64                 `protobuf:"varint,2,opt,name=holder,proto3" json:"holder,omitempty"`
+	WaiterAge      uint64                 `protobuf:"varint,3,opt,name=waiter_age,json=waiterAge,proto3" json:"waiter_age,omitempty"`
+	HolderAge      uint64                 `protobuf:"varint,4,opt,name=holder_age,json=holderAge,proto3" json:"holder_age,omitempty"`
+	HolderPrepared bool                   `protobuf:"varint,5,opt,name=holder_prepared,json=holderPrepared,proto3" json:"holder_prepared,omitempty"`
+	WaiterPrepared bool                   `protobuf:"varint,6,opt,name=waiter_prepared,json=waiterPrepared,proto3" json:"waiter_prepared,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *WaitsEdge) Reset() {
+	*x = WaitsEdge{}
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[85]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WaitsEdge) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WaitsEdge) ProtoMessage() {}
+
+func (x *WaitsEdge) ProtoReflect() protoreflect.Message {
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[85]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WaitsEdge.ProtoReflect.Descriptor instead.
+func (*WaitsEdge) Descriptor() ([]byte, []int) {
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{85}
+}
+
+func (x *WaitsEdge) GetWaiter() uint64 {
+	if x != nil {
+		return x.Waiter
+	}
+	return 0
+}
+
+func (x *WaitsEdge) GetHolder() uint64 {
+	if x != nil {
+		return x.Holder
+	}
+	return 0
+}
+
+func (x *WaitsEdge) GetWaiterAge() uint64 {
+	if x != nil {
+		return x.WaiterAge
+	}
+	return 0
+}
+
+func (x *WaitsEdge) GetHolderAge() uint64 {
+	if x != nil {
+		return x.HolderAge
+	}
+	return 0
+}
+
+func (x *WaitsEdge) GetHolderPrepared() bool {
+	if x != nil {
+		return x.HolderPrepared
+	}
+	return false
+}
+
+func (x *WaitsEdge) GetWaiterPrepared() bool {
+	if x != nil {
+		return x.WaiterPrepared
+	}
+	return false
+}
+
+type WaitsReport struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	NodeId        uint64                 `protobuf:"varint,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	Edges         []*WaitsEdge           `protobuf:"bytes,2,rep,name=edges,proto3" json:"edges,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WaitsReport) Reset() {
+	*x = WaitsReport{}
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[86]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WaitsReport) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WaitsReport) ProtoMessage() {}
+
+func (x *WaitsReport) ProtoReflect() protoreflect.Message {
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[86]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WaitsReport.ProtoReflect.Descriptor instead.
+func (*WaitsReport) Descriptor() ([]byte, []int) {
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{86}
+}
+
+func (x *WaitsReport) GetNodeId() uint64 {
+	if x != nil {
+		return x.NodeId
+	}
+	return 0
+}
+
+func (x *WaitsReport) GetEdges() []*WaitsEdge {
+	if x != nil {
+		return x.Edges
+	}
+	return nil
+}
+
+type WaitsReportResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Victims       []*Deadlock            `protobuf:"bytes,1,rep,name=victims,proto3" json:"victims,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WaitsReportResponse) Reset() {
+	*x = WaitsReportResponse{}
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[87]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WaitsReportResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WaitsReportResponse) ProtoMessage() {}
+
+func (x *WaitsReportResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[87]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WaitsReportResponse.ProtoReflect.Descriptor instead.
+func (*WaitsReportResponse) Descriptor() ([]byte, []int) {
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{87}
+}
+
+func (x *WaitsReportResponse) GetVictims() []*Deadlock {
+	if x != nil {
+		return x.Victims
 	}
 	return nil
 }
@@ -3856,7 +5864,7 @@ const file_api_vowdbpb_vowdb_proto_rawDesc = "" +
 	"\bTxnWrite\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\fR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\fR\x05value\x12\x16\n" +
-	"\x06delete\x18\x03 \x01(\bR\x06delete\"\xfe\x01\n" +
+	"\x06delete\x18\x03 \x01(\bR\x06delete\"\xe4\x02\n" +
 	"\fPrepareTxnOp\x12\x15\n" +
 	"\x06txn_id\x18\x01 \x01(\fR\x05txnId\x12\x1d\n" +
 	"\n" +
@@ -3864,13 +5872,19 @@ const file_api_vowdbpb_vowdb_proto_rawDesc = "" +
 	"\x13coordinator_node_id\x18\x03 \x01(\x04R\x11coordinatorNodeId\x122\n" +
 	"\x15participant_range_ids\x18\x04 \x03(\x04R\x13participantRangeIds\x12*\n" +
 	"\x06writes\x18\x05 \x03(\v2\x12.vowdb.v1.TxnWriteR\x06writes\x12(\n" +
-	"\x10deadline_unix_ms\x18\x06 \x01(\x03R\x0edeadlineUnixMs\"=\n" +
+	"\x10deadline_unix_ms\x18\x06 \x01(\x03R\x0edeadlineUnixMs\x12&\n" +
+	"\x0fanchor_range_id\x18\a \x01(\x04R\ranchorRangeId\x12<\n" +
+	"\fparticipants\x18\b \x03(\v2\x18.vowdb.v1.TxnParticipantR\fparticipants\"W\n" +
+	"\x0eTxnParticipant\x12\x19\n" +
+	"\brange_id\x18\x01 \x01(\x04R\arangeId\x12\x12\n" +
+	"\x04term\x18\x02 \x01(\x04R\x04term\x12\x16\n" +
+	"\x06writes\x18\x03 \x01(\bR\x06writes\"=\n" +
 	"\fResolveTxnOp\x12\x15\n" +
 	"\x06txn_id\x18\x01 \x01(\fR\x05txnId\x12\x16\n" +
 	"\x06commit\x18\x02 \x01(\bR\x06commit\"R\n" +
 	"\rOnePhaseTxnOp\x12\x15\n" +
 	"\x06txn_id\x18\x01 \x01(\fR\x05txnId\x12*\n" +
-	"\x06writes\x18\x02 \x03(\v2\x12.vowdb.v1.TxnWriteR\x06writes\"\x9f\x02\n" +
+	"\x06writes\x18\x02 \x03(\v2\x12.vowdb.v1.TxnWriteR\x06writes\"\xb1\x02\n" +
 	"\x0eTxnRecordCasOp\x12\x15\n" +
 	"\x06txn_id\x18\x01 \x01(\fR\x05txnId\x12\x1d\n" +
 	"\n" +
@@ -3879,14 +5893,16 @@ const file_api_vowdbpb_vowdb_proto_rawDesc = "" +
 	"\tnew_state\x18\x04 \x01(\x0e2\x12.vowdb.v1.TxnStateR\bnewState\x122\n" +
 	"\x15participant_range_ids\x18\x05 \x03(\x04R\x13participantRangeIds\x12.\n" +
 	"\x13coordinator_node_id\x18\x06 \x01(\x04R\x11coordinatorNodeId\x12\x16\n" +
-	"\x06remove\x18\a \x01(\bR\x06remove\"\xcf\x01\n" +
+	"\x06remove\x18\a \x01(\bR\x06remove\x12\x10\n" +
+	"\x03end\x18\b \x01(\bR\x03end\"\xe5\x01\n" +
 	"\tTxnRecord\x12\x15\n" +
 	"\x06txn_id\x18\x01 \x01(\fR\x05txnId\x12(\n" +
 	"\x05state\x18\x02 \x01(\x0e2\x12.vowdb.v1.TxnStateR\x05state\x12\x1d\n" +
 	"\n" +
 	"anchor_key\x18\x03 \x01(\fR\tanchorKey\x122\n" +
 	"\x15participant_range_ids\x18\x04 \x03(\x04R\x13participantRangeIds\x12.\n" +
-	"\x13coordinator_node_id\x18\x05 \x01(\x04R\x11coordinatorNodeId\"/\n" +
+	"\x13coordinator_node_id\x18\x05 \x01(\x04R\x11coordinatorNodeId\x12\x14\n" +
+	"\x05ended\x18\x06 \x01(\bR\x05ended\"/\n" +
 	"\x05PutOp\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\fR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\fR\x05value\"\x1c\n" +
@@ -4038,12 +6054,13 @@ const file_api_vowdbpb_vowdb_proto_rawDesc = "" +
 	"\rIdentResponse\x12\x1d\n" +
 	"\n" +
 	"cluster_id\x18\x01 \x01(\tR\tclusterId\x12\x17\n" +
-	"\anode_id\x18\x02 \x01(\x04R\x06nodeId\"\xcd\x02\n" +
+	"\anode_id\x18\x02 \x01(\x04R\x06nodeId\"\x97\x03\n" +
 	"\vErrorDetail\x12.\n" +
 	"\x04code\x18\x01 \x01(\x0e2\x1a.vowdb.v1.ErrorDetail.CodeR\x04code\x12$\n" +
 	"\x0eleader_node_id\x18\x02 \x01(\x04R\fleaderNodeId\x12%\n" +
 	"\x0eleader_address\x18\x03 \x01(\tR\rleaderAddress\x12-\n" +
-	"\x04desc\x18\x04 \x01(\v2\x19.vowdb.v1.RangeDescriptorR\x04desc\"\x91\x01\n" +
+	"\x04desc\x18\x04 \x01(\v2\x19.vowdb.v1.RangeDescriptorR\x04desc\x12(\n" +
+	"\x05abort\x18\x05 \x01(\v2\x12.vowdb.v1.TxnAbortR\x05abort\"\xb1\x01\n" +
 	"\x04Code\x12\v\n" +
 	"\aUNKNOWN\x10\x00\x12\x0e\n" +
 	"\n" +
@@ -4053,7 +6070,28 @@ const file_api_vowdbpb_vowdb_proto_rawDesc = "" +
 	"\tAMBIGUOUS\x10\x04\x12\x13\n" +
 	"\x0fNOT_INITIALIZED\x10\x05\x12\x14\n" +
 	"\x10CLUSTER_MISMATCH\x10\x06\x12\v\n" +
-	"\aINVALID\x10\a\"\xd0\x01\n" +
+	"\aINVALID\x10\a\x12\x0f\n" +
+	"\vTXN_ABORTED\x10\b\x12\r\n" +
+	"\tTXN_LIMIT\x10\t\"\xf1\x02\n" +
+	"\bTxnAbort\x121\n" +
+	"\x06reason\x18\x01 \x01(\x0e2\x19.vowdb.v1.TxnAbort.ReasonR\x06reason\x12,\n" +
+	"\x12conflicting_txn_id\x18\x02 \x01(\x04R\x10conflictingTxnId\x12\x10\n" +
+	"\x03key\x18\x03 \x01(\fR\x03key\x12\x1b\n" +
+	"\tlock_mode\x18\x04 \x01(\tR\blockMode\x12\x1f\n" +
+	"\vwait_micros\x18\x05 \x01(\x03R\n" +
+	"waitMicros\x12\x14\n" +
+	"\x05cycle\x18\x06 \x03(\x04R\x05cycle\x12\x19\n" +
+	"\brange_id\x18\a \x01(\x04R\arangeId\"\x82\x01\n" +
+	"\x06Reason\x12\v\n" +
+	"\aUNKNOWN\x10\x00\x12\f\n" +
+	"\bDEADLOCK\x10\x01\x12\x10\n" +
+	"\fLOCK_TIMEOUT\x10\x02\x12\x0e\n" +
+	"\n" +
+	"STATE_LOST\x10\x03\x12\f\n" +
+	"\bCONFLICT\x10\x04\x12\f\n" +
+	"\bDEADLINE\x10\x05\x12\f\n" +
+	"\bROLLBACK\x10\x06\x12\x11\n" +
+	"\rDECISION_LOST\x10\a\"\xd0\x01\n" +
 	"\aBatchOp\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12(\n" +
 	"\x03get\x18\x02 \x01(\v2\x14.vowdb.v1.GetRequestH\x00R\x03get\x12(\n" +
@@ -4071,7 +6109,145 @@ const file_api_vowdbpb_vowdb_proto_rawDesc = "" +
 	"\x03get\x18\x05 \x01(\v2\x15.vowdb.v1.GetResponseR\x03get\x12'\n" +
 	"\x03cas\x18\x06 \x01(\v2\x15.vowdb.v1.CasResponseR\x03cas\"@\n" +
 	"\rBatchResponse\x12/\n" +
-	"\aresults\x18\x01 \x03(\v2\x15.vowdb.v1.BatchResultR\aresults*P\n" +
+	"\aresults\x18\x01 \x03(\v2\x15.vowdb.v1.BatchResultR\aresults\"\xb7\x03\n" +
+	"\fTxnOpRequest\x12\x15\n" +
+	"\x06txn_id\x18\x01 \x01(\x04R\x05txnId\x12\x18\n" +
+	"\aattempt\x18\x02 \x01(\x04R\aattempt\x12&\n" +
+	"\x0fgateway_node_id\x18\x03 \x01(\x04R\rgatewayNodeId\x12(\n" +
+	"\x10begin_unix_nanos\x18\x04 \x01(\x03R\x0ebeginUnixNanos\x12&\n" +
+	"\x0flock_timeout_ms\x18\x05 \x01(\x03R\rlockTimeoutMs\x12(\n" +
+	"\x10deadline_unix_ms\x18\x06 \x01(\x03R\x0edeadlineUnixMs\x12/\n" +
+	"\x04kind\x18\a \x01(\x0e2\x1b.vowdb.v1.TxnOpRequest.KindR\x04kind\x12\x10\n" +
+	"\x03key\x18\b \x01(\fR\x03key\x12\x14\n" +
+	"\x05value\x18\t \x01(\fR\x05value\x12\x17\n" +
+	"\aend_key\x18\n" +
+	" \x01(\fR\x06endKey\x12\x14\n" +
+	"\x05limit\x18\v \x01(\x03R\x05limit\x12\x1a\n" +
+	"\bpriority\x18\f \x01(\x05R\bpriority\".\n" +
+	"\x04Kind\x12\a\n" +
+	"\x03GET\x10\x00\x12\a\n" +
+	"\x03PUT\x10\x01\x12\n" +
+	"\n" +
+	"\x06DELETE\x10\x02\x12\b\n" +
+	"\x04SCAN\x10\x03\"\xd7\x01\n" +
+	"\rTxnOpResponse\x12\x19\n" +
+	"\brange_id\x18\x01 \x01(\x04R\arangeId\x12\x12\n" +
+	"\x04term\x18\x02 \x01(\x04R\x04term\x12\x14\n" +
+	"\x05found\x18\x03 \x01(\bR\x05found\x12\x14\n" +
+	"\x05value\x18\x04 \x01(\fR\x05value\x12$\n" +
+	"\x03kvs\x18\x05 \x03(\v2\x12.vowdb.v1.KeyValueR\x03kvs\x12\x1b\n" +
+	"\trange_end\x18\x06 \x01(\fR\brangeEnd\x12(\n" +
+	"\x10lock_wait_micros\x18\a \x01(\x03R\x0elockWaitMicros\"\xc8\x01\n" +
+	"\x10TxnCommitRequest\x12\x15\n" +
+	"\x06txn_id\x18\x01 \x01(\x04R\x05txnId\x12\x18\n" +
+	"\aattempt\x18\x02 \x01(\x04R\aattempt\x12<\n" +
+	"\fparticipants\x18\x03 \x03(\v2\x18.vowdb.v1.TxnParticipantR\fparticipants\x12&\n" +
+	"\x0fanchor_range_id\x18\x04 \x01(\x04R\ranchorRangeId\x12\x1d\n" +
+	"\n" +
+	"anchor_key\x18\x05 \x01(\fR\tanchorKey\"\xc3\x02\n" +
+	"\x11TxnCommitResponse\x12=\n" +
+	"\aoutcome\x18\x01 \x01(\x0e2#.vowdb.v1.TxnCommitResponse.OutcomeR\aoutcome\x12\x12\n" +
+	"\x04path\x18\x02 \x01(\tR\x04path\x12(\n" +
+	"\x05abort\x18\x03 \x01(\v2\x12.vowdb.v1.TxnAbortR\x05abort\x12&\n" +
+	"\x0fgateway_node_id\x18\x04 \x01(\x04R\rgatewayNodeId\x12%\n" +
+	"\x0edurable_writes\x18\x05 \x01(\x03R\rdurableWrites\x12\x1f\n" +
+	"\vround_trips\x18\x06 \x01(\x03R\n" +
+	"roundTrips\"A\n" +
+	"\aOutcome\x12\v\n" +
+	"\aUNKNOWN\x10\x00\x12\r\n" +
+	"\tCOMMITTED\x10\x01\x12\v\n" +
+	"\aABORTED\x10\x02\x12\r\n" +
+	"\tAMBIGUOUS\x10\x03\"\x83\x01\n" +
+	"\x12TxnRollbackRequest\x12\x15\n" +
+	"\x06txn_id\x18\x01 \x01(\x04R\x05txnId\x12\x18\n" +
+	"\aattempt\x18\x02 \x01(\x04R\aattempt\x12<\n" +
+	"\fparticipants\x18\x03 \x03(\v2\x18.vowdb.v1.TxnParticipantR\fparticipants\"\x15\n" +
+	"\x13TxnRollbackResponse\"\xce\x03\n" +
+	"\n" +
+	"TxnMessage\x12\x12\n" +
+	"\x04type\x18\x01 \x01(\rR\x04type\x12\x15\n" +
+	"\x06txn_id\x18\x02 \x01(\x04R\x05txnId\x12\x18\n" +
+	"\aattempt\x18\x03 \x01(\x04R\aattempt\x12\x1b\n" +
+	"\tfrom_node\x18\x04 \x01(\x04R\bfromNode\x12\x1d\n" +
+	"\n" +
+	"from_range\x18\x05 \x01(\x04R\tfromRange\x12\x17\n" +
+	"\ato_node\x18\x06 \x01(\x04R\x06toNode\x12\x19\n" +
+	"\bto_range\x18\a \x01(\x04R\atoRange\x12\x12\n" +
+	"\x04term\x18\b \x01(\x04R\x04term\x12<\n" +
+	"\fparticipants\x18\t \x03(\v2\x18.vowdb.v1.TxnParticipantR\fparticipants\x12&\n" +
+	"\x0fanchor_range_id\x18\n" +
+	" \x01(\x04R\ranchorRangeId\x12\x1d\n" +
+	"\n" +
+	"anchor_key\x18\v \x01(\fR\tanchorKey\x12.\n" +
+	"\x13coordinator_node_id\x18\f \x01(\x04R\x11coordinatorNodeId\x12\x12\n" +
+	"\x04vote\x18\r \x01(\rR\x04vote\x12\x1a\n" +
+	"\bdecision\x18\x0e \x01(\rR\bdecision\x12\x12\n" +
+	"\x04hops\x18\x0f \x01(\rR\x04hops\"=\n" +
+	"\x11TxnDeliverRequest\x12(\n" +
+	"\x04msgs\x18\x01 \x03(\v2\x14.vowdb.v1.TxnMessageR\x04msgs\"\x14\n" +
+	"\x12TxnDeliverResponse\"J\n" +
+	"\x11TxnProposeRequest\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\fR\x03key\x12#\n" +
+	"\x03cmd\x18\x02 \x01(\v2\x11.vowdb.v1.CommandR\x03cmd\"X\n" +
+	"\x12TxnProposeResponse\x12(\n" +
+	"\x05state\x18\x01 \x01(\x0e2\x12.vowdb.v1.TxnStateR\x05state\x12\x18\n" +
+	"\aswapped\x18\x02 \x01(\bR\aswapped\"K\n" +
+	"\x18CoordinatorStatusRequest\x12\x15\n" +
+	"\x06txn_id\x18\x01 \x01(\x04R\x05txnId\x12\x18\n" +
+	"\aattempt\x18\x02 \x01(\x04R\aattempt\"5\n" +
+	"\x19CoordinatorStatusResponse\x12\x18\n" +
+	"\arunning\x18\x01 \x01(\bR\arunning\"?\n" +
+	"\x10TxnStatusRequest\x12\x15\n" +
+	"\x06txn_id\x18\x01 \x01(\x04R\x05txnId\x12\x14\n" +
+	"\x05local\x18\x02 \x01(\bR\x05local\"W\n" +
+	"\x11TxnStatusResponse\x12(\n" +
+	"\x05state\x18\x01 \x01(\x0e2\x12.vowdb.v1.TxnStateR\x05state\x12\x18\n" +
+	"\aattempt\x18\x02 \x01(\x04R\aattempt\"\xec\x01\n" +
+	"\aTxnInfo\x12\x15\n" +
+	"\x06txn_id\x18\x01 \x01(\x04R\x05txnId\x12\x18\n" +
+	"\aattempt\x18\x02 \x01(\x04R\aattempt\x12.\n" +
+	"\x13coordinator_node_id\x18\x03 \x01(\x04R\x11coordinatorNodeId\x12\x14\n" +
+	"\x05state\x18\x04 \x01(\tR\x05state\x122\n" +
+	"\x15participant_range_ids\x18\x05 \x03(\x04R\x13participantRangeIds\x12\x1d\n" +
+	"\n" +
+	"age_micros\x18\x06 \x01(\x03R\tageMicros\x12\x17\n" +
+	"\anode_id\x18\a \x01(\x04R\x06nodeId\"&\n" +
+	"\x0eTxnListRequest\x12\x14\n" +
+	"\x05local\x18\x01 \x01(\bR\x05local\"8\n" +
+	"\x0fTxnListResponse\x12%\n" +
+	"\x04txns\x18\x01 \x03(\v2\x11.vowdb.v1.TxnInfoR\x04txns\"\xb5\x01\n" +
+	"\bLockWait\x12\x16\n" +
+	"\x06waiter\x18\x01 \x01(\x04R\x06waiter\x12\x16\n" +
+	"\x06holder\x18\x02 \x01(\x04R\x06holder\x12\x10\n" +
+	"\x03key\x18\x03 \x01(\fR\x03key\x12\x12\n" +
+	"\x04mode\x18\x04 \x01(\tR\x04mode\x12\x1f\n" +
+	"\vwait_micros\x18\x05 \x01(\x03R\n" +
+	"waitMicros\x12\x19\n" +
+	"\brange_id\x18\x06 \x01(\x04R\arangeId\x12\x17\n" +
+	"\anode_id\x18\a \x01(\x04R\x06nodeId\"Q\n" +
+	"\bDeadlock\x12\x14\n" +
+	"\x05cycle\x18\x01 \x03(\x04R\x05cycle\x12\x16\n" +
+	"\x06victim\x18\x02 \x01(\x04R\x06victim\x12\x17\n" +
+	"\aunix_ms\x18\x03 \x01(\x03R\x06unixMs\"$\n" +
+	"\fLocksRequest\x12\x14\n" +
+	"\x05local\x18\x01 \x01(\bR\x05local\"k\n" +
+	"\rLocksResponse\x12(\n" +
+	"\x05waits\x18\x01 \x03(\v2\x12.vowdb.v1.LockWaitR\x05waits\x120\n" +
+	"\tdeadlocks\x18\x02 \x03(\v2\x12.vowdb.v1.DeadlockR\tdeadlocks\"\xcb\x01\n" +
+	"\tWaitsEdge\x12\x16\n" +
+	"\x06waiter\x18\x01 \x01(\x04R\x06waiter\x12\x16\n" +
+	"\x06holder\x18\x02 \x01(\x04R\x06holder\x12\x1d\n" +
+	"\n" +
+	"waiter_age\x18\x03 \x01(\x04R\twaiterAge\x12\x1d\n" +
+	"\n" +
+	"holder_age\x18\x04 \x01(\x04R\tholderAge\x12'\n" +
+	"\x0fholder_prepared\x18\x05 \x01(\bR\x0eholderPrepared\x12'\n" +
+	"\x0fwaiter_prepared\x18\x06 \x01(\bR\x0ewaiterPrepared\"Q\n" +
+	"\vWaitsReport\x12\x17\n" +
+	"\anode_id\x18\x01 \x01(\x04R\x06nodeId\x12)\n" +
+	"\x05edges\x18\x02 \x03(\v2\x13.vowdb.v1.WaitsEdgeR\x05edges\"C\n" +
+	"\x13WaitsReportResponse\x12,\n" +
+	"\avictims\x18\x01 \x03(\v2\x12.vowdb.v1.DeadlockR\avictims*P\n" +
 	"\bTxnState\x12\x0f\n" +
 	"\vTXN_UNKNOWN\x10\x00\x12\x0f\n" +
 	"\vTXN_PENDING\x10\x01\x12\x11\n" +
@@ -4085,7 +6261,18 @@ const file_api_vowdbpb_vowdb_proto_rawDesc = "" +
 	"\x03Put\x12\x14.vowdb.v1.PutRequest\x1a\x15.vowdb.v1.PutResponse\x12;\n" +
 	"\x06Delete\x12\x17.vowdb.v1.DeleteRequest\x1a\x18.vowdb.v1.DeleteResponse\x125\n" +
 	"\x04Scan\x12\x15.vowdb.v1.ScanRequest\x1a\x16.vowdb.v1.ScanResponse\x12=\n" +
-	"\x0eCompareAndSwap\x12\x14.vowdb.v1.CasRequest\x1a\x15.vowdb.v1.CasResponse2\xc7\x04\n" +
+	"\x0eCompareAndSwap\x12\x14.vowdb.v1.CasRequest\x1a\x15.vowdb.v1.CasResponse2\xb1\x05\n" +
+	"\x03Txn\x125\n" +
+	"\x02Op\x12\x16.vowdb.v1.TxnOpRequest\x1a\x17.vowdb.v1.TxnOpResponse\x12A\n" +
+	"\x06Commit\x12\x1a.vowdb.v1.TxnCommitRequest\x1a\x1b.vowdb.v1.TxnCommitResponse\x12G\n" +
+	"\bRollback\x12\x1c.vowdb.v1.TxnRollbackRequest\x1a\x1d.vowdb.v1.TxnRollbackResponse\x12A\n" +
+	"\x06Status\x12\x1a.vowdb.v1.TxnStatusRequest\x1a\x1b.vowdb.v1.TxnStatusResponse\x12;\n" +
+	"\x04List\x12\x18.vowdb.v1.TxnListRequest\x1a\x19.vowdb.v1.TxnListResponse\x128\n" +
+	"\x05Locks\x12\x16.vowdb.v1.LocksRequest\x1a\x17.vowdb.v1.LocksResponse\x12D\n" +
+	"\aDeliver\x12\x1b.vowdb.v1.TxnDeliverRequest\x1a\x1c.vowdb.v1.TxnDeliverResponse\x12D\n" +
+	"\aPropose\x12\x1b.vowdb.v1.TxnProposeRequest\x1a\x1c.vowdb.v1.TxnProposeResponse\x12\\\n" +
+	"\x11CoordinatorStatus\x12\".vowdb.v1.CoordinatorStatusRequest\x1a#.vowdb.v1.CoordinatorStatusResponse\x12C\n" +
+	"\vReportWaits\x12\x15.vowdb.v1.WaitsReport\x1a\x1d.vowdb.v1.WaitsReportResponse2\xc7\x04\n" +
 	"\x05Admin\x12;\n" +
 	"\x06Lookup\x12\x17.vowdb.v1.LookupRequest\x1a\x18.vowdb.v1.LookupResponse\x12G\n" +
 	"\n" +
@@ -4110,162 +6297,231 @@ func file_api_vowdbpb_vowdb_proto_rawDescGZIP() []byte {
 	return file_api_vowdbpb_vowdb_proto_rawDescData
 }
 
-var file_api_vowdbpb_vowdb_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_api_vowdbpb_vowdb_proto_msgTypes = make([]protoimpl.MessageInfo, 61)
+var file_api_vowdbpb_vowdb_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
+var file_api_vowdbpb_vowdb_proto_msgTypes = make([]protoimpl.MessageInfo, 88)
 var file_api_vowdbpb_vowdb_proto_goTypes = []any{
-	(TxnState)(0),               // 0: vowdb.v1.TxnState
-	(ErrorDetail_Code)(0),       // 1: vowdb.v1.ErrorDetail.Code
-	(*ReplicaDescriptor)(nil),   // 2: vowdb.v1.ReplicaDescriptor
-	(*RangeDescriptor)(nil),     // 3: vowdb.v1.RangeDescriptor
-	(*NodeDescriptor)(nil),      // 4: vowdb.v1.NodeDescriptor
-	(*StoreIdent)(nil),          // 5: vowdb.v1.StoreIdent
-	(*Command)(nil),             // 6: vowdb.v1.Command
-	(*TxnWrite)(nil),            // 7: vowdb.v1.TxnWrite
-	(*PrepareTxnOp)(nil),        // 8: vowdb.v1.PrepareTxnOp
-	(*ResolveTxnOp)(nil),        // 9: vowdb.v1.ResolveTxnOp
-	(*OnePhaseTxnOp)(nil),       // 10: vowdb.v1.OnePhaseTxnOp
-	(*TxnRecordCasOp)(nil),      // 11: vowdb.v1.TxnRecordCasOp
-	(*TxnRecord)(nil),           // 12: vowdb.v1.TxnRecord
-	(*PutOp)(nil),               // 13: vowdb.v1.PutOp
-	(*DeleteOp)(nil),            // 14: vowdb.v1.DeleteOp
-	(*CasOp)(nil),               // 15: vowdb.v1.CasOp
-	(*SplitOp)(nil),             // 16: vowdb.v1.SplitOp
-	(*AllocNodeOp)(nil),         // 17: vowdb.v1.AllocNodeOp
-	(*PutDescriptorOp)(nil),     // 18: vowdb.v1.PutDescriptorOp
-	(*AllocRangeIDOp)(nil),      // 19: vowdb.v1.AllocRangeIDOp
-	(*RaftTruncatedState)(nil),  // 20: vowdb.v1.RaftTruncatedState
-	(*SnapshotData)(nil),        // 21: vowdb.v1.SnapshotData
-	(*RaftMessage)(nil),         // 22: vowdb.v1.RaftMessage
-	(*RaftBatch)(nil),           // 23: vowdb.v1.RaftBatch
-	(*RaftBatchAck)(nil),        // 24: vowdb.v1.RaftBatchAck
-	(*KeyValue)(nil),            // 25: vowdb.v1.KeyValue
-	(*RequestHeader)(nil),       // 26: vowdb.v1.RequestHeader
-	(*GetRequest)(nil),          // 27: vowdb.v1.GetRequest
-	(*GetResponse)(nil),         // 28: vowdb.v1.GetResponse
-	(*PutRequest)(nil),          // 29: vowdb.v1.PutRequest
-	(*PutResponse)(nil),         // 30: vowdb.v1.PutResponse
-	(*DeleteRequest)(nil),       // 31: vowdb.v1.DeleteRequest
-	(*DeleteResponse)(nil),      // 32: vowdb.v1.DeleteResponse
-	(*ScanRequest)(nil),         // 33: vowdb.v1.ScanRequest
-	(*ScanResponse)(nil),        // 34: vowdb.v1.ScanResponse
-	(*CasRequest)(nil),          // 35: vowdb.v1.CasRequest
-	(*CasResponse)(nil),         // 36: vowdb.v1.CasResponse
-	(*LookupRequest)(nil),       // 37: vowdb.v1.LookupRequest
-	(*RangeRoute)(nil),          // 38: vowdb.v1.RangeRoute
-	(*LookupResponse)(nil),      // 39: vowdb.v1.LookupResponse
-	(*ListRangesRequest)(nil),   // 40: vowdb.v1.ListRangesRequest
-	(*RangeStatus)(nil),         // 41: vowdb.v1.RangeStatus
-	(*ListRangesResponse)(nil),  // 42: vowdb.v1.ListRangesResponse
-	(*ListNodesRequest)(nil),    // 43: vowdb.v1.ListNodesRequest
-	(*NodeStatus)(nil),          // 44: vowdb.v1.NodeStatus
-	(*ListNodesResponse)(nil),   // 45: vowdb.v1.ListNodesResponse
-	(*SplitRequest)(nil),        // 46: vowdb.v1.SplitRequest
-	(*SplitResponse)(nil),       // 47: vowdb.v1.SplitResponse
-	(*InitRequest)(nil),         // 48: vowdb.v1.InitRequest
-	(*InitResponse)(nil),        // 49: vowdb.v1.InitResponse
-	(*JoinRequest)(nil),         // 50: vowdb.v1.JoinRequest
-	(*JoinResponse)(nil),        // 51: vowdb.v1.JoinResponse
-	(*HeartbeatRequest)(nil),    // 52: vowdb.v1.HeartbeatRequest
-	(*HeartbeatResponse)(nil),   // 53: vowdb.v1.HeartbeatResponse
-	(*MetaCommandRequest)(nil),  // 54: vowdb.v1.MetaCommandRequest
-	(*MetaCommandResponse)(nil), // 55: vowdb.v1.MetaCommandResponse
-	(*IdentRequest)(nil),        // 56: vowdb.v1.IdentRequest
-	(*IdentResponse)(nil),       // 57: vowdb.v1.IdentResponse
-	(*ErrorDetail)(nil),         // 58: vowdb.v1.ErrorDetail
-	(*BatchOp)(nil),             // 59: vowdb.v1.BatchOp
-	(*BatchRequest)(nil),        // 60: vowdb.v1.BatchRequest
-	(*BatchResult)(nil),         // 61: vowdb.v1.BatchResult
-	(*BatchResponse)(nil),       // 62: vowdb.v1.BatchResponse
+	(TxnState)(0),                     // 0: vowdb.v1.TxnState
+	(ErrorDetail_Code)(0),             // 1: vowdb.v1.ErrorDetail.Code
+	(TxnAbort_Reason)(0),              // 2: vowdb.v1.TxnAbort.Reason
+	(TxnOpRequest_Kind)(0),            // 3: vowdb.v1.TxnOpRequest.Kind
+	(TxnCommitResponse_Outcome)(0),    // 4: vowdb.v1.TxnCommitResponse.Outcome
+	(*ReplicaDescriptor)(nil),         // 5: vowdb.v1.ReplicaDescriptor
+	(*RangeDescriptor)(nil),           // 6: vowdb.v1.RangeDescriptor
+	(*NodeDescriptor)(nil),            // 7: vowdb.v1.NodeDescriptor
+	(*StoreIdent)(nil),                // 8: vowdb.v1.StoreIdent
+	(*Command)(nil),                   // 9: vowdb.v1.Command
+	(*TxnWrite)(nil),                  // 10: vowdb.v1.TxnWrite
+	(*PrepareTxnOp)(nil),              // 11: vowdb.v1.PrepareTxnOp
+	(*TxnParticipant)(nil),            // 12: vowdb.v1.TxnParticipant
+	(*ResolveTxnOp)(nil),              // 13: vowdb.v1.ResolveTxnOp
+	(*OnePhaseTxnOp)(nil),             // 14: vowdb.v1.OnePhaseTxnOp
+	(*TxnRecordCasOp)(nil),            // 15: vowdb.v1.TxnRecordCasOp
+	(*TxnRecord)(nil),                 // 16: vowdb.v1.TxnRecord
+	(*PutOp)(nil),                     // 17: vowdb.v1.PutOp
+	(*DeleteOp)(nil),                  // 18: vowdb.v1.DeleteOp
+	(*CasOp)(nil),                     // 19: vowdb.v1.CasOp
+	(*SplitOp)(nil),                   // 20: vowdb.v1.SplitOp
+	(*AllocNodeOp)(nil),               // 21: vowdb.v1.AllocNodeOp
+	(*PutDescriptorOp)(nil),           // 22: vowdb.v1.PutDescriptorOp
+	(*AllocRangeIDOp)(nil),            // 23: vowdb.v1.AllocRangeIDOp
+	(*RaftTruncatedState)(nil),        // 24: vowdb.v1.RaftTruncatedState
+	(*SnapshotData)(nil),              // 25: vowdb.v1.SnapshotData
+	(*RaftMessage)(nil),               // 26: vowdb.v1.RaftMessage
+	(*RaftBatch)(nil),                 // 27: vowdb.v1.RaftBatch
+	(*RaftBatchAck)(nil),              // 28: vowdb.v1.RaftBatchAck
+	(*KeyValue)(nil),                  // 29: vowdb.v1.KeyValue
+	(*RequestHeader)(nil),             // 30: vowdb.v1.RequestHeader
+	(*GetRequest)(nil),                // 31: vowdb.v1.GetRequest
+	(*GetResponse)(nil),               // 32: vowdb.v1.GetResponse
+	(*PutRequest)(nil),                // 33: vowdb.v1.PutRequest
+	(*PutResponse)(nil),               // 34: vowdb.v1.PutResponse
+	(*DeleteRequest)(nil),             // 35: vowdb.v1.DeleteRequest
+	(*DeleteResponse)(nil),            // 36: vowdb.v1.DeleteResponse
+	(*ScanRequest)(nil),               // 37: vowdb.v1.ScanRequest
+	(*ScanResponse)(nil),              // 38: vowdb.v1.ScanResponse
+	(*CasRequest)(nil),                // 39: vowdb.v1.CasRequest
+	(*CasResponse)(nil),               // 40: vowdb.v1.CasResponse
+	(*LookupRequest)(nil),             // 41: vowdb.v1.LookupRequest
+	(*RangeRoute)(nil),                // 42: vowdb.v1.RangeRoute
+	(*LookupResponse)(nil),            // 43: vowdb.v1.LookupResponse
+	(*ListRangesRequest)(nil),         // 44: vowdb.v1.ListRangesRequest
+	(*RangeStatus)(nil),               // 45: vowdb.v1.RangeStatus
+	(*ListRangesResponse)(nil),        // 46: vowdb.v1.ListRangesResponse
+	(*ListNodesRequest)(nil),          // 47: vowdb.v1.ListNodesRequest
+	(*NodeStatus)(nil),                // 48: vowdb.v1.NodeStatus
+	(*ListNodesResponse)(nil),         // 49: vowdb.v1.ListNodesResponse
+	(*SplitRequest)(nil),              // 50: vowdb.v1.SplitRequest
+	(*SplitResponse)(nil),             // 51: vowdb.v1.SplitResponse
+	(*InitRequest)(nil),               // 52: vowdb.v1.InitRequest
+	(*InitResponse)(nil),              // 53: vowdb.v1.InitResponse
+	(*JoinRequest)(nil),               // 54: vowdb.v1.JoinRequest
+	(*JoinResponse)(nil),              // 55: vowdb.v1.JoinResponse
+	(*HeartbeatRequest)(nil),          // 56: vowdb.v1.HeartbeatRequest
+	(*HeartbeatResponse)(nil),         // 57: vowdb.v1.HeartbeatResponse
+	(*MetaCommandRequest)(nil),        // 58: vowdb.v1.MetaCommandRequest
+	(*MetaCommandResponse)(nil),       // 59: vowdb.v1.MetaCommandResponse
+	(*IdentRequest)(nil),              // 60: vowdb.v1.IdentRequest
+	(*IdentResponse)(nil),             // 61: vowdb.v1.IdentResponse
+	(*ErrorDetail)(nil),               // 62: vowdb.v1.ErrorDetail
+	(*TxnAbort)(nil),                  // 63: vowdb.v1.TxnAbort
+	(*BatchOp)(nil),                   // 64: vowdb.v1.BatchOp
+	(*BatchRequest)(nil),              // 65: vowdb.v1.BatchRequest
+	(*BatchResult)(nil),               // 66: vowdb.v1.BatchResult
+	(*BatchResponse)(nil),             // 67: vowdb.v1.BatchResponse
+	(*TxnOpRequest)(nil),              // 68: vowdb.v1.TxnOpRequest
+	(*TxnOpResponse)(nil),             // 69: vowdb.v1.TxnOpResponse
+	(*TxnCommitRequest)(nil),          // 70: vowdb.v1.TxnCommitRequest
+	(*TxnCommitResponse)(nil),         // 71: vowdb.v1.TxnCommitResponse
+	(*TxnRollbackRequest)(nil),        // 72: vowdb.v1.TxnRollbackRequest
+	(*TxnRollbackResponse)(nil),       // 73: vowdb.v1.TxnRollbackResponse
+	(*TxnMessage)(nil),                // 74: vowdb.v1.TxnMessage
+	(*TxnDeliverRequest)(nil),         // 75: vowdb.v1.TxnDeliverRequest
+	(*TxnDeliverResponse)(nil),        // 76: vowdb.v1.TxnDeliverResponse
+	(*TxnProposeRequest)(nil),         // 77: vowdb.v1.TxnProposeRequest
+	(*TxnProposeResponse)(nil),        // 78: vowdb.v1.TxnProposeResponse
+	(*CoordinatorStatusRequest)(nil),  // 79: vowdb.v1.CoordinatorStatusRequest
+	(*CoordinatorStatusResponse)(nil), // 80: vowdb.v1.CoordinatorStatusResponse
+	(*TxnStatusRequest)(nil),          // 81: vowdb.v1.TxnStatusRequest
+	(*TxnStatusResponse)(nil),         // 82: vowdb.v1.TxnStatusResponse
+	(*TxnInfo)(nil),                   // 83: vowdb.v1.TxnInfo
+	(*TxnListRequest)(nil),            // 84: vowdb.v1.TxnListRequest
+	(*TxnListResponse)(nil),           // 85: vowdb.v1.TxnListResponse
+	(*LockWait)(nil),                  // 86: vowdb.v1.LockWait
+	(*Deadlock)(nil),                  // 87: vowdb.v1.Deadlock
+	(*LocksRequest)(nil),              // 88: vowdb.v1.LocksRequest
+	(*LocksResponse)(nil),             // 89: vowdb.v1.LocksResponse
+	(*WaitsEdge)(nil),                 // 90: vowdb.v1.WaitsEdge
+	(*WaitsReport)(nil),               // 91: vowdb.v1.WaitsReport
+	(*WaitsReportResponse)(nil),       // 92: vowdb.v1.WaitsReportResponse
 }
 var file_api_vowdbpb_vowdb_proto_depIdxs = []int32{
-	2,  // 0: vowdb.v1.RangeDescriptor.replicas:type_name -> vowdb.v1.ReplicaDescriptor
-	13, // 1: vowdb.v1.Command.put:type_name -> vowdb.v1.PutOp
-	14, // 2: vowdb.v1.Command.delete:type_name -> vowdb.v1.DeleteOp
-	15, // 3: vowdb.v1.Command.cas:type_name -> vowdb.v1.CasOp
-	16, // 4: vowdb.v1.Command.split:type_name -> vowdb.v1.SplitOp
-	17, // 5: vowdb.v1.Command.alloc_node:type_name -> vowdb.v1.AllocNodeOp
-	18, // 6: vowdb.v1.Command.put_descriptor:type_name -> vowdb.v1.PutDescriptorOp
-	19, // 7: vowdb.v1.Command.alloc_range_id:type_name -> vowdb.v1.AllocRangeIDOp
-	8,  // 8: vowdb.v1.Command.prepare_txn:type_name -> vowdb.v1.PrepareTxnOp
-	9,  // 9: vowdb.v1.Command.resolve_txn:type_name -> vowdb.v1.ResolveTxnOp
-	10, // 10: vowdb.v1.Command.one_phase_txn:type_name -> vowdb.v1.OnePhaseTxnOp
-	11, // 11: vowdb.v1.Command.txn_record_cas:type_name -> vowdb.v1.TxnRecordCasOp
-	7,  // 12: vowdb.v1.PrepareTxnOp.writes:type_name -> vowdb.v1.TxnWrite
-	7,  // 13: vowdb.v1.OnePhaseTxnOp.writes:type_name -> vowdb.v1.TxnWrite
-	0,  // 14: vowdb.v1.TxnRecordCasOp.expect:type_name -> vowdb.v1.TxnState
-	0,  // 15: vowdb.v1.TxnRecordCasOp.new_state:type_name -> vowdb.v1.TxnState
-	0,  // 16: vowdb.v1.TxnRecord.state:type_name -> vowdb.v1.TxnState
-	3,  // 17: vowdb.v1.PutDescriptorOp.desc:type_name -> vowdb.v1.RangeDescriptor
-	3,  // 18: vowdb.v1.SnapshotData.desc:type_name -> vowdb.v1.RangeDescriptor
-	25, // 19: vowdb.v1.SnapshotData.kvs:type_name -> vowdb.v1.KeyValue
-	22, // 20: vowdb.v1.RaftBatch.msgs:type_name -> vowdb.v1.RaftMessage
-	26, // 21: vowdb.v1.GetRequest.header:type_name -> vowdb.v1.RequestHeader
-	26, // 22: vowdb.v1.PutRequest.header:type_name -> vowdb.v1.RequestHeader
-	26, // 23: vowdb.v1.DeleteRequest.header:type_name -> vowdb.v1.RequestHeader
-	26, // 24: vowdb.v1.ScanRequest.header:type_name -> vowdb.v1.RequestHeader
-	25, // 25: vowdb.v1.ScanResponse.kvs:type_name -> vowdb.v1.KeyValue
-	26, // 26: vowdb.v1.CasRequest.header:type_name -> vowdb.v1.RequestHeader
-	3,  // 27: vowdb.v1.RangeRoute.desc:type_name -> vowdb.v1.RangeDescriptor
-	38, // 28: vowdb.v1.LookupResponse.routes:type_name -> vowdb.v1.RangeRoute
-	4,  // 29: vowdb.v1.LookupResponse.nodes:type_name -> vowdb.v1.NodeDescriptor
-	3,  // 30: vowdb.v1.RangeStatus.desc:type_name -> vowdb.v1.RangeDescriptor
-	41, // 31: vowdb.v1.ListRangesResponse.ranges:type_name -> vowdb.v1.RangeStatus
-	4,  // 32: vowdb.v1.NodeStatus.node:type_name -> vowdb.v1.NodeDescriptor
-	44, // 33: vowdb.v1.ListNodesResponse.nodes:type_name -> vowdb.v1.NodeStatus
-	3,  // 34: vowdb.v1.SplitResponse.left:type_name -> vowdb.v1.RangeDescriptor
-	3,  // 35: vowdb.v1.SplitResponse.right:type_name -> vowdb.v1.RangeDescriptor
-	4,  // 36: vowdb.v1.JoinResponse.nodes:type_name -> vowdb.v1.NodeDescriptor
-	4,  // 37: vowdb.v1.HeartbeatRequest.node:type_name -> vowdb.v1.NodeDescriptor
-	44, // 38: vowdb.v1.HeartbeatResponse.nodes:type_name -> vowdb.v1.NodeStatus
-	6,  // 39: vowdb.v1.MetaCommandRequest.cmd:type_name -> vowdb.v1.Command
-	1,  // 40: vowdb.v1.ErrorDetail.code:type_name -> vowdb.v1.ErrorDetail.Code
-	3,  // 41: vowdb.v1.ErrorDetail.desc:type_name -> vowdb.v1.RangeDescriptor
-	27, // 42: vowdb.v1.BatchOp.get:type_name -> vowdb.v1.GetRequest
-	29, // 43: vowdb.v1.BatchOp.put:type_name -> vowdb.v1.PutRequest
-	31, // 44: vowdb.v1.BatchOp.delete:type_name -> vowdb.v1.DeleteRequest
-	35, // 45: vowdb.v1.BatchOp.cas:type_name -> vowdb.v1.CasRequest
-	59, // 46: vowdb.v1.BatchRequest.ops:type_name -> vowdb.v1.BatchOp
-	58, // 47: vowdb.v1.BatchResult.error:type_name -> vowdb.v1.ErrorDetail
-	28, // 48: vowdb.v1.BatchResult.get:type_name -> vowdb.v1.GetResponse
-	36, // 49: vowdb.v1.BatchResult.cas:type_name -> vowdb.v1.CasResponse
-	61, // 50: vowdb.v1.BatchResponse.results:type_name -> vowdb.v1.BatchResult
-	23, // 51: vowdb.v1.Raft.Stream:input_type -> vowdb.v1.RaftBatch
-	60, // 52: vowdb.v1.KV.Batch:input_type -> vowdb.v1.BatchRequest
-	27, // 53: vowdb.v1.KV.Get:input_type -> vowdb.v1.GetRequest
-	29, // 54: vowdb.v1.KV.Put:input_type -> vowdb.v1.PutRequest
-	31, // 55: vowdb.v1.KV.Delete:input_type -> vowdb.v1.DeleteRequest
-	33, // 56: vowdb.v1.KV.Scan:input_type -> vowdb.v1.ScanRequest
-	35, // 57: vowdb.v1.KV.CompareAndSwap:input_type -> vowdb.v1.CasRequest
-	37, // 58: vowdb.v1.Admin.Lookup:input_type -> vowdb.v1.LookupRequest
-	40, // 59: vowdb.v1.Admin.ListRanges:input_type -> vowdb.v1.ListRangesRequest
-	43, // 60: vowdb.v1.Admin.ListNodes:input_type -> vowdb.v1.ListNodesRequest
-	46, // 61: vowdb.v1.Admin.Split:input_type -> vowdb.v1.SplitRequest
-	48, // 62: vowdb.v1.Admin.Init:input_type -> vowdb.v1.InitRequest
-	50, // 63: vowdb.v1.Admin.Join:input_type -> vowdb.v1.JoinRequest
-	52, // 64: vowdb.v1.Admin.Heartbeat:input_type -> vowdb.v1.HeartbeatRequest
-	54, // 65: vowdb.v1.Admin.MetaCommand:input_type -> vowdb.v1.MetaCommandRequest
-	56, // 66: vowdb.v1.Admin.Ident:input_type -> vowdb.v1.IdentRequest
-	24, // 67: vowdb.v1.Raft.Stream:output_type -> vowdb.v1.RaftBatchAck
-	62, // 68: vowdb.v1.KV.Batch:output_type -> vowdb.v1.BatchResponse
-	28, // 69: vowdb.v1.KV.Get:output_type -> vowdb.v1.GetResponse
-	30, // 70: vowdb.v1.KV.Put:output_type -> vowdb.v1.PutResponse
-	32, // 71: vowdb.v1.KV.Delete:output_type -> vowdb.v1.DeleteResponse
-	34, // 72: vowdb.v1.KV.Scan:output_type -> vowdb.v1.ScanResponse
-	36, // 73: vowdb.v1.KV.CompareAndSwap:output_type -> vowdb.v1.CasResponse
-	39, // 74: vowdb.v1.Admin.Lookup:output_type -> vowdb.v1.LookupResponse
-	42, // 75: vowdb.v1.Admin.ListRanges:output_type -> vowdb.v1.ListRangesResponse
-	45, // 76: vowdb.v1.Admin.ListNodes:output_type -> vowdb.v1.ListNodesResponse
-	47, // 77: vowdb.v1.Admin.Split:output_type -> vowdb.v1.SplitResponse
-	49, // 78: vowdb.v1.Admin.Init:output_type -> vowdb.v1.InitResponse
-	51, // 79: vowdb.v1.Admin.Join:output_type -> vowdb.v1.JoinResponse
-	53, // 80: vowdb.v1.Admin.Heartbeat:output_type -> vowdb.v1.HeartbeatResponse
-	55, // 81: vowdb.v1.Admin.MetaCommand:output_type -> vowdb.v1.MetaCommandResponse
-	57, // 82: vowdb.v1.Admin.Ident:output_type -> vowdb.v1.IdentResponse
-	67, // [67:83] is the sub-list for method output_type
-	51, // [51:67] is the sub-list for method input_type
-	51, // [51:51] is the sub-list for extension type_name
-	51, // [51:51] is the sub-list for extension extendee
-	0,  // [0:51] is the sub-list for field type_name
+	5,  // 0: vowdb.v1.RangeDescriptor.replicas:type_name -> vowdb.v1.ReplicaDescriptor
+	17, // 1: vowdb.v1.Command.put:type_name -> vowdb.v1.PutOp
+	18, // 2: vowdb.v1.Command.delete:type_name -> vowdb.v1.DeleteOp
+	19, // 3: vowdb.v1.Command.cas:type_name -> vowdb.v1.CasOp
+	20, // 4: vowdb.v1.Command.split:type_name -> vowdb.v1.SplitOp
+	21, // 5: vowdb.v1.Command.alloc_node:type_name -> vowdb.v1.AllocNodeOp
+	22, // 6: vowdb.v1.Command.put_descriptor:type_name -> vowdb.v1.PutDescriptorOp
+	23, // 7: vowdb.v1.Command.alloc_range_id:type_name -> vowdb.v1.AllocRangeIDOp
+	11, // 8: vowdb.v1.Command.prepare_txn:type_name -> vowdb.v1.PrepareTxnOp
+	13, // 9: vowdb.v1.Command.resolve_txn:type_name -> vowdb.v1.ResolveTxnOp
+	14, // 10: vowdb.v1.Command.one_phase_txn:type_name -> vowdb.v1.OnePhaseTxnOp
+	15, // 11: vowdb.v1.Command.txn_record_cas:type_name -> vowdb.v1.TxnRecordCasOp
+	10, // 12: vowdb.v1.PrepareTxnOp.writes:type_name -> vowdb.v1.TxnWrite
+	12, // 13: vowdb.v1.PrepareTxnOp.participants:type_name -> vowdb.v1.TxnParticipant
+	10, // 14: vowdb.v1.OnePhaseTxnOp.writes:type_name -> vowdb.v1.TxnWrite
+	0,  // 15: vowdb.v1.TxnRecordCasOp.expect:type_name -> vowdb.v1.TxnState
+	0,  // 16: vowdb.v1.TxnRecordCasOp.new_state:type_name -> vowdb.v1.TxnState
+	0,  // 17: vowdb.v1.TxnRecord.state:type_name -> vowdb.v1.TxnState
+	6,  // 18: vowdb.v1.PutDescriptorOp.desc:type_name -> vowdb.v1.RangeDescriptor
+	6,  // 19: vowdb.v1.SnapshotData.desc:type_name -> vowdb.v1.RangeDescriptor
+	29, // 20: vowdb.v1.SnapshotData.kvs:type_name -> vowdb.v1.KeyValue
+	26, // 21: vowdb.v1.RaftBatch.msgs:type_name -> vowdb.v1.RaftMessage
+	30, // 22: vowdb.v1.GetRequest.header:type_name -> vowdb.v1.RequestHeader
+	30, // 23: vowdb.v1.PutRequest.header:type_name -> vowdb.v1.RequestHeader
+	30, // 24: vowdb.v1.DeleteRequest.header:type_name -> vowdb.v1.RequestHeader
+	30, // 25: vowdb.v1.ScanRequest.header:type_name -> vowdb.v1.RequestHeader
+	29, // 26: vowdb.v1.ScanResponse.kvs:type_name -> vowdb.v1.KeyValue
+	30, // 27: vowdb.v1.CasRequest.header:type_name -> vowdb.v1.RequestHeader
+	6,  // 28: vowdb.v1.RangeRoute.desc:type_name -> vowdb.v1.RangeDescriptor
+	42, // 29: vowdb.v1.LookupResponse.routes:type_name -> vowdb.v1.RangeRoute
+	7,  // 30: vowdb.v1.LookupResponse.nodes:type_name -> vowdb.v1.NodeDescriptor
+	6,  // 31: vowdb.v1.RangeStatus.desc:type_name -> vowdb.v1.RangeDescriptor
+	45, // 32: vowdb.v1.ListRangesResponse.ranges:type_name -> vowdb.v1.RangeStatus
+	7,  // 33: vowdb.v1.NodeStatus.node:type_name -> vowdb.v1.NodeDescriptor
+	48, // 34: vowdb.v1.ListNodesResponse.nodes:type_name -> vowdb.v1.NodeStatus
+	6,  // 35: vowdb.v1.SplitResponse.left:type_name -> vowdb.v1.RangeDescriptor
+	6,  // 36: vowdb.v1.SplitResponse.right:type_name -> vowdb.v1.RangeDescriptor
+	7,  // 37: vowdb.v1.JoinResponse.nodes:type_name -> vowdb.v1.NodeDescriptor
+	7,  // 38: vowdb.v1.HeartbeatRequest.node:type_name -> vowdb.v1.NodeDescriptor
+	48, // 39: vowdb.v1.HeartbeatResponse.nodes:type_name -> vowdb.v1.NodeStatus
+	9,  // 40: vowdb.v1.MetaCommandRequest.cmd:type_name -> vowdb.v1.Command
+	1,  // 41: vowdb.v1.ErrorDetail.code:type_name -> vowdb.v1.ErrorDetail.Code
+	6,  // 42: vowdb.v1.ErrorDetail.desc:type_name -> vowdb.v1.RangeDescriptor
+	63, // 43: vowdb.v1.ErrorDetail.abort:type_name -> vowdb.v1.TxnAbort
+	2,  // 44: vowdb.v1.TxnAbort.reason:type_name -> vowdb.v1.TxnAbort.Reason
+	31, // 45: vowdb.v1.BatchOp.get:type_name -> vowdb.v1.GetRequest
+	33, // 46: vowdb.v1.BatchOp.put:type_name -> vowdb.v1.PutRequest
+	35, // 47: vowdb.v1.BatchOp.delete:type_name -> vowdb.v1.DeleteRequest
+	39, // 48: vowdb.v1.BatchOp.cas:type_name -> vowdb.v1.CasRequest
+	64, // 49: vowdb.v1.BatchRequest.ops:type_name -> vowdb.v1.BatchOp
+	62, // 50: vowdb.v1.BatchResult.error:type_name -> vowdb.v1.ErrorDetail
+	32, // 51: vowdb.v1.BatchResult.get:type_name -> vowdb.v1.GetResponse
+	40, // 52: vowdb.v1.BatchResult.cas:type_name -> vowdb.v1.CasResponse
+	66, // 53: vowdb.v1.BatchResponse.results:type_name -> vowdb.v1.BatchResult
+	3,  // 54: vowdb.v1.TxnOpRequest.kind:type_name -> vowdb.v1.TxnOpRequest.Kind
+	29, // 55: vowdb.v1.TxnOpResponse.kvs:type_name -> vowdb.v1.KeyValue
+	12, // 56: vowdb.v1.TxnCommitRequest.participants:type_name -> vowdb.v1.TxnParticipant
+	4,  // 57: vowdb.v1.TxnCommitResponse.outcome:type_name -> vowdb.v1.TxnCommitResponse.Outcome
+	63, // 58: vowdb.v1.TxnCommitResponse.abort:type_name -> vowdb.v1.TxnAbort
+	12, // 59: vowdb.v1.TxnRollbackRequest.participants:type_name -> vowdb.v1.TxnParticipant
+	12, // 60: vowdb.v1.TxnMessage.participants:type_name -> vowdb.v1.TxnParticipant
+	74, // 61: vowdb.v1.TxnDeliverRequest.msgs:type_name -> vowdb.v1.TxnMessage
+	9,  // 62: vowdb.v1.TxnProposeRequest.cmd:type_name -> vowdb.v1.Command
+	0,  // 63: vowdb.v1.TxnProposeResponse.state:type_name -> vowdb.v1.TxnState
+	0,  // 64: vowdb.v1.TxnStatusResponse.state:type_name -> vowdb.v1.TxnState
+	83, // 65: vowdb.v1.TxnListResponse.txns:type_name -> vowdb.v1.TxnInfo
+	86, // 66: vowdb.v1.LocksResponse.waits:type_name -> vowdb.v1.LockWait
+	87, // 67: vowdb.v1.LocksResponse.deadlocks:type_name -> vowdb.v1.Deadlock
+	90, // 68: vowdb.v1.WaitsReport.edges:type_name -> vowdb.v1.WaitsEdge
+	87, // 69: vowdb.v1.WaitsReportResponse.victims:type_name -> vowdb.v1.Deadlock
+	27, // 70: vowdb.v1.Raft.Stream:input_type -> vowdb.v1.RaftBatch
+	65, // 71: vowdb.v1.KV.Batch:input_type -> vowdb.v1.BatchRequest
+	31, // 72: vowdb.v1.KV.Get:input_type -> vowdb.v1.GetRequest
+	33, // 73: vowdb.v1.KV.Put:input_type -> vowdb.v1.PutRequest
+	35, // 74: vowdb.v1.KV.Delete:input_type -> vowdb.v1.DeleteRequest
+	37, // 75: vowdb.v1.KV.Scan:input_type -> vowdb.v1.ScanRequest
+	39, // 76: vowdb.v1.KV.CompareAndSwap:input_type -> vowdb.v1.CasRequest
+	68, // 77: vowdb.v1.Txn.Op:input_type -> vowdb.v1.TxnOpRequest
+	70, // 78: vowdb.v1.Txn.Commit:input_type -> vowdb.v1.TxnCommitRequest
+	72, // 79: vowdb.v1.Txn.Rollback:input_type -> vowdb.v1.TxnRollbackRequest
+	81, // 80: vowdb.v1.Txn.Status:input_type -> vowdb.v1.TxnStatusRequest
+	84, // 81: vowdb.v1.Txn.List:input_type -> vowdb.v1.TxnListRequest
+	88, // 82: vowdb.v1.Txn.Locks:input_type -> vowdb.v1.LocksRequest
+	75, // 83: vowdb.v1.Txn.Deliver:input_type -> vowdb.v1.TxnDeliverRequest
+	77, // 84: vowdb.v1.Txn.Propose:input_type -> vowdb.v1.TxnProposeRequest
+	79, // 85: vowdb.v1.Txn.CoordinatorStatus:input_type -> vowdb.v1.CoordinatorStatusRequest
+	91, // 86: vowdb.v1.Txn.ReportWaits:input_type -> vowdb.v1.WaitsReport
+	41, // 87: vowdb.v1.Admin.Lookup:input_type -> vowdb.v1.LookupRequest
+	44, // 88: vowdb.v1.Admin.ListRanges:input_type -> vowdb.v1.ListRangesRequest
+	47, // 89: vowdb.v1.Admin.ListNodes:input_type -> vowdb.v1.ListNodesRequest
+	50, // 90: vowdb.v1.Admin.Split:input_type -> vowdb.v1.SplitRequest
+	52, // 91: vowdb.v1.Admin.Init:input_type -> vowdb.v1.InitRequest
+	54, // 92: vowdb.v1.Admin.Join:input_type -> vowdb.v1.JoinRequest
+	56, // 93: vowdb.v1.Admin.Heartbeat:input_type -> vowdb.v1.HeartbeatRequest
+	58, // 94: vowdb.v1.Admin.MetaCommand:input_type -> vowdb.v1.MetaCommandRequest
+	60, // 95: vowdb.v1.Admin.Ident:input_type -> vowdb.v1.IdentRequest
+	28, // 96: vowdb.v1.Raft.Stream:output_type -> vowdb.v1.RaftBatchAck
+	67, // 97: vowdb.v1.KV.Batch:output_type -> vowdb.v1.BatchResponse
+	32, // 98: vowdb.v1.KV.Get:output_type -> vowdb.v1.GetResponse
+	34, // 99: vowdb.v1.KV.Put:output_type -> vowdb.v1.PutResponse
+	36, // 100: vowdb.v1.KV.Delete:output_type -> vowdb.v1.DeleteResponse
+	38, // 101: vowdb.v1.KV.Scan:output_type -> vowdb.v1.ScanResponse
+	40, // 102: vowdb.v1.KV.CompareAndSwap:output_type -> vowdb.v1.CasResponse
+	69, // 103: vowdb.v1.Txn.Op:output_type -> vowdb.v1.TxnOpResponse
+	71, // 104: vowdb.v1.Txn.Commit:output_type -> vowdb.v1.TxnCommitResponse
+	73, // 105: vowdb.v1.Txn.Rollback:output_type -> vowdb.v1.TxnRollbackResponse
+	82, // 106: vowdb.v1.Txn.Status:output_type -> vowdb.v1.TxnStatusResponse
+	85, // 107: vowdb.v1.Txn.List:output_type -> vowdb.v1.TxnListResponse
+	89, // 108: vowdb.v1.Txn.Locks:output_type -> vowdb.v1.LocksResponse
+	76, // 109: vowdb.v1.Txn.Deliver:output_type -> vowdb.v1.TxnDeliverResponse
+	78, // 110: vowdb.v1.Txn.Propose:output_type -> vowdb.v1.TxnProposeResponse
+	80, // 111: vowdb.v1.Txn.CoordinatorStatus:output_type -> vowdb.v1.CoordinatorStatusResponse
+	92, // 112: vowdb.v1.Txn.ReportWaits:output_type -> vowdb.v1.WaitsReportResponse
+	43, // 113: vowdb.v1.Admin.Lookup:output_type -> vowdb.v1.LookupResponse
+	46, // 114: vowdb.v1.Admin.ListRanges:output_type -> vowdb.v1.ListRangesResponse
+	49, // 115: vowdb.v1.Admin.ListNodes:output_type -> vowdb.v1.ListNodesResponse
+	51, // 116: vowdb.v1.Admin.Split:output_type -> vowdb.v1.SplitResponse
+	53, // 117: vowdb.v1.Admin.Init:output_type -> vowdb.v1.InitResponse
+	55, // 118: vowdb.v1.Admin.Join:output_type -> vowdb.v1.JoinResponse
+	57, // 119: vowdb.v1.Admin.Heartbeat:output_type -> vowdb.v1.HeartbeatResponse
+	59, // 120: vowdb.v1.Admin.MetaCommand:output_type -> vowdb.v1.MetaCommandResponse
+	61, // 121: vowdb.v1.Admin.Ident:output_type -> vowdb.v1.IdentResponse
+	96, // [96:122] is the sub-list for method output_type
+	70, // [70:96] is the sub-list for method input_type
+	70, // [70:70] is the sub-list for extension type_name
+	70, // [70:70] is the sub-list for extension extendee
+	0,  // [0:70] is the sub-list for field type_name
 }
 
 func init() { file_api_vowdbpb_vowdb_proto_init() }
@@ -4286,7 +6542,7 @@ func file_api_vowdbpb_vowdb_proto_init() {
 		(*Command_OnePhaseTxn)(nil),
 		(*Command_TxnRecordCas)(nil),
 	}
-	file_api_vowdbpb_vowdb_proto_msgTypes[57].OneofWrappers = []any{
+	file_api_vowdbpb_vowdb_proto_msgTypes[59].OneofWrappers = []any{
 		(*BatchOp_Get)(nil),
 		(*BatchOp_Put)(nil),
 		(*BatchOp_Delete)(nil),
@@ -4297,10 +6553,10 @@ func file_api_vowdbpb_vowdb_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_api_vowdbpb_vowdb_proto_rawDesc), len(file_api_vowdbpb_vowdb_proto_rawDesc)),
-			NumEnums:      2,
-			NumMessages:   61,
+			NumEnums:      5,
+			NumMessages:   88,
 			NumExtensions: 0,
-			NumServices:   3,
+			NumServices:   4,
 		},
 		GoTypes:           file_api_vowdbpb_vowdb_proto_goTypes,
 		DependencyIndexes: file_api_vowdbpb_vowdb_proto_depIdxs,

@@ -413,6 +413,456 @@ var KV_ServiceDesc = grpc.ServiceDesc{
 }
 
 const (
+	Txn_Op_FullMethodName                = "/vowdb.v1.Txn/Op"
+	Txn_Commit_FullMethodName            = "/vowdb.v1.Txn/Commit"
+	Txn_Rollback_FullMethodName          = "/vowdb.v1.Txn/Rollback"
+	Txn_Status_FullMethodName            = "/vowdb.v1.Txn/Status"
+	Txn_List_FullMethodName              = "/vowdb.v1.Txn/List"
+	Txn_Locks_FullMethodName             = "/vowdb.v1.Txn/Locks"
+	Txn_Deliver_FullMethodName           = "/vowdb.v1.Txn/Deliver"
+	Txn_Propose_FullMethodName           = "/vowdb.v1.Txn/Propose"
+	Txn_CoordinatorStatus_FullMethodName = "/vowdb.v1.Txn/CoordinatorStatus"
+	Txn_ReportWaits_FullMethodName       = "/vowdb.v1.Txn/ReportWaits"
+)
+
+// TxnClient is the client API for Txn service.
+//
+// For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
+type TxnClient interface {
+	// Op runs one transactional operation at the key's range leader.
+	Op(ctx context.Context, in *TxnOpRequest, opts ...grpc.CallOption) (*TxnOpResponse, error)
+	// Commit and Rollback are sent to the gateway that coordinates the txn.
+	Commit(ctx context.Context, in *TxnCommitRequest, opts ...grpc.CallOption) (*TxnCommitResponse, error)
+	Rollback(ctx context.Context, in *TxnRollbackRequest, opts ...grpc.CallOption) (*TxnRollbackResponse, error)
+	Status(ctx context.Context, in *TxnStatusRequest, opts ...grpc.CallOption) (*TxnStatusResponse, error)
+	List(ctx context.Context, in *TxnListRequest, opts ...grpc.CallOption) (*TxnListResponse, error)
+	Locks(ctx context.Context, in *LocksRequest, opts ...grpc.CallOption) (*LocksResponse, error)
+	// Node to node.
+	Deliver(ctx context.Context, in *TxnDeliverRequest, opts ...grpc.CallOption) (*TxnDeliverResponse, error)
+	Propose(ctx context.Context, in *TxnProposeRequest, opts ...grpc.CallOption) (*TxnProposeResponse, error)
+	CoordinatorStatus(ctx context.Context, in *CoordinatorStatusRequest, opts ...grpc.CallOption) (*CoordinatorStatusResponse, error)
+	ReportWaits(ctx context.Context, in *WaitsReport, opts ...grpc.CallOption) (*WaitsReportResponse, error)
+}
+
+type txnClient struct {
+	cc grpc.ClientConnInterface
+}
+
+func NewTxnClient(cc grpc.ClientConnInterface) TxnClient {
+	return &txnClient{cc}
+}
+
+func (c *txnClient) Op(ctx context.Context, in *TxnOpRequest, opts ...grpc.CallOption) (*TxnOpResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(TxnOpResponse)
+	err := c.cc.Invoke(ctx, Txn_Op_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *txnClient) Commit(ctx context.Context, in *TxnCommitRequest, opts ...grpc.CallOption) (*TxnCommitResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(TxnCommitResponse)
+	err := c.cc.Invoke(ctx, Txn_Commit_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *txnClient) Rollback(ctx context.Context, in *TxnRollbackRequest, opts ...grpc.CallOption) (*TxnRollbackResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(TxnRollbackResponse)
+	err := c.cc.Invoke(ctx, Txn_Rollback_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *txnClient) Status(ctx context.Context, in *TxnStatusRequest, opts ...grpc.CallOption) (*TxnStatusResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(TxnStatusResponse)
+	err := c.cc.Invoke(ctx, Txn_Status_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *txnClient) List(ctx context.Context, in *TxnListRequest, opts ...grpc.CallOption) (*TxnListResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(TxnListResponse)
+	err := c.cc.Invoke(ctx, Txn_List_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *txnClient) Locks(ctx context.Context, in *LocksRequest, opts ...grpc.CallOption) (*LocksResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(LocksResponse)
+	err := c.cc.Invoke(ctx, Txn_Locks_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *txnClient) Deliver(ctx context.Context, in *TxnDeliverRequest, opts ...grpc.CallOption) (*TxnDeliverResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(TxnDeliverResponse)
+	err := c.cc.Invoke(ctx, Txn_Deliver_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *txnClient) Propose(ctx context.Context, in *TxnProposeRequest, opts ...grpc.CallOption) (*TxnProposeResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(TxnProposeResponse)
+	err := c.cc.Invoke(ctx, Txn_Propose_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *txnClient) CoordinatorStatus(ctx context.Context, in *CoordinatorStatusRequest, opts ...grpc.CallOption) (*CoordinatorStatusResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CoordinatorStatusResponse)
+	err := c.cc.Invoke(ctx, Txn_CoordinatorStatus_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *txnClient) ReportWaits(ctx context.Context, in *WaitsReport, opts ...grpc.CallOption) (*WaitsReportResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(WaitsReportResponse)
+	err := c.cc.Invoke(ctx, Txn_ReportWaits_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// TxnServer is the server API for Txn service.
+// All implementations must embed UnimplementedTxnServer
+// for forward compatibility.
+type TxnServer interface {
+	// Op runs one transactional operation at the key's range leader.
+	Op(context.Context, *TxnOpRequest) (*TxnOpResponse, error)
+	// Commit and Rollback are sent to the gateway that coordinates the txn.
+	Commit(context.Context, *TxnCommitRequest) (*TxnCommitResponse, error)
+	Rollback(context.Context, *TxnRollbackRequest) (*TxnRollbackResponse, error)
+	Status(context.Context, *TxnStatusRequest) (*TxnStatusResponse, error)
+	List(context.Context, *TxnListRequest) (*TxnListResponse, error)
+	Locks(context.Context, *LocksRequest) (*LocksResponse, error)
+	// Node to node.
+	Deliver(context.Context, *TxnDeliverRequest) (*TxnDeliverResponse, error)
+	Propose(context.Context, *TxnProposeRequest) (*TxnProposeResponse, error)
+	CoordinatorStatus(context.Context, *CoordinatorStatusRequest) (*CoordinatorStatusResponse, error)
+	ReportWaits(context.Context, *WaitsReport) (*WaitsReportResponse, error)
+	mustEmbedUnimplementedTxnServer()
+}
+
+// UnimplementedTxnServer must be embedded to have
+// forward compatible implementations.
+//
+// NOTE: this should be embedded by value instead of pointer to avoid a nil
+// pointer dereference when methods are called.
+type UnimplementedTxnServer struct{}
+
+func (UnimplementedTxnServer) Op(context.Context, *TxnOpRequest) (*TxnOpResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Op not implemented")
+}
+func (UnimplementedTxnServer) Commit(context.Context, *TxnCommitRequest) (*TxnCommitResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Commit not implemented")
+}
+func (UnimplementedTxnServer) Rollback(context.Context, *TxnRollbackRequest) (*TxnRollbackResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Rollback not implemented")
+}
+func (UnimplementedTxnServer) Status(context.Context, *TxnStatusRequest) (*TxnStatusResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Status not implemented")
+}
+func (UnimplementedTxnServer) List(context.Context, *TxnListRequest) (*TxnListResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method List not implemented")
+}
+func (UnimplementedTxnServer) Locks(context.Context, *LocksRequest) (*LocksResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Locks not implemented")
+}
+func (UnimplementedTxnServer) Deliver(context.Context, *TxnDeliverRequest) (*TxnDeliverResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Deliver not implemented")
+}
+func (UnimplementedTxnServer) Propose(context.Context, *TxnProposeRequest) (*TxnProposeResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Propose not implemented")
+}
+func (UnimplementedTxnServer) CoordinatorStatus(context.Context, *CoordinatorStatusRequest) (*CoordinatorStatusResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method CoordinatorStatus not implemented")
+}
+func (UnimplementedTxnServer) ReportWaits(context.Context, *WaitsReport) (*WaitsReportResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ReportWaits not implemented")
+}
+func (UnimplementedTxnServer) mustEmbedUnimplementedTxnServer() {}
+func (UnimplementedTxnServer) testEmbeddedByValue()             {}
+
+// UnsafeTxnServer may be embedded to opt out of forward compatibility for this service.
+// Use of this interface is not recommended, as added methods to TxnServer will
+// result in compilation errors.
+type UnsafeTxnServer interface {
+	mustEmbedUnimplementedTxnServer()
+}
+
+func RegisterTxnServer(s grpc.ServiceRegistrar, srv TxnServer) {
+	// If the following call panics, it indicates UnimplementedTxnServer was
+	// embedded by pointer and is nil.  This will cause panics if an
+	// unimplemented method is ever invoked, so we test this at initialization
+	// time to prevent it from happening at runtime later due to I/O.
+	if t, ok := srv.(interface{ testEmbeddedByValue() }); ok {
+		t.testEmbeddedByValue()
+	}
+	s.RegisterService(&Txn_ServiceDesc, srv)
+}
+
+func _Txn_Op_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(TxnOpRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(TxnServer).Op(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Txn_Op_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(TxnServer).Op(ctx, req.(*TxnOpRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Txn_Commit_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(TxnCommitRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(TxnServer).Commit(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Txn_Commit_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(TxnServer).Commit(ctx, req.(*TxnCommitRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Txn_Rollback_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(TxnRollbackRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(TxnServer).Rollback(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Txn_Rollback_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(TxnServer).Rollback(ctx, req.(*TxnRollbackRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Txn_Status_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(TxnStatusRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(TxnServer).Status(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Txn_Status_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(TxnServer).Status(ctx, req.(*TxnStatusRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Txn_List_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(TxnListRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(TxnServer).List(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Txn_List_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(TxnServer).List(ctx, req.(*TxnListRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Txn_Locks_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(LocksRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(TxnServer).Locks(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Txn_Locks_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(TxnServer).Locks(ctx, req.(*LocksRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Txn_Deliver_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(TxnDeliverRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(TxnServer).Deliver(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Txn_Deliver_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(TxnServer).Deliver(ctx, req.(*TxnDeliverRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Txn_Propose_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(TxnProposeRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(TxnServer).Propose(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Txn_Propose_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(TxnServer).Propose(ctx, req.(*TxnProposeRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Txn_CoordinatorStatus_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CoordinatorStatusRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(TxnServer).CoordinatorStatus(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Txn_CoordinatorStatus_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(TxnServer).CoordinatorStatus(ctx, req.(*CoordinatorStatusRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Txn_ReportWaits_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(WaitsReport)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(TxnServer).ReportWaits(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Txn_ReportWaits_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(TxnServer).ReportWaits(ctx, req.(*WaitsReport))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+// Txn_ServiceDesc is the grpc.ServiceDesc for Txn service.
+// It's only intended for direct use with grpc.RegisterService,
+// and not to be introspected or modified (even as a copy)
+var Txn_ServiceDesc = grpc.ServiceDesc{
+	ServiceName: "vowdb.v1.Txn",
+	HandlerType: (*TxnServer)(nil),
+	Methods: []grpc.MethodDesc{
+		{
+			MethodName: "Op",
+			Handler:    _Txn_Op_Handler,
+		},
+		{
+			MethodName: "Commit",
+			Handler:    _Txn_Commit_Handler,
+		},
+		{
+			MethodName: "Rollback",
+			Handler:    _Txn_Rollback_Handler,
+		},
+		{
+			MethodName: "Status",
+			Handler:    _Txn_Status_Handler,
+		},
+		{
+			MethodName: "List",
+			Handler:    _Txn_List_Handler,
+		},
+		{
+			MethodName: "Locks",
+			Handler:    _Txn_Locks_Handler,
+		},
+		{
+			MethodName: "Deliver",
+			Handler:    _Txn_Deliver_Handler,
+		},
+		{
+			MethodName: "Propose",
+			Handler:    _Txn_Propose_Handler,
+		},
+		{
+			MethodName: "CoordinatorStatus",
+			Handler:    _Txn_CoordinatorStatus_Handler,
+		},
+		{
+			MethodName: "ReportWaits",
+			Handler:    _Txn_ReportWaits_Handler,
+		},
+	},
+	Streams:  []grpc.StreamDesc{},
+	Metadata: "api/vowdbpb/vowdb.proto",
+}
+
+const (
 	Admin_Lookup_FullMethodName      = "/vowdb.v1.Admin/Lookup"
 	Admin_ListRanges_FullMethodName  = "/vowdb.v1.Admin/ListRanges"
 	Admin_ListNodes_FullMethodName   = "/vowdb.v1.Admin/ListNodes"

@@ -24,5 +24,15 @@ const (
 	AfterApply = "multiraft/after-apply"
 )
 
+// Transaction failpoints, on the gateway (coordinator) side.
+const (
+	// TxnBeforeDecision: every participant voted YES; the COMMITTED
+	// compare-and-set on the txn record is not proposed yet.
+	TxnBeforeDecision = "txn/before-decision"
+	// TxnAfterDecision: the decision is durable in the txn record; no
+	// COMMIT was sent and the client was not answered.
+	TxnAfterDecision = "txn/after-decision"
+)
+
 // Names lists every failpoint.
-var Names = []string{BeforePersist, AfterPersist, AfterSend, AfterApply}
+var Names = []string{BeforePersist, AfterPersist, AfterSend, AfterApply, TxnBeforeDecision, TxnAfterDecision}

@@ -27,6 +27,8 @@ type Node struct {
 	Leaders          prometheus.Gauge
 	Requests         *prometheus.CounterVec   // by method and outcome
 	RequestSeconds   *prometheus.HistogramVec // by method
+	TxnCommits       *prometheus.CounterVec   // by path (1PC, 2PC, read-only)
+	TxnAborts        *prometheus.CounterVec   // by reason
 }
 
 // New builds and registers a node's collectors.
@@ -51,8 +53,10 @@ func New() *Node {
 		Leaders:          prometheus.NewGauge(prometheus.GaugeOpts{Name: "vowdb_range_leaders", Help: "Ranges this node leads."}),
 		Requests:         prometheus.NewCounterVec(prometheus.CounterOpts{Name: "vowdb_requests_total", Help: "Client requests by method and outcome."}, []string{"method", "outcome"}),
 		RequestSeconds:   prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "vowdb_request_seconds", Help: "Client request latency by method.", Buckets: lat}, []string{"method"}),
+		TxnCommits:       prometheus.NewCounterVec(prometheus.CounterOpts{Name: "vowdb_txn_commits_total", Help: "Transactions committed by this gateway, by commit path."}, []string{"path"}),
+		TxnAborts:        prometheus.NewCounterVec(prometheus.CounterOpts{Name: "vowdb_txn_aborts_total", Help: "Transaction aborts seen by this node, by reason."}, []string{"reason"}),
 	}
 	r.MustRegister(m.LeaderChanges, m.Proposals, m.ProposalsDropped, m.ReadIndexes, m.SnapshotsSent, m.SnapshotsApplied,
-		m.RaftMsgsSent, m.RaftMsgsRecv, m.FsyncSeconds, m.ApplySeconds, m.ReadyBatchGroups, m.Ranges, m.Leaders, m.Requests, m.RequestSeconds)
+		m.RaftMsgsSent, m.RaftMsgsRecv, m.FsyncSeconds, m.ApplySeconds, m.ReadyBatchGroups, m.Ranges, m.Leaders, m.Requests, m.RequestSeconds, m.TxnCommits, m.TxnAborts)
 	return m
 }

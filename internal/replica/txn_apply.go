@@ -150,6 +150,17 @@ func (r *rangeState) recordCAS(op *vowdbpb.TxnRecordCasOp) (Result, error) {
 		}
 		cur = rec.State
 	}
+	if op.End {
+		if !found {
+			return Result{TxnState: cur}, nil
+		}
+		var rec vowdbpb.TxnRecord
+		if err := proto.Unmarshal(v, &rec); err != nil {
+			return Result{}, err
+		}
+		rec.Ended = true
+		return Result{TxnState: cur, Swapped: true}, setProto(r.b, k, &rec)
+	}
 	if cur != op.Expect {
 		return Result{TxnState: cur}, nil
 	}

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"errors"
 	"sync"
 	"time"
@@ -10,6 +11,7 @@ import (
 
 	"github.com/vowdb/vowdb/api/vowdbpb"
 	"github.com/vowdb/vowdb/internal/keys"
+	"github.com/vowdb/vowdb/internal/lock"
 	"github.com/vowdb/vowdb/internal/replica"
 	"github.com/vowdb/vowdb/internal/storage"
 	"github.com/vowdb/vowdb/internal/transport"
@@ -72,26 +74,33 @@ func (s *kvService) startOp(op *vowdbpb.BatchOp, done func(*vowdbpb.BatchResult)
 			finish(nil, err)
 			return
 		}
-		rd := &replica.Read{OnDone: func(err error) {
+		n.txns.plainLock(context.Background(), sched, r, lock.Point(key), lock.S, func(release func(), err error) {
 			if err != nil {
-				finish(nil, n.replicaErr(r, err))
-				return
-			}
-			if d := r.Status().Desc; !keys.Contains(d.StartKey, d.EndKey, key) {
-				finish(nil, n.replicaErr(r, &replica.KeyMismatchError{Key: key, Desc: d}))
-				return
-			}
-			v, err := n.eng.Get(keys.UserKey(key))
-			switch {
-			case errors.Is(err, storage.ErrNotFound):
-				finish(&vowdbpb.BatchResult{Get: &vowdbpb.GetResponse{}}, nil)
-			case err != nil:
 				finish(nil, err)
-			default:
-				finish(&vowdbpb.BatchResult{Get: &vowdbpb.GetResponse{Found: true, Value: v}}, nil)
+				return
 			}
-		}}
-		sched.Read(r.RangeID, rd)
+			rd := &replica.Read{OnDone: func(err error) {
+				defer release()
+				if err != nil {
+					finish(nil, n.replicaErr(r, err))
+					return
+				}
+				if d := r.Status().Desc; !keys.Contains(d.StartKey, d.EndKey, key) {
+					finish(nil, n.replicaErr(r, &replica.KeyMismatchError{Key: key, Desc: d}))
+					return
+				}
+				v, err := n.eng.Get(keys.UserKey(key))
+				switch {
+				case errors.Is(err, storage.ErrNotFound):
+					finish(&vowdbpb.BatchResult{Get: &vowdbpb.GetResponse{}}, nil)
+				case err != nil:
+					finish(nil, err)
+				default:
+					finish(&vowdbpb.BatchResult{Get: &vowdbpb.GetResponse{Found: true, Value: v}}, nil)
+				}
+			}}
+			sched.Read(r.RangeID, rd)
+		})
 	case *vowdbpb.BatchOp_Put:
 		method = "put"
 		s.startWrite(o.Put.Key, o.Put.Value, nil, &vowdbpb.Command{Op: &vowdbpb.Command_Put{Put: &vowdbpb.PutOp{Key: o.Put.Key, Value: o.Put.Value}}}, finish)
@@ -124,18 +133,25 @@ func (s *kvService) startWrite(key, value, expected []byte, cmd *vowdbpb.Command
 		return
 	}
 	_, isCas := cmd.Op.(*vowdbpb.Command_Cas)
-	p := &replica.Proposal{Cmd: cmd, OnDone: func(res replica.Result) {
-		if res.Err != nil {
-			finish(nil, n.replicaErr(r, res.Err))
+	n.txns.plainLock(context.Background(), sched, r, lock.Point(key), lock.X, func(release func(), err error) {
+		if err != nil {
+			finish(nil, err)
 			return
 		}
-		out := &vowdbpb.BatchResult{}
-		if isCas {
-			out.Cas = &vowdbpb.CasResponse{Swapped: res.Swapped, Found: res.Found, Current: res.Current}
-		}
-		finish(out, nil)
-	}}
-	sched.Propose(r.RangeID, p)
+		p := &replica.Proposal{Cmd: cmd, OnDone: func(res replica.Result) {
+			release()
+			if res.Err != nil {
+				finish(nil, n.replicaErr(r, res.Err))
+				return
+			}
+			out := &vowdbpb.BatchResult{}
+			if isCas {
+				out.Cas = &vowdbpb.CasResponse{Swapped: res.Swapped, Found: res.Found, Current: res.Current}
+			}
+			finish(out, nil)
+		}}
+		sched.Propose(r.RangeID, p)
+	})
 }
 
 // responder collects results and sends them from one goroutine, as many per

@@ -30,6 +30,10 @@ type Config struct {
 	ReplicateInterval time.Duration
 	MaxKeyBytes       int
 	MaxValueBytes     int
+	// LockTimeout is how long a transaction waits for a lock when its
+	// client set no timeout; then it is aborted (the last resort against
+	// deadlocks the detector has not broken).
+	LockTimeout time.Duration
 
 	FS     vfs.FS // nil: the real file system
 	Logger *slog.Logger
@@ -63,6 +67,9 @@ func (c *Config) Defaults() {
 	}
 	if c.ReplicateInterval == 0 {
 		c.ReplicateInterval = 500 * time.Millisecond
+	}
+	if c.LockTimeout == 0 {
+		c.LockTimeout = 5 * time.Second
 	}
 	if c.MaxKeyBytes == 0 {
 		c.MaxKeyBytes = keys.DefaultMaxKeyBytes

@@ -7,6 +7,7 @@ import (
 
 	"github.com/vowdb/vowdb/api/vowdbpb"
 	"github.com/vowdb/vowdb/internal/keys"
+	"github.com/vowdb/vowdb/internal/lock"
 	"github.com/vowdb/vowdb/internal/multiraft"
 	"github.com/vowdb/vowdb/internal/replica"
 	"github.com/vowdb/vowdb/internal/storage"
@@ -86,13 +87,41 @@ func (n *Node) replicaErr(r *replica.Replica, err error) error {
 	return err
 }
 
-// propose proposes cmd to the range holding key and waits for it to apply.
+// propose proposes a single-key write to the range holding key and waits
+// for it to apply, under an X lock on key so it never overwrites a
+// transaction's locked key.
 func (n *Node) propose(ctx context.Context, key []byte, cmd *vowdbpb.Command) (replica.Result, error) {
 	s, r, err := n.leaderFor(key)
 	if err != nil {
 		return replica.Result{}, err
 	}
+	release, err := n.lockPlain(ctx, s, r, lock.Point(key), lock.X)
+	if err != nil {
+		return replica.Result{}, err
+	}
+	defer release()
 	return n.proposeTo(ctx, s, r, cmd)
+}
+
+// lockKey takes a plain operation's lock on span at its range's local
+// leader.
+func (n *Node) lockKey(ctx context.Context, span lock.Span, mode lock.Mode) (func(), error) {
+	s, r, err := n.leaderFor(span.Start)
+	if err != nil {
+		return nil, err
+	}
+	return n.lockPlain(ctx, s, r, span, mode)
+}
+
+func (n *Node) lockPlain(ctx context.Context, s *multiraft.Scheduler, r *replica.Replica, span lock.Span, mode lock.Mode) (func(), error) {
+	type result struct {
+		release func()
+		err     error
+	}
+	ch := make(chan result, 1)
+	n.txns.plainLock(ctx, s, r, span, mode, func(release func(), err error) { ch <- result{release, err} })
+	res := <-ch
+	return res.release, res.err
 }
 
 func (n *Node) proposeTo(ctx context.Context, s *multiraft.Scheduler, r *replica.Replica, cmd *vowdbpb.Command) (replica.Result, error) {
@@ -135,6 +164,11 @@ func (s *kvService) Get(ctx context.Context, req *vowdbpb.GetRequest) (resp *vow
 	if err := s.n.checkKV(req.Key, nil); err != nil {
 		return nil, err
 	}
+	release, err := s.n.lockKey(ctx, lock.Point(req.Key), lock.S)
+	if err != nil {
+		return nil, err
+	}
+	defer release()
 	if _, err := s.n.read(ctx, req.Key); err != nil {
 		return nil, err
 	}
@@ -206,6 +240,19 @@ func (s *kvService) Scan(ctx context.Context, req *vowdbpb.ScanRequest) (_ *vowd
 	if limit == 0 || limit > maxScanLimit {
 		limit = maxScanLimit
 	}
+	sched, lr, err := s.n.leaderFor(req.StartKey)
+	if err != nil {
+		return nil, err
+	}
+	lockEnd := req.EndKey
+	if d := lr.Status().Desc; len(d.EndKey) > 0 && (len(lockEnd) == 0 || string(d.EndKey) < string(lockEnd)) {
+		lockEnd = d.EndKey
+	}
+	release, err := s.n.lockPlain(ctx, sched, lr, lock.Span{Start: req.StartKey, End: lockEnd}, lock.S)
+	if err != nil {
+		return nil, err
+	}
+	defer release()
 	r, err := s.n.read(ctx, req.StartKey)
 	if err != nil {
 		return nil, err

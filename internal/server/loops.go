@@ -161,3 +161,16 @@ func (n *Node) planReplication(r replicaLike, live []uint64) {
 		n.log.Info("adding learner", "range", d.RangeId, "node", target)
 	}
 }
+
+// isLive reports whether the cluster's latest liveness view (from the meta
+// leader's heartbeats) holds node as live. An unknown node is not live.
+func (n *Node) isLive(node uint64) bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	for _, st := range n.mu.statuses {
+		if st.Node.GetNodeId() == node {
+			return st.Live
+		}
+	}
+	return false
+}

@@ -38,6 +38,13 @@ func (n *Node) localMetaLeader() (*multiraft.Scheduler, *replica.Replica, error)
 // the local replica's idea of the leader, then follows NOT_LEADER hints and
 // walks the known nodes until ctx ends.
 func (n *Node) withMeta(ctx context.Context, fn func(ctx context.Context, c vowdbpb.AdminClient) error) error {
+	return n.withMetaConn(ctx, func(ctx context.Context, c *grpc.ClientConn) error {
+		return fn(ctx, vowdbpb.NewAdminClient(c))
+	})
+}
+
+// withMetaConn is withMeta for any service the meta leader serves.
+func (n *Node) withMetaConn(ctx context.Context, fn func(ctx context.Context, c *grpc.ClientConn) error) error {
 	if n.ident.Load() == nil {
 		return transport.Status(&vowdbpb.ErrorDetail{Code: vowdbpb.ErrorDetail_NOT_INITIALIZED}, "node at %s has not joined a cluster yet", n.addr)
 	}
@@ -78,7 +85,7 @@ func (n *Node) withMeta(ctx context.Context, fn func(ctx context.Context, c vowd
 				continue
 			}
 			cctx, cancel := context.WithTimeout(ctx, 3*time.Second)
-			err = fn(cctx, vowdbpb.NewAdminClient(conn))
+			err = fn(cctx, conn)
 			cancel()
 			if err == nil {
 				return nil

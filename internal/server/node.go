@@ -50,6 +50,7 @@ type Node struct {
 	// ident is set once the node is part of a cluster.
 	ident atomic.Pointer[vowdbpb.StoreIdent]
 	sched atomic.Pointer[multiraft.Scheduler]
+	txns  *txnLayer
 	// initMu serializes Init and Join handling on this node.
 	initMu sync.Mutex
 
@@ -85,6 +86,7 @@ func Start(cfg Config) (*Node, error) {
 	n.mu.counts = map[uint64][2]int32{}
 	n.mu.metaSynced = map[uint64]uint64{}
 	n.ctx, n.cancel = context.WithCancel(context.Background())
+	n.txns = newTxnLayer(n)
 	if err := n.start(); err != nil {
 		n.cancel()
 		n.closeAll()
@@ -129,6 +131,7 @@ func (n *Node) start() error {
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}))
 	vowdbpb.RegisterKVServer(n.grpcSrv, &kvService{n: n})
 	vowdbpb.RegisterAdminServer(n.grpcSrv, &adminService{n: n})
+	vowdbpb.RegisterTxnServer(n.grpcSrv, &txnService{n: n})
 	vowdbpb.RegisterRaftServer(n.grpcSrv, &transport.Server{Handler: schedHandler{n}, ClusterID: n.clusterID, Transport: n.trans})
 	n.health = health.NewServer()
 	healthpb.RegisterHealthServer(n.grpcSrv, n.health)
@@ -149,6 +152,7 @@ func (n *Node) start() error {
 	}
 	n.goLoop(n.heartbeatLoop)
 	n.goLoop(n.replicateLoop)
+	n.goLoop(n.txns.loop)
 	n.log.Info("node started", "addr", n.addr, "http", n.httpAddr, "data_dir", cfg.DataDir, "node_id", n.nodeID(), "cluster_id", n.clusterID())
 	return nil
 }
@@ -248,6 +252,7 @@ func (n *Node) becomeMember(id *vowdbpb.StoreIdent, bootstrap func(*multiraft.Sc
 			return err
 		}
 	}
+	n.txns.coord.setNode(id.NodeId)
 	n.ident.Store(id)
 	s.Start()
 	n.sched.Store(s)

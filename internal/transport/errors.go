@@ -22,6 +22,8 @@ var codeOf = map[vowdbpb.ErrorDetail_Code]codes.Code{
 	vowdbpb.ErrorDetail_NOT_INITIALIZED:  codes.FailedPrecondition,
 	vowdbpb.ErrorDetail_CLUSTER_MISMATCH: codes.FailedPrecondition,
 	vowdbpb.ErrorDetail_INVALID:          codes.InvalidArgument,
+	vowdbpb.ErrorDetail_TXN_ABORTED:      codes.Aborted,
+	vowdbpb.ErrorDetail_TXN_LIMIT:        codes.ResourceExhausted,
 }
 
 // Status returns a gRPC error carrying d.

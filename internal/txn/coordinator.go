@@ -496,3 +496,12 @@ func (t *ctxn) onlyWriter() RangeID {
 	}
 	return 0
 }
+
+// Has reports whether the coordinator is working on this attempt of txn.
+// An inquirer that hears "no" from a coordinator that is up may presume
+// abort (rule 4): the coordinator asks for COMMITTED only while it has the
+// attempt, so a CAS to ABORTED can only race its own loss of it.
+func (c *Coordinator) Has(txn lock.TxnID, attempt uint64) bool {
+	t := c.txns[txn]
+	return t != nil && t.req.Attempt == attempt
+}

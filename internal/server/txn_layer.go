@@ -1,0 +1,457 @@
+package server
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/vowdb/vowdb/api/vowdbpb"
+	"github.com/vowdb/vowdb/internal/deadlock"
+	"github.com/vowdb/vowdb/internal/keys"
+	"github.com/vowdb/vowdb/internal/lock"
+	"github.com/vowdb/vowdb/internal/multiraft"
+	"github.com/vowdb/vowdb/internal/replica"
+	"github.com/vowdb/vowdb/internal/storage"
+	"github.com/vowdb/vowdb/internal/transport"
+	"github.com/vowdb/vowdb/internal/txn"
+)
+
+// txnLayer is a node's share of cross-range transactions: the participant
+// tenures of the ranges it leads (txn_range.go), the coordinator of the
+// txns it is the gateway of (txn_coord.go), the deadlock detector when it
+// leads the meta range, and the routing of protocol messages between them.
+type txnLayer struct {
+	n     *Node
+	coord *coordDriver
+
+	mu       sync.Mutex
+	ranges   map[uint64]*txnRange
+	building map[uint64]bool
+	descs    map[uint64]*vowdbpb.RangeDescriptor
+	descAt   time.Time
+
+	buildMu sync.Mutex
+	gen     atomic.Uint64
+	plainID atomic.Uint64
+	// reportedEdges is set when the last waits-for report had edges.
+	reportedEdges atomic.Bool
+
+	det struct {
+		sync.Mutex
+		d        deadlock.Detector
+		info     map[lock.TxnID]deadlock.TxnInfo
+		reported map[uint64]time.Time
+		history  []*vowdbpb.Deadlock
+	}
+	restoreSeen map[string]int
+}
+
+// Transaction timing. A tick drives the participants' inquiry timers and
+// the coordinator's resends and timeouts.
+const (
+	txnTick          = 50 * time.Millisecond
+	inquireTicks     = 10  // 500 ms of silence before a PREPARED txn asks its record
+	resendTicks      = 4   // 200 ms between resends of unanswered phase messages
+	voteTimeoutTicks = 100 // 5 s for phase 1
+	deadlockPeriod   = 200 * time.Millisecond
+	restorePeriod    = 2 * time.Second
+	maxDeadlockLog   = 100
+	maxFinishedTxns  = 100000
+)
+
+func newTxnLayer(n *Node) *txnLayer {
+	l := &txnLayer{n: n, ranges: map[uint64]*txnRange{}, building: map[uint64]bool{},
+		descs: map[uint64]*vowdbpb.RangeDescriptor{}, restoreSeen: map[string]int{}}
+	l.det.info = map[lock.TxnID]deadlock.TxnInfo{}
+	l.det.reported = map[uint64]time.Time{}
+	l.coord = newCoordDriver(l)
+	return l
+}
+
+func (l *txnLayer) dropRange(tr *txnRange) {
+	l.mu.Lock()
+	if l.ranges[tr.id] == tr {
+		delete(l.ranges, tr.id)
+	}
+	l.mu.Unlock()
+}
+
+// rangeFor returns the current tenure of the local leader r, building one
+// from the durable prepare records if there is none.
+func (l *txnLayer) rangeFor(ctx context.Context, sched *multiraft.Scheduler, r *replica.Replica) (*txnRange, error) {
+	st := r.Status()
+	l.mu.Lock()
+	tr := l.ranges[r.RangeID]
+	l.mu.Unlock()
+	if tr != nil && tr.current(st) {
+		return tr, nil
+	}
+	return l.build(ctx, sched, r)
+}
+
+// current reports whether tr is the live tenure for the replica status st.
+func (tr *txnRange) current(st *replica.Status) bool {
+	return tr.raftTerm == st.Term && bytes.Equal(st.Desc.GetStartKey(), tr.start) &&
+		bytes.Equal(st.Desc.GetEndKey(), tr.end) && !tr.isDead()
+}
+
+func (l *txnLayer) build(ctx context.Context, sched *multiraft.Scheduler, r *replica.Replica) (*txnRange, error) {
+	l.buildMu.Lock()
+	defer l.buildMu.Unlock()
+	st := r.Status()
+	l.mu.Lock()
+	old := l.ranges[r.RangeID]
+	l.mu.Unlock()
+	if old != nil && old.current(st) {
+		return old, nil
+	}
+	if st.Desc == nil || st.Desc.IsMeta {
+		return nil, transport.Invalid("range %d holds no user keys", r.RangeID)
+	}
+	if st.LeaderID != l.n.nodeID() {
+		return nil, l.n.notLeader(st)
+	}
+	// A ReadIndex read returns once everything committed before this term
+	// is applied, so the prepare records below are complete (rule 6).
+	rd := replica.NewRead()
+	sched.Read(r.RangeID, rd)
+	ctx, cancel := context.WithTimeout(ctx, l.n.cfg.RequestTimeout)
+	defer cancel()
+	select {
+	case err := <-rd.Done:
+		if err != nil {
+			return nil, l.n.replicaErr(r, err)
+		}
+	case <-ctx.Done():
+		return nil, l.n.replicaErr(r, ctx.Err())
+	}
+	st2 := r.Status()
+	if st2.Term != st.Term || st2.LeaderID != l.n.nodeID() {
+		return nil, l.n.notLeader(st2)
+	}
+	recs, err := replica.PrepareRecords(l.n.eng, r.RangeID)
+	if err != nil {
+		return nil, err
+	}
+	var prepared []txn.PrepareRecord
+	for id, p := range recs {
+		if rec, ok := prepareFromPB(r.RangeID, []byte(id), p); ok {
+			prepared = append(prepared, rec)
+		}
+	}
+	tenure := st.Term<<16 | (l.gen.Add(1) & 0xffff)
+	part, relock, err := txn.NewParticipant(txn.ParticipantConfig{Range: txn.RangeID(r.RangeID), Term: tenure,
+		InquireTicks: inquireTicks, MaxFinished: maxFinishedTxns}, prepared)
+	if err != nil {
+		return nil, err
+	}
+	tr := &txnRange{l: l, id: r.RangeID, raftTerm: st.Term, tenure: tenure, start: st2.Desc.StartKey,
+		end: st2.Desc.EndKey, sched: sched, r: r, part: part, meta: map[lock.TxnID]*txnMeta{},
+		waiters: map[lock.TxnID]*waiter{}, aborted: map[lock.TxnID]*vowdbpb.TxnAbort{}}
+	for _, lk := range relock {
+		tr.locks.Acquire(lk.Txn, lk.Span, lk.Mode)
+	}
+	l.mu.Lock()
+	l.ranges[r.RangeID] = tr
+	l.mu.Unlock()
+	if old != nil {
+		old.mu.Lock()
+		old.killLocked("replaced by a new tenure")
+		old.mu.Unlock()
+	}
+	tr.mu.Lock()
+	tr.pumpLocked()
+	tr.mu.Unlock()
+	if len(prepared) > 0 {
+		l.n.log.Info("txn tenure rebuilt prepared transactions", "range", r.RangeID, "prepared", len(prepared))
+	}
+	return tr, nil
+}
+
+func (l *txnLayer) tenures() []*txnRange {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	out := make([]*txnRange, 0, len(l.ranges))
+	for _, tr := range l.ranges {
+		out = append(out, tr)
+	}
+	return out
+}
+
+// abortStatus is the error a client gets for an aborted transaction.
+func abortStatus(ab *vowdbpb.TxnAbort, format string, args ...any) error {
+	return transport.Status(&vowdbpb.ErrorDetail{Code: vowdbpb.ErrorDetail_TXN_ABORTED, Abort: ab}, format, args...)
+}
+
+func describeAbort(ab *vowdbpb.TxnAbort) string {
+	s := "transaction aborted: " + ab.Reason.String()
+	if ab.Key != nil {
+		s += fmt.Sprintf(" on key %q", ab.Key)
+	}
+	if ab.ConflictingTxnId != 0 {
+		s += fmt.Sprintf(" (conflicting txn %d)", ab.ConflictingTxnId)
+	}
+	if len(ab.Cycle) > 0 {
+		s += fmt.Sprintf(" cycle %v", ab.Cycle)
+	}
+	return s
+}
+
+// op runs one transactional operation on this node, the leader of its key.
+func (l *txnLayer) op(ctx context.Context, req *vowdbpb.TxnOpRequest) (*vowdbpb.TxnOpResponse, error) {
+	n := l.n
+	id := lock.TxnID(req.TxnId)
+	if id == 0 || id&plainTxnBit != 0 || req.Attempt == 0 {
+		return nil, transport.Invalid("txn id %d / attempt %d out of range (1..2^63-1, attempt > 0)", req.TxnId, req.Attempt)
+	}
+	val := req.Value
+	if req.Kind != vowdbpb.TxnOpRequest_PUT {
+		val = nil
+	}
+	if err := n.checkKV(req.Key, val); err != nil {
+		return nil, err
+	}
+	if req.Kind == vowdbpb.TxnOpRequest_SCAN && len(req.EndKey) > 0 && string(req.EndKey) <= string(req.Key) {
+		return nil, transport.Invalid("scan end key %q is not after start key %q", req.EndKey, req.Key)
+	}
+	sched, r, err := n.leaderFor(req.Key)
+	if err != nil {
+		return nil, err
+	}
+	tr, err := l.rangeFor(ctx, sched, r)
+	if err != nil {
+		return nil, err
+	}
+	span, mode := lock.Point(req.Key), lock.S
+	var w *txn.Write
+	switch req.Kind {
+	case vowdbpb.TxnOpRequest_PUT:
+		mode, w = lock.X, &txn.Write{Key: req.Key, Value: req.Value}
+	case vowdbpb.TxnOpRequest_DELETE:
+		mode, w = lock.X, &txn.Write{Key: req.Key, Delete: true}
+	case vowdbpb.TxnOpRequest_SCAN:
+		end := req.EndKey
+		if len(tr.end) > 0 && (len(end) == 0 || bytes.Compare(tr.end, end) < 0) {
+			end = tr.end
+		}
+		span = lock.Span{Start: req.Key, End: end}
+	}
+	if req.DeadlineUnixMs > 0 && time.Now().UnixMilli() > req.DeadlineUnixMs {
+		return nil, abortStatus(&vowdbpb.TxnAbort{Reason: vowdbpb.TxnAbort_DEADLINE}, "transaction %d ran past its deadline", id)
+	}
+
+	tr.mu.Lock()
+	if tr.dead {
+		tr.mu.Unlock()
+		return nil, abortStatus(&vowdbpb.TxnAbort{Reason: vowdbpb.TxnAbort_STATE_LOST, RangeId: tr.id}, "range %d lost its transaction state (leader change)", tr.id)
+	}
+	if m := tr.meta[id]; m != nil && m.attempt < req.Attempt && tr.part.State(id) == txn.StateActive {
+		tr.releaseLocked(id) // the older attempt aborted: its locks go before the new attempt takes any
+	}
+	if err := tr.part.Admit(txn.Op{Txn: id, Attempt: req.Attempt, Span: span, Mode: mode, Write: w}); err != nil {
+		ab := tr.aborted[id]
+		tr.mu.Unlock()
+		if errors.Is(err, txn.ErrVowed) {
+			return nil, transport.Invalid("transaction %d is already committing on range %d: no more operations", id, tr.id)
+		}
+		if ab != nil {
+			return nil, abortStatus(ab, "%s", describeAbort(ab))
+		}
+		return nil, abortStatus(&vowdbpb.TxnAbort{Reason: vowdbpb.TxnAbort_STATE_LOST, RangeId: tr.id},
+			"transaction %d attempt %d is already finished on range %d", id, req.Attempt, tr.id)
+	}
+	m := tr.meta[id]
+	if m == nil || m.attempt != req.Attempt {
+		m = &txnMeta{attempt: req.Attempt, age: uint64(req.BeginUnixNanos), gateway: req.GatewayNodeId}
+		if req.DeadlineUnixMs > 0 {
+			m.deadline = time.UnixMilli(req.DeadlineUnixMs)
+		}
+		tr.meta[id] = m
+	}
+	tr.pumpLocked()
+	tr.mu.Unlock()
+
+	timeout := time.Duration(req.LockTimeoutMs) * time.Millisecond
+	if timeout <= 0 {
+		timeout = n.cfg.LockTimeout
+	}
+	waited, ab := tr.acquire(ctx, id, span, mode, timeout)
+	if ab != nil {
+		return nil, abortStatus(ab, "%s", describeAbort(ab))
+	}
+	resp := &vowdbpb.TxnOpResponse{RangeId: tr.id, Term: tr.tenure, LockWaitMicros: waited.Microseconds(), RangeEnd: tr.end}
+	if req.Kind == vowdbpb.TxnOpRequest_GET || req.Kind == vowdbpb.TxnOpRequest_SCAN {
+		if err := l.readUnderLock(ctx, tr, req, span, resp); err != nil {
+			return nil, err
+		}
+	}
+	return resp, nil
+}
+
+// readUnderLock serves a read with its S lock held: a ReadIndex read, then
+// the engine, then a check that the tenure (and so the lock) survived.
+func (l *txnLayer) readUnderLock(ctx context.Context, tr *txnRange, req *vowdbpb.TxnOpRequest, span lock.Span, resp *vowdbpb.TxnOpResponse) error {
+	n := l.n
+	rd := replica.NewRead()
+	tr.sched.Read(tr.id, rd)
+	select {
+	case err := <-rd.Done:
+		if err != nil {
+			return n.replicaErr(tr.r, err)
+		}
+	case <-ctx.Done():
+		return n.replicaErr(tr.r, ctx.Err())
+	}
+	if req.Kind == vowdbpb.TxnOpRequest_GET {
+		v, err := n.eng.Get(keys.UserKey(req.Key))
+		switch {
+		case err == nil:
+			resp.Found, resp.Value = true, v
+		case !errors.Is(err, storage.ErrNotFound):
+			return err
+		}
+	} else {
+		limit := req.Limit
+		if limit <= 0 || limit > maxScanLimit {
+			limit = maxScanLimit
+		}
+		start, stop := keys.UserSpan(span.Start, span.End)
+		err := n.eng.Scan(start, stop, func(k, v []byte) bool {
+			uk, _ := keys.DecodeUserKey(k)
+			resp.Kvs = append(resp.Kvs, &vowdbpb.KeyValue{Key: append([]byte(nil), uk...), Value: append([]byte(nil), v...)})
+			return int64(len(resp.Kvs)) < limit
+		})
+		if err != nil {
+			return err
+		}
+	}
+	tr.mu.Lock()
+	dead := tr.dead
+	tr.mu.Unlock()
+	if dead || tr.r.Status().Term != tr.raftTerm {
+		return abortStatus(&vowdbpb.TxnAbort{Reason: vowdbpb.TxnAbort_STATE_LOST, RangeId: tr.id}, "range %d lost its leader during the read", tr.id)
+	}
+	return nil
+}
+
+// plainLock takes a lock for a non-transactional operation on the range
+// of r, so that it never reads or overwrites around a transaction's locks,
+// and calls cb with the release function (to call once the operation
+// applied) or an error. cb runs at once when the lock is free, else on
+// another goroutine when it is granted.
+func (l *txnLayer) plainLock(ctx context.Context, sched *multiraft.Scheduler, r *replica.Replica, span lock.Span, mode lock.Mode, cb func(release func(), err error)) {
+	l.plainLockTry(ctx, sched, r, span, mode, 3, cb)
+}
+
+func (l *txnLayer) plainLockTry(ctx context.Context, sched *multiraft.Scheduler, r *replica.Replica, span lock.Span, mode lock.Mode, tries int, cb func(release func(), err error)) {
+	tr, err := l.rangeFor(ctx, sched, r)
+	if err != nil {
+		cb(nil, err)
+		return
+	}
+	id := plainTxnBit | lock.TxnID(l.plainID.Add(1))
+	release := func() {
+		tr.mu.Lock()
+		tr.releaseLocked(id)
+		tr.mu.Unlock()
+	}
+	fail := func(ab *vowdbpb.TxnAbort) {
+		if ab.Reason == vowdbpb.TxnAbort_STATE_LOST && tries > 1 {
+			// The tenure ended (split, leader change): its locks are gone,
+			// so ask the next one.
+			l.plainLockTry(ctx, sched, r, span, mode, tries-1, cb)
+			return
+		}
+		cb(nil, status.Errorf(codes.Unavailable, "key %q is locked by transaction %d: %s", span.Start, ab.ConflictingTxnId, ab.Reason))
+	}
+	w, ab := tr.request(id, span, mode)
+	switch {
+	case ab != nil:
+		fail(ab)
+	case w == nil:
+		cb(release, nil)
+	default:
+		go func() {
+			if _, ab := tr.wait(ctx, id, w, l.n.cfg.RequestTimeout); ab != nil {
+				fail(ab)
+				return
+			}
+			cb(release, nil)
+		}()
+	}
+}
+
+// loop drives ticks, tenure upkeep, deadlock reports and recovery.
+func (l *txnLayer) loop() {
+	t := time.NewTicker(txnTick)
+	defer t.Stop()
+	var lastReport, lastBuild, lastRestore time.Time
+	for {
+		select {
+		case <-l.n.ctx.Done():
+			return
+		case now := <-t.C:
+			for _, tr := range l.tenures() {
+				tr.tick(now)
+			}
+			l.coord.tick()
+			if now.Sub(lastBuild) >= 500*time.Millisecond {
+				lastBuild = now
+				l.buildMissing()
+			}
+			if now.Sub(lastReport) >= deadlockPeriod {
+				lastReport = now
+				go l.reportWaits()
+			}
+			if now.Sub(lastRestore) >= restorePeriod {
+				lastRestore = now
+				go l.restore()
+			}
+		}
+	}
+}
+
+// buildMissing starts a tenure on every range this node leads, so that
+// prepared transactions are recovered after a leader change even when no
+// client touches the range (rule 6).
+func (l *txnLayer) buildMissing() {
+	s := l.n.sched.Load()
+	if s == nil {
+		return
+	}
+	for _, r := range s.Replicas() {
+		st := r.Status()
+		if st.Desc == nil || st.Desc.IsMeta || st.LeaderID != l.n.nodeID() {
+			continue
+		}
+		l.mu.Lock()
+		tr := l.ranges[r.RangeID]
+		l.mu.Unlock()
+		if tr != nil && tr.current(st) {
+			continue
+		}
+		l.mu.Lock()
+		busy := l.building[r.RangeID]
+		l.building[r.RangeID] = true
+		l.mu.Unlock()
+		if busy {
+			continue
+		}
+		go func() {
+			defer func() {
+				l.mu.Lock()
+				delete(l.building, r.RangeID)
+				l.mu.Unlock()
+			}()
+			if _, err := l.build(l.n.ctx, s, r); err != nil {
+				l.n.log.Debug("txn tenure not built", "range", r.RangeID, "err", err)
+			}
+		}()
+	}
+}

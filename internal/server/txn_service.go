@@ -1,0 +1,435 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"sort"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/vowdb/vowdb/api/vowdbpb"
+	"github.com/vowdb/vowdb/internal/lock"
+	"github.com/vowdb/vowdb/internal/replica"
+	"github.com/vowdb/vowdb/internal/transport"
+	"github.com/vowdb/vowdb/internal/txn"
+)
+
+// msgRollback is a TxnMessage type outside package txn's: a client's
+// rollback of an ACTIVE attempt on one range. It can never abort a
+// prepared txn (Participant.Abort refuses, rule 2).
+const msgRollback = 100
+
+type txnService struct {
+	vowdbpb.UnimplementedTxnServer
+	n *Node
+}
+
+func grpcCode(err error) string { return status.Code(err).String() }
+
+func (s *txnService) layer() (*txnLayer, error) {
+	if s.n.sched.Load() == nil {
+		return nil, transport.Status(&vowdbpb.ErrorDetail{Code: vowdbpb.ErrorDetail_NOT_INITIALIZED},
+			"node at %s has not joined a cluster yet", s.n.addr)
+	}
+	return s.n.txns, nil
+}
+
+func (s *txnService) Op(ctx context.Context, req *vowdbpb.TxnOpRequest) (resp *vowdbpb.TxnOpResponse, err error) {
+	defer func(start time.Time) { (&kvService{n: s.n}).observe("txn_op", start, err) }(time.Now())
+	l, err := s.layer()
+	if err != nil {
+		return nil, err
+	}
+	return l.op(ctx, req)
+}
+
+func abortReasonOf(r txn.AbortReason) vowdbpb.TxnAbort_Reason {
+	switch r {
+	case txn.ReasonDecisionLost:
+		return vowdbpb.TxnAbort_DECISION_LOST
+	default:
+		return vowdbpb.TxnAbort_STATE_LOST
+	}
+}
+
+func (s *txnService) Commit(ctx context.Context, req *vowdbpb.TxnCommitRequest) (resp *vowdbpb.TxnCommitResponse, err error) {
+	defer func(start time.Time) { (&kvService{n: s.n}).observe("txn_commit", start, err) }(time.Now())
+	l, err := s.layer()
+	if err != nil {
+		return nil, err
+	}
+	if req.TxnId == 0 || lock.TxnID(req.TxnId)&plainTxnBit != 0 || req.Attempt == 0 {
+		return nil, transport.Invalid("txn id %d / attempt %d out of range", req.TxnId, req.Attempt)
+	}
+	resp = &vowdbpb.TxnCommitResponse{GatewayNodeId: s.n.nodeID()}
+	if len(req.Participants) == 0 {
+		resp.Outcome, resp.Path = vowdbpb.TxnCommitResponse_COMMITTED, txn.PathReadOnly.String()
+		return resp, nil
+	}
+	writers := 0
+	for _, p := range req.Participants {
+		if p.Writes {
+			writers++
+		}
+	}
+	res, err := l.coord.commit(ctx, txn.CommitRequest{Txn: lock.TxnID(req.TxnId), Attempt: req.Attempt,
+		Participants: participantsFromPB(req.Participants), Anchor: txn.RangeID(req.AnchorRangeId), AnchorKey: req.AnchorKey})
+	if errors.Is(err, txn.ErrInvalid) {
+		return nil, transport.Invalid("%v", err)
+	}
+	if errors.Is(err, txn.ErrInProgress) {
+		return nil, status.Errorf(codes.FailedPrecondition, "transaction %d is already committing on this node", req.TxnId)
+	}
+	if err != nil {
+		return nil, err
+	}
+	resp.Path = res.Path.String()
+	switch res.Outcome {
+	case txn.OutcomeCommitted:
+		resp.Outcome = vowdbpb.TxnCommitResponse_COMMITTED
+		switch res.Path {
+		case txn.PathOnePhase:
+			resp.DurableWrites, resp.RoundTrips = 1, 1
+			if len(req.Participants) > writers {
+				resp.RoundTrips = 2
+			}
+		case txn.PathTwoPhase:
+			resp.DurableWrites, resp.RoundTrips = 2, 2
+		case txn.PathReadOnly:
+			resp.RoundTrips = 1
+		}
+		s.n.metrics.TxnCommits.WithLabelValues(res.Path.String()).Inc()
+	case txn.OutcomeAborted:
+		resp.Outcome = vowdbpb.TxnCommitResponse_ABORTED
+		resp.Abort = &vowdbpb.TxnAbort{Reason: abortReasonOf(res.Reason), RangeId: uint64(res.Range)}
+		s.n.metrics.TxnAborts.WithLabelValues(resp.Abort.Reason.String()).Inc()
+	default:
+		resp.Outcome = vowdbpb.TxnCommitResponse_AMBIGUOUS
+	}
+	return resp, nil
+}
+
+func (s *txnService) Rollback(ctx context.Context, req *vowdbpb.TxnRollbackRequest) (*vowdbpb.TxnRollbackResponse, error) {
+	l, err := s.layer()
+	if err != nil {
+		return nil, err
+	}
+	var msgs []txn.Message
+	for _, p := range req.Participants {
+		msgs = append(msgs, txn.Message{Type: msgRollback, Txn: lock.TxnID(req.TxnId), Attempt: req.Attempt,
+			From: txn.Addr{Node: txn.NodeID(s.n.nodeID())}, To: txn.Addr{Range: txn.RangeID(p.RangeId)}})
+	}
+	l.send(msgs)
+	return &vowdbpb.TxnRollbackResponse{}, nil
+}
+
+// rollback aborts an ACTIVE attempt here at its client's request.
+func (tr *txnRange) rollback(id lock.TxnID, attempt uint64) {
+	tr.mu.Lock()
+	defer tr.mu.Unlock()
+	if m := tr.meta[id]; tr.dead || m == nil || m.attempt != attempt {
+		return
+	}
+	tr.abortLocked(id, &vowdbpb.TxnAbort{Reason: vowdbpb.TxnAbort_ROLLBACK, RangeId: tr.id})
+}
+
+func (s *txnService) Deliver(ctx context.Context, req *vowdbpb.TxnDeliverRequest) (*vowdbpb.TxnDeliverResponse, error) {
+	l, err := s.layer()
+	if err != nil {
+		return nil, err
+	}
+	for _, m := range req.Msgs {
+		l.dispatch(m)
+	}
+	return &vowdbpb.TxnDeliverResponse{}, nil
+}
+
+func (s *txnService) Propose(ctx context.Context, req *vowdbpb.TxnProposeRequest) (*vowdbpb.TxnProposeResponse, error) {
+	l, err := s.layer()
+	if err != nil {
+		return nil, err
+	}
+	if req.Cmd == nil {
+		return nil, transport.Invalid("propose without a command")
+	}
+	return l.proposeLocal(ctx, req.Key, req.Cmd)
+}
+
+func (s *txnService) CoordinatorStatus(ctx context.Context, req *vowdbpb.CoordinatorStatusRequest) (*vowdbpb.CoordinatorStatusResponse, error) {
+	l, err := s.layer()
+	if err != nil {
+		return nil, err
+	}
+	return &vowdbpb.CoordinatorStatusResponse{Running: l.coord.has(lock.TxnID(req.TxnId), req.Attempt)}, nil
+}
+
+func (s *txnService) ReportWaits(ctx context.Context, req *vowdbpb.WaitsReport) (*vowdbpb.WaitsReportResponse, error) {
+	l, err := s.layer()
+	if err != nil {
+		return nil, err
+	}
+	if _, _, err := s.n.localMetaLeader(); err != nil {
+		return nil, err
+	}
+	victims := l.detect(req)
+	for _, v := range victims {
+		l.recordDeadlockPB(v)
+	}
+	return &vowdbpb.WaitsReportResponse{Victims: victims}, nil
+}
+
+// fanOut calls fn on every known node (this one included) in parallel.
+func (n *Node) fanOut(ctx context.Context, fn func(ctx context.Context, c vowdbpb.TxnClient) error) {
+	var wg sync.WaitGroup
+	for _, nd := range n.knownNodes() {
+		conn, err := n.trans.NodeConn(nd.NodeId)
+		if err != nil {
+			continue
+		}
+		wg.Add(1)
+		go func(conn *grpc.ClientConn) {
+			defer wg.Done()
+			cctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+			defer cancel()
+			_ = fn(cctx, vowdbpb.NewTxnClient(conn))
+		}(conn)
+	}
+	wg.Wait()
+}
+
+// Status answers TxnStatus: local=true asks only this node's leader ranges
+// and coordinator; otherwise every node is asked and the answers combined.
+func (s *txnService) Status(ctx context.Context, req *vowdbpb.TxnStatusRequest) (*vowdbpb.TxnStatusResponse, error) {
+	l, err := s.layer()
+	if err != nil {
+		return nil, err
+	}
+	if req.TxnId == 0 {
+		return nil, transport.Invalid("txn id 0 is not valid")
+	}
+	if req.Local {
+		return l.localStatus(ctx, lock.TxnID(req.TxnId))
+	}
+	var mu sync.Mutex
+	out := &vowdbpb.TxnStatusResponse{State: vowdbpb.TxnState_TXN_UNKNOWN}
+	answered := 0
+	s.n.fanOut(ctx, func(ctx context.Context, c vowdbpb.TxnClient) error {
+		resp, err := c.Status(ctx, &vowdbpb.TxnStatusRequest{TxnId: req.TxnId, Local: true})
+		if err != nil {
+			return err
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		answered++
+		if rank(resp.State) > rank(out.State) {
+			out.State, out.Attempt = resp.State, resp.Attempt
+		}
+		return nil
+	})
+	if answered == 0 {
+		return nil, status.Errorf(codes.Unavailable, "no node answered the status of txn %d", req.TxnId)
+	}
+	return out, nil
+}
+
+// rank orders states for combining answers: a COMMITTED anywhere is the
+// answer; else anything in flight; else a known abort.
+func rank(s vowdbpb.TxnState) int {
+	switch s {
+	case vowdbpb.TxnState_TXN_COMMITTED:
+		return 3
+	case vowdbpb.TxnState_TXN_PENDING:
+		return 2
+	case vowdbpb.TxnState_TXN_ABORTED:
+		return 1
+	}
+	return 0
+}
+
+func (l *txnLayer) localStatus(ctx context.Context, id lock.TxnID) (*vowdbpb.TxnStatusResponse, error) {
+	out := &vowdbpb.TxnStatusResponse{State: vowdbpb.TxnState_TXN_UNKNOWN}
+	note := func(st vowdbpb.TxnState, attempt uint64) {
+		if rank(st) > rank(out.State) {
+			out.State, out.Attempt = st, attempt
+		}
+	}
+	s := l.n.sched.Load()
+	for _, r := range s.Replicas() {
+		st := r.Status()
+		if st.Desc == nil || st.Desc.IsMeta || st.LeaderID != l.n.nodeID() {
+			continue
+		}
+		rd := replica.NewRead()
+		s.Read(r.RangeID, rd)
+		select {
+		case err := <-rd.Done:
+			if err != nil {
+				continue
+			}
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+		// Per attempt: a decided record or outcome settles it; a prepare
+		// record alone means in flight.
+		per := map[uint64]vowdbpb.TxnState{}
+		err := replica.TxnStates(l.n.eng, r.RangeID, txnIDPrefix(id), func(kind byte, kid []byte, st vowdbpb.TxnState) {
+			_, attempt, ok := parseTxnKeyID(kid)
+			if !ok {
+				return
+			}
+			if cur, seen := per[attempt]; !seen || cur == vowdbpb.TxnState_TXN_PENDING {
+				per[attempt] = st
+			}
+		})
+		if err != nil {
+			return nil, err
+		}
+		for attempt, st := range per {
+			note(st, attempt)
+		}
+	}
+	for _, tr := range l.tenures() {
+		tr.mu.Lock()
+		if m := tr.meta[id]; m != nil && !tr.dead {
+			if st := tr.part.State(id); st == txn.StateActive || st == txn.StatePrepared {
+				note(vowdbpb.TxnState_TXN_PENDING, m.attempt)
+			}
+		}
+		tr.mu.Unlock()
+	}
+	for _, info := range l.coord.infos() {
+		if lock.TxnID(info.TxnId) == id {
+			note(vowdbpb.TxnState_TXN_PENDING, info.Attempt)
+		}
+	}
+	return out, nil
+}
+
+func (s *txnService) List(ctx context.Context, req *vowdbpb.TxnListRequest) (*vowdbpb.TxnListResponse, error) {
+	l, err := s.layer()
+	if err != nil {
+		return nil, err
+	}
+	if req.Local {
+		return &vowdbpb.TxnListResponse{Txns: l.localTxns()}, nil
+	}
+	var mu sync.Mutex
+	byID := map[uint64]*vowdbpb.TxnInfo{}
+	s.n.fanOut(ctx, func(ctx context.Context, c vowdbpb.TxnClient) error {
+		resp, err := c.List(ctx, &vowdbpb.TxnListRequest{Local: true})
+		if err != nil {
+			return err
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		for _, t := range resp.Txns {
+			cur := byID[t.TxnId]
+			if cur == nil {
+				byID[t.TxnId] = t
+				continue
+			}
+			cur.ParticipantRangeIds = append(cur.ParticipantRangeIds, t.ParticipantRangeIds...)
+			if t.State == "COMMITTING" || t.State == txn.StatePrepared.String() {
+				cur.State = t.State
+			}
+			cur.AgeMicros = max(cur.AgeMicros, t.AgeMicros)
+			if cur.CoordinatorNodeId == 0 {
+				cur.CoordinatorNodeId = t.CoordinatorNodeId
+			}
+		}
+		return nil
+	})
+	out := &vowdbpb.TxnListResponse{}
+	for _, t := range byID {
+		sort.Slice(t.ParticipantRangeIds, func(i, j int) bool { return t.ParticipantRangeIds[i] < t.ParticipantRangeIds[j] })
+		t.ParticipantRangeIds = dedup(t.ParticipantRangeIds)
+		out.Txns = append(out.Txns, t)
+	}
+	sort.Slice(out.Txns, func(i, j int) bool { return out.Txns[i].AgeMicros > out.Txns[j].AgeMicros })
+	return out, nil
+}
+
+func dedup(xs []uint64) []uint64 {
+	var out []uint64
+	for i, x := range xs {
+		if i == 0 || x != xs[i-1] {
+			out = append(out, x)
+		}
+	}
+	return out
+}
+
+func (l *txnLayer) localTxns() []*vowdbpb.TxnInfo {
+	out := l.coord.infos()
+	now := time.Now().UnixNano()
+	for _, tr := range l.tenures() {
+		tr.mu.Lock()
+		for id, m := range tr.meta {
+			st := tr.part.State(id)
+			if st != txn.StateActive && st != txn.StatePrepared {
+				continue
+			}
+			age := int64(0)
+			if m.age > 0 {
+				age = (now - int64(m.age)) / 1000
+			}
+			out = append(out, &vowdbpb.TxnInfo{TxnId: uint64(id), Attempt: m.attempt, CoordinatorNodeId: m.gateway,
+				State: st.String(), ParticipantRangeIds: []uint64{tr.id}, AgeMicros: age, NodeId: l.n.nodeID()})
+		}
+		tr.mu.Unlock()
+	}
+	return out
+}
+
+func (s *txnService) Locks(ctx context.Context, req *vowdbpb.LocksRequest) (*vowdbpb.LocksResponse, error) {
+	l, err := s.layer()
+	if err != nil {
+		return nil, err
+	}
+	if req.Local {
+		return l.localLocks(), nil
+	}
+	var mu sync.Mutex
+	out := &vowdbpb.LocksResponse{}
+	s.n.fanOut(ctx, func(ctx context.Context, c vowdbpb.TxnClient) error {
+		resp, err := c.Locks(ctx, &vowdbpb.LocksRequest{Local: true})
+		if err != nil {
+			return err
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		out.Waits = append(out.Waits, resp.Waits...)
+		out.Deadlocks = append(out.Deadlocks, resp.Deadlocks...)
+		return nil
+	})
+	sort.Slice(out.Waits, func(i, j int) bool { return out.Waits[i].WaitMicros > out.Waits[j].WaitMicros })
+	sort.Slice(out.Deadlocks, func(i, j int) bool { return out.Deadlocks[i].UnixMs > out.Deadlocks[j].UnixMs })
+	return out, nil
+}
+
+func (l *txnLayer) localLocks() *vowdbpb.LocksResponse {
+	out := &vowdbpb.LocksResponse{}
+	for _, tr := range l.tenures() {
+		tr.mu.Lock()
+		for id, w := range tr.waiters {
+			lw := &vowdbpb.LockWait{Waiter: uint64(id), Key: w.span.Start, Mode: w.mode.String(),
+				WaitMicros: time.Since(w.since).Microseconds(), RangeId: tr.id, NodeId: l.n.nodeID()}
+			if len(w.blockers) > 0 {
+				lw.Holder = uint64(w.blockers[0])
+			}
+			if id&plainTxnBit != 0 {
+				lw.Waiter = 0 // a single-key operation outside any transaction
+			}
+			out.Waits = append(out.Waits, lw)
+		}
+		tr.mu.Unlock()
+	}
+	l.det.Lock()
+	out.Deadlocks = append(out.Deadlocks, l.det.history...)
+	l.det.Unlock()
+	return out
+}

@@ -1,0 +1,330 @@
+package testcluster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/vowdb/vowdb"
+)
+
+// splitAt splits the keyspace at each key.
+func splitAt(t *testing.T, db *vowdb.DB, ks ...string) {
+	t.Helper()
+	for _, k := range ks {
+		if _, _, err := db.Split(context.Background(), []byte(k)); err != nil {
+			t.Fatalf("split at %q: %v", k, err)
+		}
+	}
+}
+
+func mustGet(t *testing.T, db *vowdb.DB, k string) string {
+	t.Helper()
+	v, err := db.Get(context.Background(), []byte(k))
+	if err != nil {
+		t.Fatalf("get %q: %v", k, err)
+	}
+	return string(v)
+}
+
+// TestTxnCommitPaths: writes in two ranges commit by 2PC, writes in one
+// range by the one-phase path (rule 10), a txn without writes read-only;
+// all are visible afterwards and the receipts say which path was taken.
+func TestTxnCommitPaths(t *testing.T) {
+	_, db := startCluster(t, 3)
+	ctx := context.Background()
+	splitAt(t, db, "m")
+
+	tx, err := db.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []string{"a", "z"} {
+		if err := tx.Put(ctx, []byte(k), []byte("v-"+k)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if v, err := tx.Get(ctx, []byte("a")); err != nil || string(v) != "v-a" {
+		t.Fatalf("read own write: %q %v", v, err)
+	}
+	if err := tx.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if r := tx.Receipt(); r == nil || r.Path != "2PC" || len(r.Ranges) != 2 || r.DurableWrites != 2 {
+		t.Fatalf("2PC receipt %+v", r)
+	}
+	if mustGet(t, db, "a") != "v-a" || mustGet(t, db, "z") != "v-z" {
+		t.Fatal("2PC writes not visible")
+	}
+	if st, err := db.TxnStatus(ctx, tx.ID()); err != nil || st != vowdb.TxnCommitted {
+		t.Fatalf("TxnStatus after 2PC commit: %v %v", st, err)
+	}
+
+	// One writing range (plus a read elsewhere): one-phase.
+	tx, _ = db.Begin(ctx)
+	if _, err := tx.Get(ctx, []byte("z")); err != nil {
+		t.Fatal(err)
+	}
+	if err := tx.Put(ctx, []byte("b"), []byte("1pc")); err != nil {
+		t.Fatal(err)
+	}
+	if err := tx.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if r := tx.Receipt(); r.Path != "1PC" || r.DurableWrites != 1 {
+		t.Fatalf("1PC receipt %+v", r)
+	}
+	if mustGet(t, db, "b") != "1pc" {
+		t.Fatal("1PC write not visible")
+	}
+	if st, _ := db.TxnStatus(ctx, tx.ID()); st != vowdb.TxnCommitted {
+		t.Fatalf("TxnStatus after 1PC commit: %v", st)
+	}
+
+	// Rollback: nothing applied, locks released (a plain put goes through).
+	tx, _ = db.Begin(ctx)
+	if err := tx.Put(ctx, []byte("c"), []byte("never")); err != nil {
+		t.Fatal(err)
+	}
+	if err := tx.Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
+	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if err := db.Put(pctx, []byte("c"), []byte("plain")); err != nil {
+		t.Fatalf("plain put after rollback: %v", err)
+	}
+	if err := tx.Put(ctx, []byte("d"), nil); !errors.Is(err, vowdb.ErrTxnDone) {
+		var ab *vowdb.AbortError
+		if !errors.As(err, &ab) || ab.Reason != vowdb.AbortRollback {
+			t.Fatalf("op after rollback: %v", err)
+		}
+	}
+	if err := tx.Commit(ctx); err == nil {
+		t.Fatal("commit after rollback succeeded")
+	}
+
+	// Scan sees own writes and deletes.
+	tx, _ = db.Begin(ctx)
+	_ = tx.Delete(ctx, []byte("b"))
+	_ = tx.Put(ctx, []byte("y"), []byte("new"))
+	kvs, err := tx.Scan(ctx, []byte("a"), nil, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, kv := range kvs {
+		got = append(got, string(kv.Key))
+	}
+	if fmt.Sprint(got) != "[a c y z]" {
+		t.Fatalf("scan in txn: %v", got)
+	}
+	if err := tx.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Get(ctx, []byte("b")); !errors.Is(err, vowdb.ErrNotFound) {
+		t.Fatalf("deleted key: %v", err)
+	}
+}
+
+// TestTxnLocksBlockPlainOps: a plain write waits for a transaction's X
+// lock, so it cannot be overwritten by the transaction's later commit, and a
+// plain read never sees a half-committed transaction.
+func TestTxnLocksBlockPlainOps(t *testing.T) {
+	_, db := startCluster(t, 3)
+	ctx := context.Background()
+	splitAt(t, db, "m")
+	tx, _ := db.Begin(ctx)
+	if err := tx.Put(ctx, []byte("a"), []byte("txn")); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- db.Put(ctx, []byte("a"), []byte("plain")) }()
+	select {
+	case err := <-done:
+		t.Fatalf("plain put went through an X lock: %v", err)
+	case <-time.After(300 * time.Millisecond):
+	}
+	if err := tx.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if v := mustGet(t, db, "a"); v != "plain" {
+		t.Fatalf("a = %q: the plain put did not come after the txn", v)
+	}
+}
+
+// TestTxnDeadlockAcrossRanges: two transactions lock keys in opposite
+// orders on two ranges: exactly one is the victim, with a deadlock reason
+// and the cycle; the other commits.
+func TestTxnDeadlockAcrossRanges(t *testing.T) {
+	_, db := startCluster(t, 3)
+	ctx := context.Background()
+	splitAt(t, db, "m")
+	t1, _ := db.Begin(ctx, vowdb.WithLockTimeout(20*time.Second))
+	t2, _ := db.Begin(ctx, vowdb.WithLockTimeout(20*time.Second))
+	if err := t1.Put(ctx, []byte("a"), []byte("1")); err != nil {
+		t.Fatal(err)
+	}
+	if err := t2.Put(ctx, []byte("z"), []byte("2")); err != nil {
+		t.Fatal(err)
+	}
+	errs := make(chan error, 2)
+	go func() { errs <- t1.Put(ctx, []byte("z"), []byte("1")) }()
+	time.Sleep(100 * time.Millisecond)
+	go func() { errs <- t2.Put(ctx, []byte("a"), []byte("2")) }()
+	var victims int
+	var winner *vowdb.Txn
+	start := time.Now()
+	for range 2 {
+		err := <-errs
+		var ab *vowdb.AbortError
+		if errors.As(err, &ab) {
+			if ab.Reason != vowdb.AbortDeadlock || len(ab.Cycle) != 2 || !errors.Is(err, vowdb.ErrRetryable) {
+				t.Fatalf("victim error %v", err)
+			}
+			victims++
+			if ab.Txn == t1.ID() {
+				winner = t2
+			} else {
+				winner = t1
+			}
+			continue
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if victims != 1 {
+		t.Fatalf("%d victims", victims)
+	}
+	t.Logf("deadlock broken after %v", time.Since(start))
+	if err := winner.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	_, dls, err := db.Locks(ctx)
+	if err != nil || len(dls) == 0 {
+		t.Fatalf("deadlock history: %v %v", dls, err)
+	}
+}
+
+// TestTxnBank: concurrent transfers between accounts on three ranges and
+// full-table reads in transactions: every read sees the exact total, no
+// balance goes negative, and the final state conserves the total.
+func TestTxnBank(t *testing.T) {
+	_, db := startCluster(t, 3)
+	ctx := context.Background()
+	splitAt(t, db, "acct/3", "acct/6")
+	const accounts, initial = 9, 100
+	for i := range accounts {
+		if err := db.Put(ctx, acct(i), []byte(strconv.Itoa(initial))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var commits, aborts, reads atomic.Int64
+	deadline := time.Now().Add(4 * time.Second)
+	var wg sync.WaitGroup
+	errCh := make(chan error, 16)
+	for w := range 6 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; time.Now().Before(deadline); i++ {
+				from, to := (w+i)%accounts, (w*3+i*7+1)%accounts
+				if from == to {
+					continue
+				}
+				err := db.Transact(ctx, func(ctx context.Context, tx *vowdb.Txn) error {
+					fb, err := getInt(ctx, tx, acct(from))
+					if err != nil {
+						return err
+					}
+					tb, err := getInt(ctx, tx, acct(to))
+					if err != nil {
+						return err
+					}
+					amt := 1 + i%5
+					if fb < amt {
+						return nil
+					}
+					if err := tx.Put(ctx, acct(from), []byte(strconv.Itoa(fb-amt))); err != nil {
+						return err
+					}
+					return tx.Put(ctx, acct(to), []byte(strconv.Itoa(tb+amt)))
+				}, vowdb.WithLockTimeout(3*time.Second))
+				if err != nil {
+					aborts.Add(1)
+					if !errors.Is(err, vowdb.ErrRetryable) {
+						errCh <- err
+						return
+					}
+					continue
+				}
+				commits.Add(1)
+			}
+		}()
+	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for time.Now().Before(deadline) {
+			err := db.Transact(ctx, func(ctx context.Context, tx *vowdb.Txn) error {
+				kvs, err := tx.Scan(ctx, []byte("acct/"), []byte("acct0"), 0)
+				if err != nil {
+					return err
+				}
+				sum := 0
+				for _, kv := range kvs {
+					v, _ := strconv.Atoi(string(kv.Value))
+					if v < 0 {
+						return fmt.Errorf("negative balance %s=%d", kv.Key, v)
+					}
+					sum += v
+				}
+				if len(kvs) != accounts || sum != accounts*initial {
+					return fmt.Errorf("read saw %d accounts totalling %d, want %d totalling %d", len(kvs), sum, accounts, accounts*initial)
+				}
+				return nil
+			})
+			if err != nil && !errors.Is(err, vowdb.ErrRetryable) {
+				errCh <- err
+				return
+			}
+			reads.Add(1)
+		}
+	}()
+	wg.Wait()
+	close(errCh)
+	for err := range errCh {
+		t.Fatal(err)
+	}
+	sum := 0
+	for i := range accounts {
+		v, _ := strconv.Atoi(mustGet(t, db, string(acct(i))))
+		sum += v
+	}
+	if sum != accounts*initial {
+		t.Fatalf("final total %d, want %d", sum, accounts*initial)
+	}
+	if commits.Load() == 0 || reads.Load() == 0 {
+		t.Fatalf("no progress: %d commits, %d reads", commits.Load(), reads.Load())
+	}
+	t.Logf("%d transfers committed, %d gave up, %d full reads", commits.Load(), aborts.Load(), reads.Load())
+}
+
+func acct(i int) []byte { return []byte(fmt.Sprintf("acct/%d", i)) }
+
+func getInt(ctx context.Context, tx *vowdb.Txn, k []byte) (int, error) {
+	v, err := tx.Get(ctx, k)
+	if err != nil {
+		return 0, err
+	}
+	return strconv.Atoi(string(v))
+}
