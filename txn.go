@@ -298,7 +298,7 @@ func (db *DB) begin(ctx context.Context, o txnOptions, id TxnID, born time.Time)
 		return nil, fmt.Errorf("%w: no endpoint", ErrUnavailable)
 	}
 	tx := &Txn{db: db, id: id, attempt: uint64(time.Now().UnixNano()), opts: o, begin: time.Now(),
-		age: born.UnixNano() - int64(o.priority)*int64(time.Second),
+		age:   born.UnixNano() - int64(o.priority)*int64(time.Second),
 		parts: map[uint64]*txnPart{}, writes: map[string]*[]byte{}}
 	// The gateway: a reachable endpoint, spread round-robin.
 	start := int(gatewayRR.Add(1))
