@@ -326,6 +326,10 @@ func (db *DB) isClosed() bool {
 // ID returns the transaction's id.
 func (tx *Txn) ID() TxnID { return tx.id }
 
+// Gateway returns the address of the node that coordinates the
+// transaction's commit.
+func (tx *Txn) Gateway() string { return tx.gateway }
+
 // Receipt returns how the transaction committed, or nil before Commit.
 func (tx *Txn) Receipt() *Receipt {
 	tx.mu.Lock()

@@ -28,3 +28,4 @@ go test -race -count=1 -timeout 20m ./...
 
 echo "== failpoint crash tests"
 go test -race -count=1 -tags failpoints ./internal/failpoint/ ./internal/multiraft/
+go test -race -count=1 -tags failpoints -run TestTxnCrash ./internal/testcluster/

@@ -34,5 +34,8 @@ const (
 	TxnAfterDecision = "txn/after-decision"
 )
 
-// Names lists every failpoint.
-var Names = []string{BeforePersist, AfterPersist, AfterSend, AfterApply, TxnBeforeDecision, TxnAfterDecision}
+// Names lists every failpoint of the scheduler round.
+var Names = []string{BeforePersist, AfterPersist, AfterSend, AfterApply}
+
+// TxnNames lists the transaction failpoints.
+var TxnNames = []string{TxnBeforeDecision, TxnAfterDecision}

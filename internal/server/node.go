@@ -617,3 +617,33 @@ func (n *Node) CutRaft(nodes ...uint64) { n.trans.Cut(nodes...) }
 
 // HealRaft ends every CutRaft.
 func (n *Node) HealRaft() { n.trans.Heal() }
+
+// TransferLeadership asks the local leader of rangeID to hand leadership
+// to node to, and waits until it did or ctx ends. For tests and operators.
+func (n *Node) TransferLeadership(ctx context.Context, rangeID, to uint64) error {
+	s := n.sched.Load()
+	if s == nil {
+		return errors.New("server: node has not joined a cluster")
+	}
+	for {
+		var leader uint64
+		if err := s.Do(ctx, func() {
+			if r := s.ReplicaByID(rangeID); r != nil {
+				leader = r.Status().LeaderID
+				if r.IsLeader() && leader != to {
+					r.TransferLeader(to)
+				}
+			}
+		}); err != nil {
+			return err
+		}
+		if leader == to {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("range %d: leadership not moved to node %d: %w", rangeID, to, ctx.Err())
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}

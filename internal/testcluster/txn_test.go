@@ -328,3 +328,111 @@ func getInt(ctx context.Context, tx *vowdb.Txn, k []byte) (int, error) {
 	}
 	return strconv.Atoi(string(v))
 }
+
+// TestTxnWriteSkewAcrossFailover is the G2 scenario of DESIGN rule 9 with a
+// leader failover between a transaction's read and its commit. T1 reads y
+// (range B) and T2 reads x (range A); B's leader dies, so T1's S lock on y
+// is gone; T2 then writes y and commits; T1 writes x and commits. If both
+// committed, each would have read a value the other overwrote: a cycle of
+// anti-dependencies (write skew). Rule 8 forbids it: B's leader term
+// changed since T1's read there, so B votes NO and T1 aborts.
+func TestTxnWriteSkewAcrossFailover(t *testing.T) {
+	c, db := startCluster(t, 3)
+	ctx := context.Background()
+	splitAt(t, db, "m")
+	x, y := []byte("a-x"), []byte("y-z") // x < "m" <= y: two ranges
+	for _, k := range [][]byte{x, y} {
+		if err := db.Put(ctx, k, []byte("0")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Give x's range and y's range different leaders, so that the failover
+	// below hits B (y's range) alone.
+	if lx := leaderIndex(t, c, db, string(x)); lx == leaderIndex(t, c, db, string(y)) {
+		ranges, _ := db.Ranges(ctx)
+		for _, r := range ranges {
+			if !r.Meta && string(r.StartKey) <= string(x) && string(x) < string(r.EndKey) {
+				tctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+				err := c.Nodes[lx].TransferLeadership(tctx, r.ID, c.Nodes[(lx+1)%3].NodeID())
+				cancel()
+				if err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+	}
+	t1, _ := db.Begin(ctx)
+	t2, _ := db.Begin(ctx)
+	if _, err := t1.Get(ctx, y); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := t2.Get(ctx, x); err != nil {
+		t.Fatal(err)
+	}
+	// Fail over B.
+	b := leaderIndex(t, c, db, string(y))
+	shared := b == leaderIndex(t, c, db, string(x))
+	c.Kill(b)
+	if err := c.Restart(b); err != nil {
+		t.Fatal(err)
+	}
+	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if err := t2.Put(wctx, y, []byte("t2")); err != nil {
+		t.Fatalf("T2 write y after failover: %v", err)
+	}
+	err2 := t2.Commit(wctx)
+	err1 := t1.Put(wctx, x, []byte("t1"))
+	if err1 == nil {
+		err1 = t1.Commit(wctx)
+	}
+	t.Logf("T1: %v; T2: %v", err1, err2)
+	if err1 == nil && err2 == nil {
+		t.Fatal("both transactions committed: write skew (G2) across failover")
+	}
+	if !shared && err2 != nil {
+		t.Fatalf("T2 (untouched by the failover) aborted: %v", err2)
+	}
+	var ab *vowdb.AbortError
+	if err1 != nil && !errors.As(err1, &ab) && !errors.Is(err1, vowdb.ErrRetryable) {
+		t.Fatalf("T1 failed with a non-abort error: %v", err1)
+	}
+}
+
+// TestTxnParticipantRecoversPreparedLocks: a participant leader dies after
+// the transaction prepared there; the new leader rebuilds the prepared
+// transaction from its durable record (its X locks included) and applies
+// the commit; the client sees committed.
+func TestTxnPreparedSurvivesLeaderRestart(t *testing.T) {
+	c, db := startCluster(t, 3)
+	ctx := context.Background()
+	splitAt(t, db, "m")
+	for round := range 3 {
+		tx, _ := db.Begin(ctx)
+		a, z := fmt.Appendf(nil, "a%d", round), fmt.Appendf(nil, "z%d", round)
+		if err := tx.Put(ctx, a, []byte("v")); err != nil {
+			t.Fatal(err)
+		}
+		if err := tx.Put(ctx, z, []byte("v")); err != nil {
+			t.Fatal(err)
+		}
+		if err := tx.Commit(ctx); err != nil {
+			t.Fatal(err)
+		}
+		// Restart z's leader: committed state must be durable, and the new
+		// tenure must not hold stale locks.
+		i := leaderIndex(t, c, db, string(z))
+		c.Kill(i)
+		if err := c.Restart(i); err != nil {
+			t.Fatal(err)
+		}
+		pctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+		if err := db.Put(pctx, z, []byte("plain")); err != nil {
+			t.Fatalf("plain put after restart: %v", err)
+		}
+		cancel()
+		if mustGet(t, db, string(a)) != "v" {
+			t.Fatal("committed write lost")
+		}
+	}
+}

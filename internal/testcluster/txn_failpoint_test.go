@@ -1,0 +1,170 @@
+//go:build failpoints
+
+package testcluster
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/vowdb/vowdb"
+	"github.com/vowdb/vowdb/internal/failpoint"
+)
+
+// holdAt makes the first goroutine to reach failpoint name report on hit
+// and block until release is closed (a crash of that step, frozen).
+func holdAt(t *testing.T, name string) (hit <-chan struct{}, release func()) {
+	h := make(chan struct{})
+	r := make(chan struct{})
+	var once sync.Once
+	failpoint.Enable(name, func() {
+		first := false
+		once.Do(func() { first = true; close(h) })
+		if first {
+			<-r
+		}
+	})
+	var ronce sync.Once
+	rel := func() { ronce.Do(func() { close(r) }) }
+	t.Cleanup(func() { failpoint.Disable(name); rel() })
+	return h, rel
+}
+
+// crashGatewayAt commits a two-range transaction, kills its gateway at
+// failpoint name, and returns the gateway's index, the txn id, the
+// client's commit error and a client of the surviving nodes.
+func crashGatewayAt(t *testing.T, name string) (*Cluster, int, vowdb.TxnID, error, *vowdb.DB) {
+	c, _ := startCluster(t, 3)
+	ctx := context.Background()
+	all, err := c.Client(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer all.Close()
+	splitAt(t, all, "m")
+	hit, release := holdAt(t, name)
+	tx, err := all.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := -1
+	for i, n := range c.Nodes {
+		if n.Addr() == tx.Gateway() {
+			g = i
+		}
+	}
+	for _, k := range []string{"a", "z"} {
+		if err := tx.Put(ctx, []byte(k), []byte("committed?")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	done := make(chan error, 1)
+	go func() { done <- tx.Commit(ctx) }()
+	select {
+	case <-hit:
+	case <-time.After(20 * time.Second):
+		t.Fatalf("failpoint %s not reached", name)
+	}
+	c.Kill(g)
+	release()
+	commitErr := <-done
+	var eps []string
+	for i, n := range c.Nodes {
+		if i != g {
+			eps = append(eps, n.Addr())
+		}
+	}
+	rest, err := vowdb.Open(ctx, vowdb.Config{Endpoints: eps})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = rest.Close() })
+	return c, g, tx.ID(), commitErr, rest
+}
+
+// waitStatus polls TxnStatus until it is want.
+func waitStatus(t *testing.T, db *vowdb.DB, id vowdb.TxnID, want vowdb.TxnState) {
+	t.Helper()
+	deadline := time.Now().Add(45 * time.Second)
+	for {
+		st, err := db.TxnStatus(context.Background(), id)
+		if err == nil && st == want {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("txn %d status %v (%v), want %v", id, st, err, want)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// waitValue polls key until it reads want ("" = absent).
+func waitValue(t *testing.T, db *vowdb.DB, key, want string) {
+	t.Helper()
+	deadline := time.Now().Add(45 * time.Second)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		v, err := db.Get(ctx, []byte(key))
+		cancel()
+		got := string(v)
+		if errors.Is(err, vowdb.ErrNotFound) {
+			got, err = "", nil
+		}
+		if err == nil && got == want {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s = %q (%v), want %q", key, got, err, want)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// TestTxnCrashCoordinatorAfterDecision: the gateway dies right after the
+// COMMITTED decision is durable, before any COMMIT is sent or the client
+// is answered. The client sees an ambiguous commit; TxnStatus resolves it
+// as COMMITTED; every participant applies the writes (by inquiry or the
+// anchor's recovery, rules 5 and 6) and releases its locks.
+func TestTxnCrashCoordinatorAfterDecision(t *testing.T) {
+	c, g, id, err, db := crashGatewayAt(t, failpoint.TxnAfterDecision)
+	if !errors.Is(err, vowdb.ErrAmbiguousCommit) {
+		t.Fatalf("commit through a dead gateway: %v, want ambiguous", err)
+	}
+	waitStatus(t, db, id, vowdb.TxnCommitted)
+	waitValue(t, db, "a", "committed?")
+	waitValue(t, db, "z", "committed?")
+	if err := c.Restart(g); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := db.Put(ctx, []byte("a"), []byte("after")); err != nil {
+		t.Fatalf("lock still held after recovery: %v", err)
+	}
+	waitStatus(t, db, id, vowdb.TxnCommitted)
+}
+
+// TestTxnCrashCoordinatorBeforeDecision: the gateway dies after every
+// participant prepared but before the decision. The prepared participants
+// inquire; the record is undecided and the coordinator is gone, so the
+// inquiry aborts it by compare-and-set (presumed abort, rule 4): nothing is
+// applied and the locks are released.
+func TestTxnCrashCoordinatorBeforeDecision(t *testing.T) {
+	c, g, id, err, db := crashGatewayAt(t, failpoint.TxnBeforeDecision)
+	if err == nil {
+		t.Fatal("commit reported success though the decision was never written")
+	}
+	if err := c.Restart(g); err != nil { // a restarted coordinator does not know the txn
+		t.Fatal(err)
+	}
+	waitStatus(t, db, id, vowdb.TxnAborted)
+	waitValue(t, db, "a", "")
+	waitValue(t, db, "z", "")
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := db.Put(ctx, []byte("z"), []byte("after")); err != nil {
+		t.Fatalf("lock still held after presumed abort: %v", err)
+	}
+}
