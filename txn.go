@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/status"
 
 	"github.com/vowdb/vowdb/api/vowdbpb"
 	"github.com/vowdb/vowdb/internal/transport"
@@ -380,6 +381,9 @@ func (tx *Txn) op(ctx context.Context, req *vowdbpb.TxnOpRequest) (*vowdbpb.TxnO
 	if err != nil {
 		if d, ok := transport.Detail(err); ok && d.Code == vowdbpb.ErrorDetail_TXN_ABORTED {
 			return nil, tx.fail(ctx, abortFromPB(tx.id, d.Abort))
+		}
+		if d, ok := transport.Detail(err); ok && d.Code == vowdbpb.ErrorDetail_TXN_LIMIT {
+			return nil, tx.fail(ctx, fmt.Errorf("%w: %s", ErrTxnLimit, status.Convert(err).Message()))
 		}
 		if errors.Is(err, ErrInvalidArgument) {
 			return nil, err

@@ -34,6 +34,9 @@ type Config struct {
 	// client set no timeout; then it is aborted (the last resort against
 	// deadlocks the detector has not broken).
 	LockTimeout time.Duration
+	// MaxTxnBytes bounds the bytes of keys and values one transaction may
+	// write on one range (default 64 MiB); past it the txn is aborted.
+	MaxTxnBytes int
 
 	FS     vfs.FS // nil: the real file system
 	Logger *slog.Logger
@@ -67,6 +70,9 @@ func (c *Config) Defaults() {
 	}
 	if c.ReplicateInterval == 0 {
 		c.ReplicateInterval = 500 * time.Millisecond
+	}
+	if c.MaxTxnBytes == 0 {
+		c.MaxTxnBytes = 64 << 20
 	}
 	if c.LockTimeout == 0 {
 		c.LockTimeout = 5 * time.Second

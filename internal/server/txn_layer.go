@@ -254,6 +254,13 @@ func (l *txnLayer) op(ctx context.Context, req *vowdbpb.TxnOpRequest) (*vowdbpb.
 	if m := tr.meta[id]; m != nil && m.attempt < req.Attempt && tr.part.State(id) == txn.StateActive {
 		tr.releaseLocked(id) // the older attempt aborted: its locks go before the new attempt takes any
 	}
+	if m := tr.meta[id]; w != nil && m != nil && m.attempt == req.Attempt && m.bytes+len(req.Key)+len(req.Value) > n.cfg.MaxTxnBytes {
+		ab := &vowdbpb.TxnAbort{Reason: vowdbpb.TxnAbort_CONFLICT, Key: req.Key, RangeId: tr.id}
+		tr.abortLocked(id, ab)
+		tr.mu.Unlock()
+		return nil, transport.Status(&vowdbpb.ErrorDetail{Code: vowdbpb.ErrorDetail_TXN_LIMIT, Abort: ab},
+			"transaction %d writes more than %d bytes on range %d; it was aborted", id, n.cfg.MaxTxnBytes, tr.id)
+	}
 	if err := tr.part.Admit(txn.Op{Txn: id, Attempt: req.Attempt, Span: span, Mode: mode, Write: w}); err != nil {
 		ab := tr.aborted[id]
 		tr.mu.Unlock()
@@ -273,6 +280,9 @@ func (l *txnLayer) op(ctx context.Context, req *vowdbpb.TxnOpRequest) (*vowdbpb.
 			m.deadline = time.UnixMilli(req.DeadlineUnixMs)
 		}
 		tr.meta[id] = m
+	}
+	if w != nil {
+		m.bytes += len(req.Key) + len(req.Value)
 	}
 	tr.pumpLocked()
 	tr.mu.Unlock()

@@ -54,6 +54,7 @@ type txnRange struct {
 
 // txnMeta is what the leader knows of a txn from its operations.
 type txnMeta struct {
+	bytes    int // bytes of keys and values written here
 	attempt  uint64
 	age      uint64
 	gateway  uint64

@@ -436,3 +436,53 @@ func TestTxnPreparedSurvivesLeaderRestart(t *testing.T) {
 		}
 	}
 }
+
+// TestTxnBadInput: limits, finished transactions and unknown ids get clear
+// errors and write nothing.
+func TestTxnBadInput(t *testing.T) {
+	_, db := startCluster(t, 3)
+	ctx := context.Background()
+	tx, _ := db.Begin(ctx, vowdb.WithMaxBytes(100))
+	if err := tx.Put(ctx, []byte("big1"), make([]byte, 60)); err != nil {
+		t.Fatal(err)
+	}
+	err := tx.Put(ctx, []byte("big2"), make([]byte, 60))
+	if !errors.Is(err, vowdb.ErrTxnLimit) || !errors.Is(err, vowdb.ErrInvalidArgument) {
+		t.Fatalf("oversize txn: %v", err)
+	}
+	if err := tx.Commit(ctx); err == nil {
+		t.Fatal("commit of an over-limit txn succeeded")
+	}
+	if _, err := db.Get(ctx, []byte("big1")); !errors.Is(err, vowdb.ErrNotFound) {
+		t.Fatalf("over-limit txn wrote: %v", err)
+	}
+	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if err := db.Put(pctx, []byte("big1"), []byte("x")); err != nil {
+		t.Fatalf("locks of the over-limit txn not released: %v", err)
+	}
+
+	tx, _ = db.Begin(ctx)
+	_ = tx.Put(ctx, []byte("k"), []byte("v"))
+	if err := tx.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := tx.Put(ctx, []byte("k2"), []byte("v")); !errors.Is(err, vowdb.ErrTxnDone) {
+		t.Fatalf("put after commit: %v", err)
+	}
+	if err := tx.Commit(ctx); !errors.Is(err, vowdb.ErrTxnDone) {
+		t.Fatalf("second commit: %v", err)
+	}
+	if st, err := db.TxnStatus(ctx, 12345); err != nil || st != vowdb.TxnUnknown {
+		t.Fatalf("unknown id: %v %v", st, err)
+	}
+	if _, err := db.TxnStatus(ctx, 0); !errors.Is(err, vowdb.ErrInvalidArgument) {
+		t.Fatalf("id 0: %v", err)
+	}
+	if _, err := db.Begin(ctx, vowdb.WithTxnID(1<<63)); !errors.Is(err, vowdb.ErrInvalidArgument) {
+		t.Fatalf("id 2^63: %v", err)
+	}
+	if _, err := tx.Get(ctx, nil); !errors.Is(err, vowdb.ErrInvalidArgument) {
+		t.Fatalf("empty key: %v", err)
+	}
+}
