@@ -65,6 +65,13 @@ var (
 	// ErrTxnDone is returned by operations on a transaction that already
 	// committed, rolled back or aborted.
 	ErrTxnDone = errors.New("vowdb: transaction already finished")
+	// ErrTxnCommitted is returned by Begin for a WithTxnID id that already
+	// committed: the id is an idempotency key, so nothing runs twice.
+	// Transact treats it as success.
+	ErrTxnCommitted = errors.New("vowdb: transaction id already committed")
+	// ErrTxnInFlight is returned by Begin for a WithTxnID id whose earlier
+	// attempt is still in flight; it matches ErrRetryable.
+	ErrTxnInFlight = fmt.Errorf("vowdb: an earlier attempt of this transaction id is still in flight (%w)", ErrRetryable)
 	// ErrTxnLimit means the transaction went over a limit (size, keys,
 	// duration); it was rolled back and retrying it unchanged fails again.
 	// It matches ErrInvalidArgument.
@@ -171,9 +178,11 @@ type txnOptions struct {
 	maxAttempts int
 }
 
-// WithTxnID names the transaction. The id is an idempotency key: a commit
-// retried with the same id never applies twice, and DB.TxnStatus(id) tells
-// whether it committed.
+// WithTxnID names the transaction. The id is an idempotency key: Begin
+// with an id that already committed returns ErrTxnCommitted (Transact
+// returns nil without running fn), so a commit retried with the same id
+// never applies twice; DB.TxnStatus(id) tells whether it committed. Begin
+// with a named id costs one extra cluster-wide status lookup.
 func WithTxnID(id TxnID) TxnOption { return func(o *txnOptions) { o.id = id } }
 
 // WithLockTimeout bounds how long one operation waits for a lock before
@@ -288,7 +297,16 @@ func (db *DB) begin(ctx context.Context, o txnOptions, id TxnID, born time.Time)
 	if db.isClosed() {
 		return nil, ErrClosed
 	}
-	if id == 0 {
+	if id == 0 && o.id != 0 {
+		// A named txn: refuse to run it again if an attempt committed.
+		switch st, err := db.TxnStatus(ctx, o.id); {
+		case err != nil:
+			return nil, err
+		case st == TxnCommitted:
+			return nil, fmt.Errorf("%w: %d", ErrTxnCommitted, o.id)
+		case st == TxnPending:
+			return nil, fmt.Errorf("%w: %d", ErrTxnInFlight, o.id)
+		}
 		id = o.id
 	}
 	if id == 0 {
@@ -743,6 +761,13 @@ func (db *DB) Transact(ctx context.Context, fn func(ctx context.Context, tx *Txn
 			backoff = min(backoff*2, time.Second)
 		}
 		tx, err := db.begin(ctx, o, id, born)
+		if errors.Is(err, ErrTxnCommitted) {
+			return nil // a named txn that already committed: exactly once
+		}
+		if errors.Is(err, ErrTxnInFlight) {
+			lastErr = err
+			continue
+		}
 		if err != nil {
 			return err
 		}

@@ -486,3 +486,139 @@ func TestTxnBadInput(t *testing.T) {
 		t.Fatalf("empty key: %v", err)
 	}
 }
+
+// TestTxnIDIsIdempotencyKey: a transaction named with WithTxnID that
+// committed is never applied again: Begin refuses the id and Transact
+// returns success without running the function.
+func TestTxnIDIsIdempotencyKey(t *testing.T) {
+	_, db := startCluster(t, 3)
+	ctx := context.Background()
+	splitAt(t, db, "m")
+	const id = vowdb.TxnID(777)
+	runs := 0
+	incr := func(ctx context.Context, tx *vowdb.Txn) error {
+		runs++
+		n := 0
+		if v, err := tx.Get(ctx, []byte("counter")); err == nil {
+			n, _ = strconv.Atoi(string(v))
+		} else if !errors.Is(err, vowdb.ErrNotFound) {
+			return err
+		}
+		if err := tx.Put(ctx, []byte("counter"), []byte(strconv.Itoa(n+1))); err != nil {
+			return err
+		}
+		return tx.Put(ctx, []byte("zz-log"), []byte("x"))
+	}
+	for range 3 {
+		if err := db.Transact(ctx, incr, vowdb.WithTxnID(id)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if runs != 1 || mustGet(t, db, "counter") != "1" {
+		t.Fatalf("named txn ran %d times, counter %s", runs, mustGet(t, db, "counter"))
+	}
+	if _, err := db.Begin(ctx, vowdb.WithTxnID(id)); !errors.Is(err, vowdb.ErrTxnCommitted) {
+		t.Fatalf("Begin of a committed id: %v", err)
+	}
+}
+
+// spreadLeaders gives the ranges holding keys different leader nodes.
+func spreadLeaders(t *testing.T, c *Cluster, db *vowdb.DB, keys ...string) {
+	t.Helper()
+	ctx := context.Background()
+	ranges, err := db.Ranges(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, k := range keys {
+		for _, r := range ranges {
+			if r.Meta || string(r.StartKey) > k || (len(r.EndKey) > 0 && k >= string(r.EndKey)) {
+				continue
+			}
+			want := c.Nodes[i%len(c.Nodes)].NodeID()
+			from := leaderIndex(t, c, db, k)
+			tctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			err := c.Nodes[from].TransferLeadership(tctx, r.ID, want)
+			cancel()
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+}
+
+// TestTxnDeadlockThreeRangesThreeNodes: T1 holds a and wants m, T2 holds m
+// and wants z, T3 holds z and wants a, each range led by another node: the
+// global detector breaks the cycle with exactly one victim, and the other
+// two commit.
+func TestTxnDeadlockThreeRangesThreeNodes(t *testing.T) {
+	c, db := startCluster(t, 3)
+	ctx := context.Background()
+	splitAt(t, db, "h", "s")
+	keys := []string{"a", "m", "z"}
+	spreadLeaders(t, c, db, keys...)
+	txs := make([]*vowdb.Txn, 3)
+	for i := range txs {
+		txs[i], _ = db.Begin(ctx, vowdb.WithLockTimeout(30*time.Second))
+		if err := txs[i].Put(ctx, []byte(keys[i]), []byte("held")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	errs := make([]error, 3)
+	var wg sync.WaitGroup
+	for i := range txs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = txs[i].Put(ctx, []byte(keys[(i+1)%3]), []byte("wanted"))
+			if errs[i] == nil {
+				errs[i] = txs[i].Commit(ctx)
+			}
+		}()
+	}
+	wg.Wait()
+	victims := 0
+	for i, err := range errs {
+		if err == nil {
+			continue
+		}
+		var ab *vowdb.AbortError
+		if !errors.As(err, &ab) || ab.Reason != vowdb.AbortDeadlock || len(ab.Cycle) != 3 {
+			t.Fatalf("T%d: %v, want a deadlock abort with a 3-cycle", i+1, err)
+		}
+		victims++
+	}
+	if victims != 1 {
+		t.Fatalf("%d victims: %v", victims, errs)
+	}
+}
+
+// TestTxnLockWaitTimeout: a transaction that waits longer than its lock
+// timeout is aborted with the key, the holder and the wait, and releases
+// its own locks.
+func TestTxnLockWaitTimeout(t *testing.T) {
+	_, db := startCluster(t, 3)
+	ctx := context.Background()
+	holder, _ := db.Begin(ctx)
+	if err := holder.Put(ctx, []byte("k"), []byte("h")); err != nil {
+		t.Fatal(err)
+	}
+	w, _ := db.Begin(ctx, vowdb.WithLockTimeout(300*time.Millisecond))
+	if err := w.Put(ctx, []byte("other"), []byte("w")); err != nil {
+		t.Fatal(err)
+	}
+	_, err := w.Get(ctx, []byte("k"))
+	var ab *vowdb.AbortError
+	if !errors.As(err, &ab) || ab.Reason != vowdb.AbortLockTimeout || ab.ConflictingTxn != holder.ID() ||
+		string(ab.Key) != "k" || ab.Mode != "S" || ab.Wait < 300*time.Millisecond {
+		t.Fatalf("lock timeout error: %v", err)
+	}
+	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if err := db.Put(pctx, []byte("other"), []byte("plain")); err != nil {
+		t.Fatalf("timed-out txn kept its locks: %v", err)
+	}
+	if err := holder.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
