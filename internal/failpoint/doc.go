@@ -32,10 +32,22 @@ const (
 	// TxnAfterDecision: the decision is durable in the txn record; no
 	// COMMIT was sent and the client was not answered.
 	TxnAfterDecision = "txn/after-decision"
+	// TxnBeforeCommitSend: COMMIT messages are about to be sent.
+	TxnBeforeCommitSend = "txn/before-commit-send"
+	// TxnBeforeEnd: every participant acknowledged; the record is not
+	// ended yet.
+	TxnBeforeEnd = "txn/before-end"
+	// TxnAfterPrepareDurable: a participant's prepare record applied; the
+	// YES vote is not sent.
+	TxnAfterPrepareDurable = "txn/participant-after-prepare"
+	// TxnAfterCommitApplied: a participant applied the commit; the ACK is
+	// not sent and the locks are not released.
+	TxnAfterCommitApplied = "txn/participant-after-commit"
 )
 
 // Names lists every failpoint of the scheduler round.
 var Names = []string{BeforePersist, AfterPersist, AfterSend, AfterApply}
 
 // TxnNames lists the transaction failpoints.
-var TxnNames = []string{TxnBeforeDecision, TxnAfterDecision}
+var TxnNames = []string{TxnAfterPrepareDurable, TxnBeforeDecision, TxnAfterDecision, TxnBeforeCommitSend,
+	TxnAfterCommitApplied, TxnBeforeEnd}

@@ -126,7 +126,15 @@ func (d *coordDriver) pumpLocked() {
 		}
 		if len(rd.Messages) > 0 {
 			msgs := append([]txn.Message(nil), rd.Messages...)
-			go d.l.send(msgs)
+			go func() {
+				for _, m := range msgs {
+					if m.Type == txn.MsgCommit {
+						failpoint.Hit(failpoint.TxnBeforeCommitSend)
+						break
+					}
+				}
+				d.l.send(msgs)
+			}()
 		}
 		var ends []txn.EndRecord
 		for _, r := range rd.Records {
@@ -189,6 +197,7 @@ func (d *coordDriver) cas(r txn.DecisionRecord) {
 
 // end marks the records of rd's EndRecords ended, then confirms rd.
 func (d *coordDriver) end(rd txn.Ready, ends []txn.EndRecord) {
+	failpoint.Hit(failpoint.TxnBeforeEnd)
 	ctx, cancel := context.WithTimeout(d.l.n.ctx, d.l.n.cfg.RequestTimeout)
 	defer cancel()
 	for _, e := range ends {

@@ -9,6 +9,7 @@ import (
 
 	"github.com/vowdb/vowdb/api/vowdbpb"
 	"github.com/vowdb/vowdb/internal/deadlock"
+	"github.com/vowdb/vowdb/internal/failpoint"
 	"github.com/vowdb/vowdb/internal/lock"
 	"github.com/vowdb/vowdb/internal/multiraft"
 	"github.com/vowdb/vowdb/internal/replica"
@@ -297,6 +298,18 @@ func (tr *txnRange) persist(rd txn.Ready) {
 		}
 		if failure != "" {
 			break
+		}
+	}
+	if failure == "" {
+		for _, rec := range rd.Records {
+			switch r := rec.(type) {
+			case txn.PrepareRecord:
+				failpoint.Hit(failpoint.TxnAfterPrepareDurable)
+			case txn.CommitRecord:
+				if !r.OnePhase {
+					failpoint.Hit(failpoint.TxnAfterCommitApplied)
+				}
+			}
 		}
 	}
 	tr.mu.Lock()

@@ -168,3 +168,98 @@ func TestTxnCrashCoordinatorBeforeDecision(t *testing.T) {
 		t.Fatalf("lock still held after presumed abort: %v", err)
 	}
 }
+
+// TestTxnCrashClusterAtEveryStep: a two-range transaction runs until one
+// of the transaction failpoints (every durable write and send of the
+// protocol), then every node is killed at that instant and restarted.
+// Afterwards the transaction has one outcome everywhere: TxnStatus, both
+// keys (all or nothing) and the client's answer agree; no lock is left
+// held; and the transaction is applied at most once.
+func TestTxnCrashClusterAtEveryStep(t *testing.T) {
+	for _, name := range failpoint.TxnNames {
+		t.Run(name, func(t *testing.T) {
+			c, db := startCluster(t, 3)
+			ctx := context.Background()
+			splitAt(t, db, "m")
+			for _, k := range []string{"a", "z"} {
+				if err := db.Put(ctx, []byte(k), []byte("0")); err != nil {
+					t.Fatal(err)
+				}
+			}
+			hit, release := holdAt(t, name)
+			tx, err := db.Begin(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, k := range []string{"a", "z"} {
+				if err := tx.Put(ctx, []byte(k), []byte("1")); err != nil {
+					t.Fatal(err)
+				}
+			}
+			done := make(chan error, 1)
+			go func() {
+				cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+				defer cancel()
+				done <- tx.Commit(cctx)
+			}()
+			// Steps after the commit point may come after the client's
+			// answer: wait for the failpoint either way.
+			select {
+			case <-hit:
+			case <-time.After(20 * time.Second):
+				t.Fatalf("failpoint %s not reached", name)
+			}
+			for i := range c.Nodes {
+				c.Kill(i)
+			}
+			release()
+			commitErr := <-done
+			for i := range c.Nodes {
+				if err := c.Restart(i); err != nil {
+					t.Fatal(err)
+				}
+			}
+			fresh, err := c.Client(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer fresh.Close()
+			t.Logf("client saw: %v", commitErr)
+			// Wait for the outcome to settle, then check it everywhere.
+			var st vowdb.TxnState
+			deadline := time.Now().Add(45 * time.Second)
+			for {
+				st, err = fresh.TxnStatus(ctx, tx.ID())
+				if err == nil && (st == vowdb.TxnCommitted || st == vowdb.TxnAborted || st == vowdb.TxnUnknown) {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("txn status %v (%v) never settled", st, err)
+				}
+				time.Sleep(100 * time.Millisecond)
+			}
+			if commitErr == nil && st != vowdb.TxnCommitted {
+				t.Fatalf("client was told committed, status is %v", st)
+			}
+			var ab *vowdb.AbortError
+			if errors.As(commitErr, &ab) && st == vowdb.TxnCommitted {
+				t.Fatalf("client was told aborted (%v), status is COMMITTED", commitErr)
+			}
+			want := "0"
+			if st == vowdb.TxnCommitted {
+				want = "1"
+			}
+			waitValue(t, fresh, "a", want)
+			waitValue(t, fresh, "z", want)
+			for _, k := range []string{"a", "z"} {
+				pctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+				err := fresh.Put(pctx, []byte(k), []byte("after"))
+				cancel()
+				if err != nil {
+					t.Fatalf("lock on %s still held: %v", k, err)
+				}
+			}
+			t.Logf("outcome %v", st)
+		})
+	}
+}
