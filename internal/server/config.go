@@ -37,6 +37,10 @@ type Config struct {
 	// MaxTxnBytes bounds the bytes of keys and values one transaction may
 	// write on one range (default 64 MiB); past it the txn is aborted.
 	MaxTxnBytes int
+	// MaxTxnDuration bounds how long a transaction may hold locks on a
+	// range before its commit starts (default 60 s; a client deadline may
+	// shorten it). Past it the ACTIVE transaction is aborted.
+	MaxTxnDuration time.Duration
 
 	FS     vfs.FS // nil: the real file system
 	Logger *slog.Logger
@@ -70,6 +74,9 @@ func (c *Config) Defaults() {
 	}
 	if c.ReplicateInterval == 0 {
 		c.ReplicateInterval = 500 * time.Millisecond
+	}
+	if c.MaxTxnDuration == 0 {
+		c.MaxTxnDuration = 60 * time.Second
 	}
 	if c.MaxTxnBytes == 0 {
 		c.MaxTxnBytes = 64 << 20

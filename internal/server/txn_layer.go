@@ -275,8 +275,9 @@ func (l *txnLayer) op(ctx context.Context, req *vowdbpb.TxnOpRequest) (*vowdbpb.
 	}
 	m := tr.meta[id]
 	if m == nil || m.attempt != req.Attempt {
-		m = &txnMeta{attempt: req.Attempt, age: uint64(req.BeginUnixNanos), gateway: req.GatewayNodeId}
-		if req.DeadlineUnixMs > 0 {
+		m = &txnMeta{attempt: req.Attempt, age: uint64(req.BeginUnixNanos), gateway: req.GatewayNodeId,
+			deadline: time.Now().Add(n.cfg.MaxTxnDuration)}
+		if req.DeadlineUnixMs > 0 && time.UnixMilli(req.DeadlineUnixMs).Before(m.deadline) {
 			m.deadline = time.UnixMilli(req.DeadlineUnixMs)
 		}
 		tr.meta[id] = m
