@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/vowdb/vowdb/api/vowdbpb"
 	"github.com/vowdb/vowdb/internal/deadlock"
@@ -289,8 +291,11 @@ func containsKey(d *vowdbpb.RangeDescriptor, key []byte) bool {
 	return string(key) >= string(d.StartKey) && (len(d.EndKey) == 0 || string(key) < string(d.EndKey))
 }
 
+// isNotSent reports an RPC error after which the request was not handled
+// (no connection, or the server refused it before running it).
 func isNotSent(err error) bool {
-	return err != nil && (grpcCode(err) == "Unavailable")
+	_, hasDetail := transport.Detail(err)
+	return err != nil && status.Code(err) == codes.Unavailable && !hasDetail
 }
 
 // inquire answers a prepared participant's question at the anchor range

@@ -28,8 +28,6 @@ type txnService struct {
 	n *Node
 }
 
-func grpcCode(err error) string { return status.Code(err).String() }
-
 func (s *txnService) layer() (*txnLayer, error) {
 	if s.n.sched.Load() == nil {
 		return nil, transport.Status(&vowdbpb.ErrorDetail{Code: vowdbpb.ErrorDetail_NOT_INITIALIZED},
