@@ -9,6 +9,9 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -24,7 +27,7 @@ type demoOptions struct {
 	dir      string
 	duration time.Duration // how long to keep serving after the audit; <0: until Ctrl-C
 	down     time.Duration // how long the workload runs while a node is down
-	keys     int
+	accounts int
 	workers  int
 	verbose  bool
 }
@@ -33,15 +36,35 @@ func newDemoCmd() *cobra.Command {
 	o := demoOptions{}
 	cmd := &cobra.Command{
 		Use:   "demo",
-		Short: "Run a local multi-node cluster in this process and watch it survive a node failure",
+		Short: "Run a local multi-node cluster in this process and watch a bank survive a node failure",
 		Long: `demo starts a local cluster inside this one process (real gRPC on 127.0.0.1,
-one Pebble store per node), splits the keyspace into ranges, runs a small
-read/write workload, kills the node leading one range, shows that reads and
-writes continue, restarts the node, and checks that every acknowledged write
-is still there with its last acknowledged value.
+one Pebble store per node) and runs a bank on it:
 
-Afterwards the cluster keeps serving until Ctrl-C (or for --duration), so you
-can point other vowdb commands at the printed endpoints.`,
+  - --accounts accounts (acct/000 ...) with the same opening balance, split
+    into three ranges whose leaders are spread over the nodes;
+  - --workers clients moving money between random accounts on different
+    ranges, each transfer one transaction (db.Transact): read both
+    balances, skip if the payer has too little, write both, and write a
+    ledger entry ledger/<txn id> = "from,to,amount" in the same transaction;
+  - one client reading every account in one transaction and checking that
+    the total is exact.
+
+Midway it kills the node leading one of the account ranges, keeps the bank
+running for --down-time, restarts the node and stops the workload. Then it
+audits: the total is conserved, no balance is negative, every transfer that
+was acknowledged has its ledger entry, no transfer reported as failed has
+one, and replaying the ledger from the opening balances gives exactly the
+final balances (so no commit was lost or applied twice). Transfers whose
+outcome the client could not learn (ambiguous) may or may not be there; the
+audit asks the cluster what became of them (TxnStatus) and counts them.
+
+Each transfer is one db.Transact call with a single attempt, so every abort
+is counted with its reason (deadlock, lock-wait timeout, participant lost
+state, ...); the worker then goes on with a new random transfer.
+
+It prints PASS or FAIL and exits non-zero on FAIL. Afterwards the cluster
+keeps serving until Ctrl-C (or for --duration), so you can point other
+vowdb commands at the printed endpoints.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if !cmd.Flags().Changed("duration") {
@@ -57,21 +80,18 @@ can point other vowdb commands at the printed endpoints.`,
 	f.StringVar(&o.dir, "dir", "", "directory for the nodes' data, kept at exit (default: a temporary directory, removed at exit)")
 	f.DurationVar(&o.duration, "duration", 0, "keep serving this long after the audit, then exit (0: exit right after the audit; default: until Ctrl-C)")
 	f.DurationVar(&o.down, "down-time", 5*time.Second, "how long the workload runs while the killed node is down")
-	f.IntVar(&o.keys, "keys", 900, "number of keys the workload writes (user/000 ...)")
-	f.IntVar(&o.workers, "workers", 8, "concurrent workload clients")
+	f.IntVar(&o.accounts, "accounts", 30, "number of bank accounts (acct/000 ...), 3 to 1000")
+	f.IntVar(&o.workers, "workers", 8, "concurrent clients making transfers (one more reads every account)")
 	f.BoolVar(&o.verbose, "verbose", false, "print the nodes' logs to stderr")
 	return cmd
 }
-
-// demoSplitKeys split the demo keyspace into user ranges.
-var demoSplitKeys = []string{"user/3", "user/6"}
 
 func runDemo(ctx context.Context, out io.Writer, o demoOptions) (err error) {
 	if o.nodes < 3 {
 		return fmt.Errorf("demo: --nodes must be at least 3 (got %d)", o.nodes)
 	}
-	if o.keys < 1 || o.keys > 1000 {
-		return fmt.Errorf("demo: --keys must be between 1 and 1000 (got %d)", o.keys)
+	if o.accounts < 3 || o.accounts > 1000 {
+		return fmt.Errorf("demo: --accounts must be between 3 and 1000 (got %d)", o.accounts)
 	}
 	if o.workers < 1 {
 		return fmt.Errorf("demo: --workers must be at least 1")
@@ -117,9 +137,10 @@ func runDemo(ctx context.Context, out io.Writer, o demoOptions) (err error) {
 	}
 	defer db.Close()
 
-	// 2. Ranges.
-	p.step("Splitting the keyspace at %q and %q", demoSplitKeys[0], demoSplitKeys[1])
-	for _, k := range demoSplitKeys {
+	// 2. Ranges: three for the accounts, their leaders on different nodes.
+	splits := demoAccountSplits(o.accounts)
+	p.step("Splitting the accounts into 3 ranges at %q and %q and spreading their leaders over the nodes", splits[0], splits[1])
+	for _, k := range splits {
 		sctx, cancel := context.WithTimeout(ctx, 20*time.Second)
 		_, _, err := db.Split(sctx, []byte(k))
 		cancel()
@@ -130,31 +151,49 @@ func runDemo(ctx context.Context, out io.Writer, o demoOptions) (err error) {
 	if err := waitDemoReplicated(ctx, c); err != nil {
 		return err
 	}
+	firstKeys := append([]string{demoAcct(0)}, splits...)
+	spread, err := spreadDemoLeaders(ctx, c, db, firstKeys)
+	if err != nil {
+		return err
+	}
 	ranges, err := demoRanges(ctx, db)
 	if err != nil {
 		return err
 	}
 	p.ranges(ranges)
+	if !spread {
+		p.line("(the account ranges' leaders are not on 3 different nodes this time; the demo goes on)")
+	}
 
-	// 3. Workload.
-	wl := newDemoWorkload(db, o.keys, o.workers)
-	p.step("Running a workload: %d clients writing and reading %d keys (user/000 ... user/%03d) across the ranges", o.workers, o.keys, o.keys-1)
-	wl.start(ctx)
-	defer wl.stop()
+	// 3. Accounts.
+	bank := newDemoBank(db, o.accounts, o.workers, splits)
+	octx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	receipt, err := bank.open(octx)
+	cancel()
+	if err != nil {
+		return fmt.Errorf("demo: open the accounts: %w", err)
+	}
+	p.step("Opened %d accounts (%s ... %s) with %d each, total %d, in one transaction (%s across %d ranges)",
+		o.accounts, demoAcct(0), demoAcct(o.accounts-1), demoBalance, o.accounts*demoBalance, receipt.Path, len(receipt.Ranges))
+
+	// 4. Workload.
+	p.step("Running the bank: %d clients transferring 1-%d between accounts on different ranges, 1 client reading every account in one transaction",
+		o.workers, demoMaxAmount)
+	bank.start(ctx)
+	defer bank.stop()
 	if !demoSleep(ctx, 2*time.Second) {
 		return ctx.Err()
 	}
-	before := wl.snapshot()
-	p.line("in 2s: %s", before.String())
+	p.line("in 2s: %s", bank.snapshot().String())
 
-	// 4. Kill the leader of the middle range.
+	// 5. Kill the leader of the middle account range.
 	ranges, err = demoRanges(ctx, db)
 	if err != nil {
 		return err
 	}
-	victimRange := demoRangeFor(ranges, "user/4")
+	victimRange := demoRangeFor(ranges, splits[0])
 	if victimRange == nil || victimRange.Leader == 0 {
-		return fmt.Errorf("demo: no leader known for the range of %q", "user/4")
+		return fmt.Errorf("demo: no leader known for the range of %q", splits[0])
 	}
 	victim := -1
 	for i, n := range c.Nodes {
@@ -173,43 +212,41 @@ func runDemo(ctx context.Context, out io.Writer, o demoOptions) (err error) {
 		}
 	}
 	p.step("Killing node %d, the leader of range %d %s (it leads %d of %d ranges)", victimID, victimRange.ID, demoSpan(*victimRange), led, len(ranges))
-	p.line("the workload keeps running; each line counts the operations of one second")
-	before = wl.snapshot()
+	p.line("the bank keeps running; each line counts the transactions of one second")
+	before := bank.snapshot()
 	prev := before
 	killedAt := time.Now()
-	wl.phase.Store(demoPhaseDown)
 	c.Kill(victim)
 	for t := 1; time.Since(killedAt) < o.down; t++ {
 		if !demoSleep(ctx, time.Until(killedAt.Add(time.Duration(t)*time.Second))) {
 			return ctx.Err()
 		}
-		cur := wl.snapshot()
+		cur := bank.snapshot()
 		p.line("+%ds  %s", t, cur.sub(prev).String())
 		prev = cur
 	}
-	down := wl.snapshot().sub(before)
+	down := bank.snapshot().sub(before)
 	downFor := time.Since(killedAt)
 	ranges, err = demoRanges(ctx, db)
 	if err != nil {
 		return err
 	}
-	if r := demoRangeFor(ranges, "user/4"); r != nil {
+	if r := demoRangeFor(ranges, splits[0]); r != nil {
 		p.line("range %d now has leader: node %d", r.ID, r.Leader)
 	}
 	p.line("while node %d was down (%.1fs): %s", victimID, downFor.Seconds(), down.String())
 
-	// 5. Restart and catch up.
+	// 6. Restart and catch up.
 	p.step("Restarting node %d and waiting for it to catch up", victimID)
 	if err := c.Restart(victim); err != nil {
 		return fmt.Errorf("demo: restart node %d: %w", victimID, err)
 	}
 	restartedAt := time.Now()
-	wl.phase.Store(demoPhaseAfter)
 	if !demoSleep(ctx, 2*time.Second) {
 		return ctx.Err()
 	}
-	wl.stop()
-	p.line("workload stopped: %s in total", wl.snapshot().String())
+	bank.stop()
+	p.line("workload stopped: %s in total", bank.snapshot().String())
 	if err := waitDemoCaughtUp(ctx, c, db, victimID, c.Nodes[victim].Addr()); err != nil {
 		return err
 	}
@@ -220,31 +257,40 @@ func runDemo(ctx context.Context, out io.Writer, o demoOptions) (err error) {
 	}
 	p.ranges(ranges)
 
-	// 6. Audit.
-	p.step("Auditing: reading back every key")
-	res := wl.audit(ctx)
+	// 7. Audit.
+	p.step("Auditing: resolving ambiguous transfers, then reading every account and the whole ledger in one transaction")
+	res := bank.audit(ctx)
+	cn := res.counts
+	p.line("transfers: %d committed%s, %d aborted, %d ambiguous, %d failed without effect, %d skipped (insufficient funds)",
+		cn.committed, demoPaths(res.paths), cn.abortTotal(), cn.ambiguous, cn.failed, cn.skipped)
+	p.line("aborts by reason: %s", cn.abortsString())
+	p.line("transfer latency (committed): p50 %s  p99 %s", benchMS(res.p50), benchMS(res.p99))
+	p.line("full-table reads: %d exact, %d failed, %d wrong", cn.readsOK, cn.readsFailed, cn.readsBad)
+	p.line("ledger: %d entries; final total %d (opening total %d)", res.ledger, res.total, res.want)
 	for _, msg := range res.problems {
 		p.line("PROBLEM: %s", msg)
 	}
 	fmt.Fprintln(out)
 	if res.ok() {
-		fmt.Fprintf(out, "PASS: all %d acknowledged writes (on %d keys) read back with their last acknowledged value\n", res.acked, res.keysWithAck)
+		fmt.Fprintf(out, "PASS: all %d acknowledged transfers are in the ledger; replaying its %d entries from the opening balances gives every final balance; total %d conserved, no negative balance; all %d full-table reads exact\n",
+			res.acked, res.ledger, res.total, cn.readsOK)
 	} else {
-		fmt.Fprintf(out, "FAIL: %d of %d keys do not hold an allowed value; %d reads during the run returned an impossible value\n", res.badKeys, o.keys, res.badReads)
+		fmt.Fprintf(out, "FAIL: %d of %d acknowledged transfers missing from the ledger; %d ledger entries not allowed; %d balances differ from the replay; total %d (opening %d); %d negative balances; %d full-table reads wrong\n",
+			res.acked-res.ackedSeen, res.acked, res.badLedger, res.badReplay, res.total, res.want, res.negative, cn.readsBad)
 	}
-	fmt.Fprintf(out, "      %d ambiguous writes (outcome unknown to the client): %d applied, %d not applied, %d overwritten later; either outcome is allowed\n",
-		res.ambiguous, res.ambApplied, res.ambNotApplied, res.ambOverwritten)
-	matched := "every read matched the acknowledged writes"
+	fmt.Fprintf(out, "      %d ambiguous transfers (outcome unknown to the client): TxnStatus says %d committed, %d aborted, %d unknown; %d in the ledger, %d not; either outcome is allowed\n",
+		res.ambiguous, res.ambCommitted, res.ambAborted, res.ambUnknown, res.ambApplied, res.ambNotApplied)
+	matched := "every full-table read was exact"
 	if down.readsBad > 0 {
-		matched = fmt.Sprintf("%d reads returned a wrong value", down.readsBad)
+		matched = fmt.Sprintf("%d full-table reads saw a wrong total", down.readsBad)
 	}
-	fmt.Fprintf(out, "      while node %d was down: %d writes and %d reads succeeded (%s); %d writes and %d reads failed without effect\n",
-		victimID, down.writesOK, down.readsOK, matched, down.writesFailed, down.readsFailed)
+	fmt.Fprintf(out, "      while node %d was down: %d transfers committed and %d full-table reads succeeded (%s); %d transfers aborted, %d failed without effect, %d ambiguous\n",
+		victimID, down.committed, down.readsOK, matched, down.abortTotal(), down.failed, down.ambiguous)
 	if !res.ok() {
 		return errors.New("demo: audit failed")
 	}
 
-	// 7. Serve.
+	// 8. Serve.
 	if o.duration == 0 {
 		return nil
 	}
@@ -252,7 +298,7 @@ func runDemo(ctx context.Context, out io.Writer, o demoOptions) (err error) {
 	eps := joinComma(c.Endpoints())
 	p.step("The cluster keeps serving")
 	p.line("endpoints: %s", eps)
-	p.line("try:  vowdb kv get --endpoints %s user/042", eps)
+	p.line("try:  vowdb kv scan --endpoints %s %s %s", eps, demoAcctPrefix, demoAcctEnd)
 	p.line("      vowdb range ls --endpoints %s", eps)
 	p.line("      vowdb bench kv --endpoints %s --duration 5s", eps)
 	if o.duration > 0 {
@@ -264,6 +310,85 @@ func runDemo(ctx context.Context, out io.Writer, o demoOptions) (err error) {
 	}
 	fmt.Fprintln(out, "stopping the cluster")
 	return nil
+}
+
+// demoPaths prints the commit paths of the committed transfers, as
+// " (2PC 123)".
+func demoPaths(paths map[string]int64) string {
+	if len(paths) == 0 {
+		return ""
+	}
+	names := make([]string, 0, len(paths))
+	for k := range paths {
+		names = append(names, k)
+	}
+	sort.Strings(names)
+	parts := make([]string, len(names))
+	for i, k := range names {
+		parts[i] = fmt.Sprintf("%s %d", k, paths[k])
+	}
+	return " (" + strings.Join(parts, ", ") + ")"
+}
+
+// spreadDemoLeaders tries to put the leaders of the ranges holding keys on
+// different nodes. Splits leave every new range led by its parent's leader,
+// and a node can only hand all its leaderships away at once (Drain), so this
+// shuffles: every node leading one of these ranges hands its leaderships to
+// a peer at the same moment, each to the most up-to-date one (a random one
+// when they are equally up to date, as in an idle cluster). A range given
+// away by one node may land on another that is giving its own away, so after
+// a few rounds the leaders are usually spread. It reports whether they are.
+func spreadDemoLeaders(ctx context.Context, c *testcluster.Cluster, db *vowdb.DB, keys []string) (bool, error) {
+	want := min(len(keys), len(c.Endpoints()))
+	deadline := time.Now().Add(15 * time.Second)
+	for round := 0; time.Now().Before(deadline); round++ {
+		ranges, err := demoRanges(ctx, db)
+		if err != nil {
+			return false, err
+		}
+		leaders := map[uint64]bool{}
+		known := true
+		for _, k := range keys {
+			r := demoRangeFor(ranges, k)
+			if r == nil || r.Leader == 0 {
+				known = false
+				break
+			}
+			leaders[r.Leader] = true
+		}
+		if !known {
+			if !demoSleep(ctx, 100*time.Millisecond) {
+				return false, ctx.Err()
+			}
+			continue
+		}
+		if len(leaders) >= want {
+			return true, nil
+		}
+		if round >= 20 {
+			break
+		}
+		var wg sync.WaitGroup
+		for _, n := range c.Nodes {
+			if n == nil || !leaders[n.NodeID()] {
+				continue
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				// A deadline shorter than Drain's retry period: one hand-off
+				// of every leadership, then return.
+				dctx, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
+				n.Drain(dctx)
+				cancel()
+			}()
+		}
+		wg.Wait()
+		if !demoSleep(ctx, 300*time.Millisecond) {
+			return false, ctx.Err()
+		}
+	}
+	return false, nil
 }
 
 func demoNodeDir(dir string, i int) string { return filepath.Join(dir, fmt.Sprintf("n%d", i)) }

@@ -6,11 +6,13 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"sort"
+	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
+	"github.com/HdrHistogram/hdrhistogram-go"
 	"google.golang.org/grpc"
 
 	"github.com/vowdb/vowdb"
@@ -18,312 +20,544 @@ import (
 	"github.com/vowdb/vowdb/internal/transport"
 )
 
-// Workload phases, for counting what happened while a node was down.
+// The bank's keys: accounts acct/000 ... and one ledger entry per committed
+// transfer, ledger/<txn id> = "<from>,<to>,<amount>", written by the
+// transfer's own transaction.
 const (
-	demoPhaseBefore int32 = iota
-	demoPhaseDown
-	demoPhaseAfter
+	demoAcctPrefix   = "acct/"
+	demoAcctEnd      = "acct0" // the first key after every acct/ key
+	demoLedgerPrefix = "ledger/"
+	demoLedgerEnd    = "ledger0"
+	demoBalance      = 100 // every account's opening balance
+	demoMaxAmount    = 10  // transfers move 1 .. demoMaxAmount
 )
 
-// demoCounts counts workload outcomes.
+func demoAcct(i int) string { return fmt.Sprintf("%s%03d", demoAcctPrefix, i) }
+
+func demoLedgerKey(id vowdb.TxnID) string {
+	return demoLedgerPrefix + strconv.FormatUint(uint64(id), 10)
+}
+
+// demoAbortReasons is one more than the largest AbortReason the demo knows;
+// a larger one is counted as unknown.
+const demoAbortReasons = int(vowdb.AbortDecisionLost) + 1
+
+// demoCounts counts workload outcomes. Every transfer is one db.Transact
+// call with one attempt, so each abort is counted once, with its reason.
 type demoCounts struct {
-	writesOK, writesAmbiguous, writesFailed int64
-	readsOK, readsFailed, readsBad          int64
+	committed int64 // transfers committed (acknowledged)
+	skipped   int64 // read both balances, found too little money, wrote nothing
+	ambiguous int64 // ErrAmbiguousCommit: outcome unknown to the client
+	failed    int64 // other errors (unreachable, timed out): not committed
+	aborts    [demoAbortReasons]int64
+	paths     map[string]int64 // commit path of committed transfers (read-only: never shared)
+
+	readsOK, readsFailed, readsBad int64 // full-table read transactions
+}
+
+func (a demoCounts) abortTotal() int64 {
+	var n int64
+	for _, v := range a.aborts {
+		n += v
+	}
+	return n
 }
 
 func (a demoCounts) sub(b demoCounts) demoCounts {
-	return demoCounts{a.writesOK - b.writesOK, a.writesAmbiguous - b.writesAmbiguous, a.writesFailed - b.writesFailed,
-		a.readsOK - b.readsOK, a.readsFailed - b.readsFailed, a.readsBad - b.readsBad}
+	d := demoCounts{committed: a.committed - b.committed, skipped: a.skipped - b.skipped, ambiguous: a.ambiguous - b.ambiguous,
+		failed: a.failed - b.failed, readsOK: a.readsOK - b.readsOK, readsFailed: a.readsFailed - b.readsFailed, readsBad: a.readsBad - b.readsBad}
+	for i := range a.aborts {
+		d.aborts[i] = a.aborts[i] - b.aborts[i]
+	}
+	return d
 }
 
 func (a demoCounts) String() string {
-	s := fmt.Sprintf("writes %d ok, %d ambiguous, %d failed | reads %d ok, %d failed", a.writesOK, a.writesAmbiguous, a.writesFailed, a.readsOK, a.readsFailed)
+	s := fmt.Sprintf("transfers %d committed, %d aborted, %d ambiguous, %d failed, %d skipped | full reads %d exact, %d failed",
+		a.committed, a.abortTotal(), a.ambiguous, a.failed, a.skipped, a.readsOK, a.readsFailed)
 	if a.readsBad > 0 {
-		s += fmt.Sprintf(" | %d WRONG VALUES READ", a.readsBad)
+		s += fmt.Sprintf(" | %d WRONG TOTALS READ", a.readsBad)
 	}
 	return s
 }
 
-// demoKey is what the workload knows about one key. Each key is written by
-// exactly one worker, one operation at a time, so its history is sequential:
-// the key must hold its last acknowledged value (base), or the value of an
-// ambiguous write issued after it (pending, in issue order).
-type demoKey struct {
-	key     string
-	hasBase bool // false: absent unless a pending write applied
-	base    string
-	acked   int64 // acknowledged writes
-	pending []string
-	failed  map[string]bool // writes reported as not applied (for diagnostics)
-	// counts of ambiguous writes already resolved
-	ambApplied, ambOverwritten int64
-}
-
-// allowed reports whether v (found or not) is an allowed value now.
-func (k *demoKey) allowed(v string, found bool) bool {
-	if !found {
-		return !k.hasBase // the workload never deletes
+// abortsString lists the aborts by reason, most frequent first.
+func (a demoCounts) abortsString() string {
+	type kv struct {
+		name string
+		n    int64
 	}
-	if k.hasBase && v == k.base {
-		return true
-	}
-	for _, p := range k.pending {
-		if p == v {
-			return true
+	var l []kv
+	for r, n := range a.aborts {
+		if n > 0 {
+			l = append(l, kv{vowdb.AbortReason(r).String(), n})
 		}
 	}
-	return false
-}
-
-// observe records that a read saw v, resolving pending ambiguous writes: the
-// one seen applied, and the ones before it can no longer matter.
-func (k *demoKey) observe(v string, found bool) {
-	if !found {
-		return
+	if len(l) == 0 {
+		return "none"
 	}
-	for i, p := range k.pending {
-		if p == v {
-			k.ambOverwritten += int64(i)
-			k.ambApplied++
-			k.base, k.hasBase = v, true
-			k.pending = k.pending[i+1:]
-			return
-		}
+	sort.Slice(l, func(i, j int) bool { return l[i].n > l[j].n || (l[i].n == l[j].n && l[i].name < l[j].name) })
+	parts := make([]string, len(l))
+	for i, x := range l {
+		parts[i] = fmt.Sprintf("%s %d", x.name, x.n)
 	}
+	return strings.Join(parts, ", ")
 }
 
-func (k *demoKey) acknowledged(v string) {
-	k.ambOverwritten += int64(len(k.pending))
-	k.pending = nil
-	k.base, k.hasBase = v, true
-	k.acked++
+// demoTransfer is one transfer attempt as the worker saw it.
+type demoTransfer struct {
+	from, to, amount int
 }
 
-type demoWorkload struct {
-	db      *vowdb.DB
-	workers int
-	keys    [][]*demoKey // per worker, the keys it owns
-	phase   atomic.Int32
+func (t demoTransfer) ledgerValue() string {
+	return fmt.Sprintf("%s,%s,%d", demoAcct(t.from), demoAcct(t.to), t.amount)
+}
 
-	mu     sync.Mutex
-	counts demoCounts
-	bad    []string // descriptions of wrong reads (first few)
+// demoBank is the bank workload: workers moving money between accounts on
+// different ranges, one worker reading every account in one transaction,
+// and a record of every transfer's outcome for the audit.
+type demoBank struct {
+	db       *vowdb.DB
+	accounts int
+	workers  int
+	rangeOf  []int   // account -> index of its range
+	byRange  [][]int // range index -> its accounts
+
+	mu        sync.Mutex
+	counts    demoCounts
+	latency   *hdrhistogram.Histogram // committed transfers, µs
+	acked     map[vowdb.TxnID]demoTransfer
+	notDone   map[vowdb.TxnID]demoTransfer // aborted or failed: must not be in the ledger
+	ambiguous map[vowdb.TxnID]demoTransfer
+	bad       []string // descriptions of wrong reads (first few)
 
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 	once   sync.Once
 }
 
-func newDemoWorkload(db *vowdb.DB, nkeys, workers int) *demoWorkload {
-	w := &demoWorkload{db: db, workers: workers, keys: make([][]*demoKey, workers)}
-	for i := 0; i < nkeys; i++ {
-		w.keys[i%workers] = append(w.keys[i%workers], &demoKey{key: fmt.Sprintf("user/%03d", i)})
+// newDemoBank makes the workload for accounts 0 .. n-1; splits are the first
+// account keys of the second and later ranges.
+func newDemoBank(db *vowdb.DB, n, workers int, splits []string) *demoBank {
+	b := &demoBank{db: db, accounts: n, workers: workers, rangeOf: make([]int, n), byRange: make([][]int, len(splits)+1),
+		latency: newBenchHist(), acked: map[vowdb.TxnID]demoTransfer{}, notDone: map[vowdb.TxnID]demoTransfer{},
+		ambiguous: map[vowdb.TxnID]demoTransfer{}}
+	b.counts.paths = map[string]int64{}
+	for i := 0; i < n; i++ {
+		r := sort.SearchStrings(splits, demoAcct(i))
+		if r < len(splits) && splits[r] == demoAcct(i) {
+			r++
+		}
+		b.rangeOf[i] = r
+		b.byRange[r] = append(b.byRange[r], i)
 	}
-	return w
+	return b
 }
 
-func (w *demoWorkload) start(ctx context.Context) {
-	ctx, w.cancel = context.WithCancel(ctx)
-	for i := 0; i < w.workers; i++ {
-		if len(w.keys[i]) == 0 {
-			continue
+// demoAccountSplits returns the keys that split n accounts into three
+// ranges of about n/3 accounts each.
+func demoAccountSplits(n int) []string {
+	return []string{demoAcct(n / 3), demoAcct(2 * n / 3)}
+}
+
+// open writes every account's opening balance in one transaction.
+func (b *demoBank) open(ctx context.Context) (*vowdb.Receipt, error) {
+	var tx *vowdb.Txn
+	err := b.db.Transact(ctx, func(ctx context.Context, t *vowdb.Txn) error {
+		tx = t
+		for i := 0; i < b.accounts; i++ {
+			if err := t.Put(ctx, []byte(demoAcct(i)), []byte(strconv.Itoa(demoBalance))); err != nil {
+				return err
+			}
 		}
-		w.wg.Add(1)
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return tx.Receipt(), nil
+}
+
+func (b *demoBank) start(ctx context.Context) {
+	ctx, b.cancel = context.WithCancel(ctx)
+	for i := 0; i < b.workers; i++ {
+		b.wg.Add(1)
 		go func(i int) {
-			defer w.wg.Done()
-			w.run(ctx, i)
+			defer b.wg.Done()
+			b.transfers(ctx, i)
 		}(i)
 	}
+	b.wg.Add(1)
+	go func() {
+		defer b.wg.Done()
+		b.reads(ctx)
+	}()
 }
 
-// stop stops the workers and waits for their last operations.
-func (w *demoWorkload) stop() {
-	w.once.Do(func() {
-		if w.cancel != nil {
-			w.cancel()
+// stop stops the workers and waits for their last transactions.
+func (b *demoBank) stop() {
+	b.once.Do(func() {
+		if b.cancel != nil {
+			b.cancel()
 		}
-		w.wg.Wait()
+		b.wg.Wait()
 	})
 }
 
-func (w *demoWorkload) snapshot() demoCounts {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.counts
+func (b *demoBank) snapshot() demoCounts {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	c := b.counts
+	c.paths = nil
+	return c
 }
 
-func (w *demoWorkload) add(f func(c *demoCounts)) {
-	w.mu.Lock()
-	f(&w.counts)
-	w.mu.Unlock()
+// pick chooses a transfer between two accounts on different ranges.
+func (b *demoBank) pick(rng *rand.Rand) demoTransfer {
+	var nonEmpty []int
+	for r, accts := range b.byRange {
+		if len(accts) > 0 {
+			nonEmpty = append(nonEmpty, r)
+		}
+	}
+	ra := nonEmpty[rng.IntN(len(nonEmpty))]
+	rb := ra
+	for len(nonEmpty) > 1 && rb == ra {
+		rb = nonEmpty[rng.IntN(len(nonEmpty))]
+	}
+	from := b.byRange[ra][rng.IntN(len(b.byRange[ra]))]
+	to := b.byRange[rb][rng.IntN(len(b.byRange[rb]))]
+	for to == from { // only when every account is in one range
+		to = rng.IntN(b.accounts)
+	}
+	return demoTransfer{from: from, to: to, amount: 1 + rng.IntN(demoMaxAmount)}
 }
 
-func (w *demoWorkload) run(ctx context.Context, id int) {
-	rng := rand.New(rand.NewPCG(uint64(id), 7))
-	mine := w.keys[id]
-	seq := 0
-	// Write every key once first, so reads find data.
-	for i := 0; ctx.Err() == nil; i++ {
-		var k *demoKey
-		write := true
-		if i < len(mine) {
-			k = mine[i]
-		} else {
-			k = mine[rng.IntN(len(mine))]
-			write = rng.IntN(2) == 0
-		}
-		// A short per-operation timeout so a stuck operation shows up as a
-		// failure instead of stalling the demo; the client retries inside it.
-		opCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		if write {
-			seq++
-			v := fmt.Sprintf("w%d-%06d", id, seq)
-			err := w.db.Put(opCtx, []byte(k.key), []byte(v))
-			switch {
-			case err == nil:
-				k.acknowledged(v)
-				w.add(func(c *demoCounts) { c.writesOK++ })
-			case errors.Is(err, vowdb.ErrAmbiguousCommit):
-				k.pending = append(k.pending, v)
-				w.add(func(c *demoCounts) { c.writesAmbiguous++ })
-			default:
-				// Not applied (the client only reports other errors when it is
-				// certain): the key's allowed values do not change.
-				if k.failed == nil {
-					k.failed = map[string]bool{}
-				}
-				k.failed[v] = true
-				w.add(func(c *demoCounts) { c.writesFailed++ })
+func demoBalanceOf(ctx context.Context, tx *vowdb.Txn, acct int) (int, error) {
+	v, err := tx.Get(ctx, []byte(demoAcct(acct)))
+	if err != nil {
+		return 0, err
+	}
+	n, err := strconv.Atoi(string(v))
+	if err != nil {
+		return 0, fmt.Errorf("%s holds %q, not a balance", demoAcct(acct), v)
+	}
+	return n, nil
+}
+
+// transfers is one worker: it moves money between random accounts on
+// different ranges until ctx ends. Each transfer is one db.Transact call
+// with a single attempt: an abort is counted with its reason and the worker
+// goes on with a new random transfer.
+func (b *demoBank) transfers(ctx context.Context, w int) {
+	rng := rand.New(rand.NewPCG(uint64(w), uint64(time.Now().UnixNano())))
+	for ctx.Err() == nil {
+		t := b.pick(rng)
+		var id vowdb.TxnID
+		var tx *vowdb.Txn
+		skipped := false
+		// A bound on one transfer, so a stuck one shows up as a failure
+		// instead of stalling the demo. It is not tied to ctx: stopping the
+		// workload lets the transfers in flight finish.
+		opCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		start := time.Now()
+		err := b.db.Transact(opCtx, func(ctx context.Context, t2 *vowdb.Txn) error {
+			tx, id = t2, t2.ID()
+			fb, err := demoBalanceOf(ctx, t2, t.from)
+			if err != nil {
+				return err
 			}
-		} else {
-			v, err := w.db.Get(opCtx, []byte(k.key))
-			found := err == nil
-			switch {
-			case err == nil || errors.Is(err, vowdb.ErrNotFound):
-				if k.allowed(string(v), found) {
-					k.observe(string(v), found)
-					w.add(func(c *demoCounts) { c.readsOK++ })
-				} else {
-					w.add(func(c *demoCounts) {
-						c.readsBad++
-						if len(w.bad) < 10 {
-							w.bad = append(w.bad, fmt.Sprintf("read of %s returned %s; allowed: %s%s", k.key, demoShow(string(v), found), k.describe(), k.explain(string(v), found)))
-						}
-					})
-				}
-			default:
-				w.add(func(c *demoCounts) { c.readsFailed++ })
+			tb, err := demoBalanceOf(ctx, t2, t.to)
+			if err != nil {
+				return err
 			}
-		}
+			if skipped = fb < t.amount; skipped {
+				return nil // commits as a read-only transaction
+			}
+			if err := t2.Put(ctx, []byte(demoAcct(t.from)), []byte(strconv.Itoa(fb-t.amount))); err != nil {
+				return err
+			}
+			if err := t2.Put(ctx, []byte(demoAcct(t.to)), []byte(strconv.Itoa(tb+t.amount))); err != nil {
+				return err
+			}
+			return t2.Put(ctx, []byte(demoLedgerKey(t2.ID())), []byte(t.ledgerValue()))
+		}, vowdb.WithMaxAttempts(1), vowdb.WithLockTimeout(2*time.Second))
+		took := time.Since(start)
 		cancel()
+		b.mu.Lock()
+		var ab *vowdb.AbortError
+		switch {
+		case err == nil && skipped:
+			b.counts.skipped++
+		case err == nil:
+			b.counts.committed++
+			b.acked[id] = t
+			_ = b.latency.RecordValue(max(took.Microseconds(), 1))
+			if r := tx.Receipt(); r != nil {
+				b.counts.paths[r.Path]++
+			}
+		case errors.Is(err, vowdb.ErrAmbiguousCommit):
+			b.counts.ambiguous++
+			b.ambiguous[id] = t
+		case errors.As(err, &ab):
+			r := int(ab.Reason)
+			if r < 0 || r >= demoAbortReasons {
+				r = int(vowdb.AbortUnknown)
+			}
+			b.counts.aborts[r]++
+			b.notDone[id] = t
+		default:
+			b.counts.failed++
+			if id != 0 {
+				b.notDone[id] = t
+			}
+		}
+		b.mu.Unlock()
 	}
 }
 
-func demoShow(v string, found bool) string {
-	if !found {
-		return "(absent)"
+// reads is the reader: it reads every account in one transaction (a Scan
+// of the accounts' span, across all their ranges) and checks that the
+// balances add up to exactly the opening total, none negative.
+func (b *demoBank) reads(ctx context.Context) {
+	want := b.accounts * demoBalance
+	for ctx.Err() == nil {
+		var problem string
+		opCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		err := b.db.Transact(opCtx, func(ctx context.Context, tx *vowdb.Txn) error {
+			kvs, err := tx.Scan(ctx, []byte(demoAcctPrefix), []byte(demoAcctEnd), 0)
+			if err != nil {
+				return err
+			}
+			problem = demoCheckBalances(kvs, b.accounts, want)
+			return nil
+		}, vowdb.WithLockTimeout(2*time.Second))
+		cancel()
+		if ctx.Err() != nil && err != nil {
+			return // stopped: not the cluster's failure
+		}
+		b.mu.Lock()
+		switch {
+		case err != nil:
+			b.counts.readsFailed++
+		case problem != "":
+			b.counts.readsBad++
+			if len(b.bad) < 10 {
+				b.bad = append(b.bad, "a full-table read "+problem)
+			}
+		default:
+			b.counts.readsOK++
+		}
+		b.mu.Unlock()
 	}
-	return fmt.Sprintf("%q", v)
 }
 
-func (k *demoKey) describe() string {
-	var opts []string
-	if k.hasBase {
-		opts = append(opts, fmt.Sprintf("%q", k.base))
-	} else {
-		opts = append(opts, "(absent)")
+// demoCheckBalances checks one read of every account: n accounts, none
+// negative, adding up to want. It describes what is wrong, or returns "".
+func demoCheckBalances(kvs []vowdb.KeyValue, n, want int) string {
+	sum := 0
+	var neg []string
+	for _, kv := range kvs {
+		v, err := strconv.Atoi(string(kv.Value))
+		if err != nil {
+			return fmt.Sprintf("found %s = %q, not a balance", kv.Key, kv.Value)
+		}
+		if v < 0 {
+			neg = append(neg, fmt.Sprintf("%s=%d", kv.Key, v))
+		}
+		sum += v
 	}
-	for _, p := range k.pending {
-		opts = append(opts, fmt.Sprintf("%q (ambiguous write)", p))
-	}
-	return strings.Join(opts, " or ")
-}
-
-// explain says where a wrong value came from, when the model knows.
-func (k *demoKey) explain(v string, found bool) string {
-	if found && k.failed[v] {
-		return "; that value's write was reported as NOT applied"
+	switch {
+	case len(kvs) != n:
+		return fmt.Sprintf("saw %d accounts, want %d", len(kvs), n)
+	case len(neg) > 0:
+		return fmt.Sprintf("saw negative balances: %s", strings.Join(neg, " "))
+	case sum != want:
+		return fmt.Sprintf("saw a total of %d, want %d", sum, want)
 	}
 	return ""
 }
 
+// demoAudit is the result of the final check.
 type demoAudit struct {
-	acked, keysWithAck                   int64
-	ambiguous, ambApplied, ambNotApplied int64
-	ambOverwritten                       int64
-	badKeys, badReads                    int64
-	problems                             []string
+	counts           demoCounts
+	paths            map[string]int64
+	p50, p99         time.Duration
+	acked, ackedSeen int
+	ledger           int   // ledger entries found
+	total, want      int64 // final total and the opening total
+	// Ambiguous transfers, by what TxnStatus said and by whether their
+	// ledger entry is there.
+	ambiguous                      int
+	ambCommitted, ambAborted       int
+	ambUnknown                     int
+	ambApplied, ambNotApplied      int
+	problems                       []string
+	badReplay, badLedger, negative int
 }
 
-func (a demoAudit) ok() bool { return a.badKeys == 0 && a.badReads == 0 }
+func (a demoAudit) ok() bool { return len(a.problems) == 0 }
 
-// audit reads every key (linearizably) and checks it against the model, then
-// cross-checks a scan across all ranges. Call after stop.
-func (w *demoWorkload) audit(ctx context.Context) demoAudit {
-	var a demoAudit
-	w.mu.Lock()
-	a.badReads = w.counts.readsBad
-	a.ambiguous = w.counts.writesAmbiguous
-	a.problems = append(a.problems, w.bad...)
-	w.mu.Unlock()
-	want := map[string]*demoKey{}
-	for _, ks := range w.keys {
-		for _, k := range ks {
-			want[k.key] = k
-			var v []byte
+// audit resolves the ambiguous transfers, reads every account and the whole
+// ledger in one transaction and checks them against what the workers were
+// told. Call after stop.
+func (b *demoBank) audit(ctx context.Context) demoAudit {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	a := demoAudit{counts: b.counts, paths: b.counts.paths, acked: len(b.acked), ambiguous: len(b.ambiguous),
+		want: int64(b.accounts) * demoBalance,
+		p50:  time.Duration(b.latency.ValueAtQuantile(50)) * time.Microsecond,
+		p99:  time.Duration(b.latency.ValueAtQuantile(99)) * time.Microsecond}
+	a.problems = append(a.problems, b.bad...)
+	if n := b.counts.readsBad - int64(len(b.bad)); n > 0 {
+		a.problems = append(a.problems, fmt.Sprintf("... and %d more wrong reads", n))
+	}
+
+	// 1. What does the cluster say became of each ambiguous transfer? A
+	// pending one is still being decided: ask again.
+	status := map[vowdb.TxnID]vowdb.TxnState{}
+	for id := range b.ambiguous {
+		st := vowdb.TxnUnknown
+		for try := 0; try < 50 && ctx.Err() == nil; try++ {
+			sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			s, err := b.db.TxnStatus(sctx, id)
+			cancel()
+			if err == nil && s != vowdb.TxnPending {
+				st = s
+				break
+			}
+			demoSleep(ctx, 200*time.Millisecond)
+		}
+		status[id] = st
+	}
+
+	// 2. One consistent read of every account and the whole ledger.
+	var accts, ledger []vowdb.KeyValue
+	var err error
+	for try := 0; try < 3 && ctx.Err() == nil; try++ {
+		rctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+		err = b.db.Transact(rctx, func(ctx context.Context, tx *vowdb.Txn) error {
 			var err error
-			for attempt := 0; attempt < 5; attempt++ {
-				rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-				v, err = w.db.Get(rctx, []byte(k.key))
-				cancel()
-				if err == nil || errors.Is(err, vowdb.ErrNotFound) || ctx.Err() != nil {
-					break
-				}
+			if accts, err = tx.Scan(ctx, []byte(demoAcctPrefix), []byte(demoAcctEnd), 0); err != nil {
+				return err
 			}
-			found := err == nil
-			if err != nil && !errors.Is(err, vowdb.ErrNotFound) {
-				a.badKeys++
-				a.problems = append(a.problems, fmt.Sprintf("cannot read %s: %v", k.key, err))
-				continue
-			}
-			if !k.allowed(string(v), found) {
-				a.badKeys++
-				a.problems = append(a.problems, fmt.Sprintf("%s holds %s; allowed: %s%s", k.key, demoShow(string(v), found), k.describe(), k.explain(string(v), found)))
-				continue
-			}
-			k.observe(string(v), found)
-			a.ambNotApplied += int64(len(k.pending)) // the key holds an earlier value
-			k.pending = nil
-			a.ambApplied += k.ambApplied
-			a.ambOverwritten += k.ambOverwritten
-			a.acked += k.acked
-			if k.acked > 0 {
-				a.keysWithAck++
-			}
+			ledger, err = tx.Scan(ctx, []byte(demoLedgerPrefix), []byte(demoLedgerEnd), 0)
+			return err
+		}, vowdb.WithLockTimeout(20*time.Second))
+		cancel()
+		if err == nil {
+			break
 		}
 	}
-	// A scan across all three user ranges must agree.
-	sctx, cancel := context.WithTimeout(ctx, 20*time.Second)
-	kvs, err := w.db.Scan(sctx, []byte("user/"), []byte("user0"), 0)
-	cancel()
 	if err != nil {
-		a.badKeys++
-		a.problems = append(a.problems, fmt.Sprintf("scan of user/ keys failed: %v", err))
+		a.problems = append(a.problems, fmt.Sprintf("cannot read the accounts and the ledger: %v", err))
 		return a
 	}
-	seen := map[string]bool{}
-	for _, kv := range kvs {
-		k := want[string(kv.Key)]
-		seen[string(kv.Key)] = true
-		if k == nil || !k.hasBase || k.base != string(kv.Value) {
-			a.badKeys++
-			a.problems = append(a.problems, fmt.Sprintf("scan returned %s = %q, which the audit did not read", kv.Key, kv.Value))
+	a.ledger = len(ledger)
+
+	// 3. Balances: all there, none negative, total conserved.
+	final := map[string]int64{}
+	for _, kv := range accts {
+		v, err := strconv.ParseInt(string(kv.Value), 10, 64)
+		if err != nil {
+			a.problems = append(a.problems, fmt.Sprintf("%s holds %q, not a balance", kv.Key, kv.Value))
+			continue
+		}
+		final[string(kv.Key)] = v
+		a.total += v
+		if v < 0 {
+			a.negative++
+			a.problems = append(a.problems, fmt.Sprintf("%s has a negative balance: %d", kv.Key, v))
 		}
 	}
-	for name, k := range want {
-		if k.hasBase && !seen[name] {
-			a.badKeys++
-			a.problems = append(a.problems, fmt.Sprintf("scan did not return %s", name))
+	if len(accts) != b.accounts {
+		a.problems = append(a.problems, fmt.Sprintf("found %d accounts, want %d", len(accts), b.accounts))
+	}
+	if a.total != a.want {
+		a.problems = append(a.problems, fmt.Sprintf("the balances add up to %d, not the opening total %d", a.total, a.want))
+	}
+
+	// 4. The ledger: every entry is a transfer that committed or may have;
+	// every acknowledged transfer has its entry.
+	replay := map[string]int64{}
+	for i := 0; i < b.accounts; i++ {
+		replay[demoAcct(i)] = demoBalance
+	}
+	inLedger := map[vowdb.TxnID]bool{}
+	for _, kv := range ledger {
+		id64, err := strconv.ParseUint(strings.TrimPrefix(string(kv.Key), demoLedgerPrefix), 10, 64)
+		id := vowdb.TxnID(id64)
+		var t demoTransfer
+		var known bool
+		if t, known = b.acked[id]; !known {
+			if t, known = b.ambiguous[id]; !known {
+				if t, known = b.notDone[id]; known {
+					a.badLedger++
+					a.problems = append(a.problems, fmt.Sprintf("ledger entry %s = %q belongs to a transfer that was reported as NOT committed", kv.Key, kv.Value))
+				}
+			}
+		}
+		if err != nil || !known {
+			a.badLedger++
+			a.problems = append(a.problems, fmt.Sprintf("ledger entry %s = %q is no transfer the workers made", kv.Key, kv.Value))
+			continue
+		}
+		if string(kv.Value) != t.ledgerValue() {
+			a.badLedger++
+			a.problems = append(a.problems, fmt.Sprintf("ledger entry %s = %q, but that transfer was %q", kv.Key, kv.Value, t.ledgerValue()))
+		}
+		inLedger[id] = true
+		replay[demoAcct(t.from)] -= int64(t.amount)
+		replay[demoAcct(t.to)] += int64(t.amount)
+	}
+	var missing []string
+	for id := range b.acked {
+		if inLedger[id] {
+			a.ackedSeen++
+		} else {
+			missing = append(missing, fmt.Sprint(id))
+		}
+	}
+	if len(missing) > 0 {
+		sort.Strings(missing)
+		if len(missing) > 10 {
+			missing = append(missing[:10], "...")
+		}
+		a.problems = append(a.problems, fmt.Sprintf("%d acknowledged transfers have no ledger entry (lost commits): txn %s",
+			a.acked-a.ackedSeen, strings.Join(missing, ", ")))
+	}
+	for id := range b.ambiguous {
+		applied := inLedger[id]
+		if applied {
+			a.ambApplied++
+		} else {
+			a.ambNotApplied++
+		}
+		switch status[id] {
+		case vowdb.TxnCommitted:
+			a.ambCommitted++
+			if !applied {
+				a.problems = append(a.problems, fmt.Sprintf("txn %d is COMMITTED by TxnStatus but has no ledger entry", id))
+			}
+		case vowdb.TxnAborted:
+			a.ambAborted++
+			if applied {
+				a.problems = append(a.problems, fmt.Sprintf("txn %d is ABORTED by TxnStatus but has a ledger entry", id))
+			}
+		default:
+			a.ambUnknown++
+		}
+	}
+
+	// 5. Replaying the ledger from the opening balances must give exactly
+	// the final balances: a lost or doubly applied transfer shows here.
+	for i := 0; i < b.accounts; i++ {
+		k := demoAcct(i)
+		if got, ok := final[k]; ok && got != replay[k] {
+			a.badReplay++
+			if a.badReplay <= 10 {
+				a.problems = append(a.problems, fmt.Sprintf("%s holds %d, but replaying the ledger gives %d", k, got, replay[k]))
+			}
 		}
 	}
 	return a
