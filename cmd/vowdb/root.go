@@ -54,7 +54,7 @@ func newRootCmdEnv(lookupEnv func(string) (string, bool)) *cobra.Command {
 	root.PersistentFlags().VarP(&g.format, "write-out", "w", "output format: table or json (env VOWDB_WRITE_OUT)")
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return &usageError{err} })
 	root.AddCommand(newStartCmd(), newInitCmd(), newKVCmd(g), newNodeCmd(g), newRangeCmd(g), newTxnCmd(g), newLocksCmd(g))
-	root.AddCommand(newDemoCmd(), newBenchCmd())
+	root.AddCommand(newDemoCmd(), newBenchCmd(), newTortureCmd())
 	return root
 }
 
