@@ -300,7 +300,7 @@ func runDemo(ctx context.Context, out io.Writer, o demoOptions) (err error) {
 	p.line("endpoints: %s", eps)
 	p.line("try:  vowdb kv scan --endpoints %s %s %s", eps, demoAcctPrefix, demoAcctEnd)
 	p.line("      vowdb range ls --endpoints %s", eps)
-	p.line("      vowdb bench kv --endpoints %s --duration 5s", eps)
+	p.line("      vowdb bench bank --endpoints %s --duration 5s", eps)
 	if o.duration > 0 {
 		p.line("stopping in %s (or press Ctrl-C)", o.duration)
 		demoSleep(ctx, o.duration)

@@ -281,7 +281,7 @@ func (b *demoBank) transfers(ctx context.Context, w int) {
 				return err
 			}
 			return t2.Put(ctx, []byte(demoLedgerKey(t2.ID())), []byte(t.ledgerValue()))
-		}, vowdb.WithMaxAttempts(1), vowdb.WithLockTimeout(2*time.Second))
+		}, vowdb.WithMaxAttempts(1), vowdb.WithLockTimeout(2*time.Second), vowdb.WithTimeout(15*time.Second))
 		took := time.Since(start)
 		cancel()
 		b.mu.Lock()
@@ -323,7 +323,10 @@ func (b *demoBank) reads(ctx context.Context) {
 	want := b.accounts * demoBalance
 	for ctx.Err() == nil {
 		var problem string
-		opCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		// Not tied to ctx, as for the transfers: a read cut off by the
+		// stop could leave its scan's lock behind until the transaction
+		// times out.
+		opCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		err := b.db.Transact(opCtx, func(ctx context.Context, tx *vowdb.Txn) error {
 			kvs, err := tx.Scan(ctx, []byte(demoAcctPrefix), []byte(demoAcctEnd), 0)
 			if err != nil {
@@ -331,11 +334,8 @@ func (b *demoBank) reads(ctx context.Context) {
 			}
 			problem = demoCheckBalances(kvs, b.accounts, want)
 			return nil
-		}, vowdb.WithLockTimeout(2*time.Second))
+		}, vowdb.WithLockTimeout(2*time.Second), vowdb.WithTimeout(15*time.Second))
 		cancel()
-		if ctx.Err() != nil && err != nil {
-			return // stopped: not the cluster's failure
-		}
 		b.mu.Lock()
 		switch {
 		case err != nil:
