@@ -29,7 +29,7 @@ func newBenchCmd() *cobra.Command {
 		Args:  cobra.NoArgs,
 		RunE:  func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
 	}
-	cmd.AddCommand(newBenchKVCmd())
+	cmd.AddCommand(newBenchKVCmd(), newBenchBankCmd())
 	return cmd
 }
 
@@ -150,20 +150,12 @@ func runBenchKV(ctx context.Context, stdout, stderr io.Writer, o benchKVOptions,
 
 	endpoints := cleanBenchList(o.endpoints)
 	if o.embedded {
-		dir, err := os.MkdirTemp("", "vowdb-bench-")
+		eps, stop, err := benchEmbedded(ctx, progress)
 		if err != nil {
 			return err
 		}
-		defer os.RemoveAll(dir)
-		sctx, cancel := context.WithTimeout(ctx, 90*time.Second)
-		c, err := testcluster.Start(sctx, testcluster.Options{Nodes: 3, Dir: dir, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-		cancel()
-		if err != nil {
-			return fmt.Errorf("bench: start embedded cluster: %w", err)
-		}
-		defer c.Stop()
-		endpoints = c.Endpoints()
-		fmt.Fprintf(progress, "embedded 3-node cluster in %s: %s\n", dir, strings.Join(endpoints, ","))
+		defer stop()
+		endpoints = eps
 	}
 	if len(endpoints) == 0 {
 		return benchUsage("--endpoints is empty")
@@ -307,6 +299,25 @@ loop:
 	return nil
 }
 
+// benchEmbedded starts a 3-node cluster in this process, in a temporary
+// directory, for --embedded; stop stops it and removes the directory.
+func benchEmbedded(ctx context.Context, progress io.Writer) (endpoints []string, stop func(), err error) {
+	dir, err := os.MkdirTemp("", "vowdb-bench-")
+	if err != nil {
+		return nil, nil, err
+	}
+	sctx, cancel := context.WithTimeout(ctx, 90*time.Second)
+	c, err := testcluster.Start(sctx, testcluster.Options{Nodes: 3, Dir: dir, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	cancel()
+	if err != nil {
+		os.RemoveAll(dir)
+		return nil, nil, fmt.Errorf("bench: start embedded cluster: %w", err)
+	}
+	endpoints = c.Endpoints()
+	fmt.Fprintf(progress, "embedded 3-node cluster in %s: %s\n", dir, strings.Join(endpoints, ","))
+	return endpoints, func() { c.Stop(); os.RemoveAll(dir) }, nil
+}
+
 func cleanBenchList(in []string) []string {
 	var out []string
 	for _, s := range in {
@@ -446,24 +457,31 @@ func (r *benchRecorder) summary(op string, o benchKVOptions, nc int, el time.Dur
 		s.OpsPerSec = float64(s.Ops) / el.Seconds()
 		s.P50Ms, s.P90Ms, s.P95Ms, s.P99Ms, s.MaxMs = q(50), q(90), q(95), q(99), float64(h.Max())/1e3
 	}
-	ops := float64(max(s.Ops, 1))
-	cpu := &s.CPU
+	s.CPU = benchCPUOf(o.pids, s.Ops, c0, c1)
+	return s
+}
+
+// benchCPUOf turns the readings before and after a run of ops operations
+// into the CPU report.
+func benchCPUOf(pids []int, ops int64, c0, c1 benchCPU) benchCPUReport {
+	n := float64(max(ops, 1))
+	var cpu benchCPUReport
 	if t := c1.machineTotal - c0.machineTotal; t > 0 {
 		cpu.MachinePercent = 100 * float64(c1.machineBusy-c0.machineBusy) / float64(t)
 	}
 	cpu.SelfSec = (c1.self - c0.self).Seconds()
-	cpu.SelfUsPerOp = cpu.SelfSec * 1e6 / ops
+	cpu.SelfUsPerOp = cpu.SelfSec * 1e6 / n
 	cpu.TotalUsPerOp = cpu.SelfUsPerOp
-	if len(o.pids) > 0 {
-		cpu.PIDs = o.pids
-		for i := range o.pids {
+	if len(pids) > 0 {
+		cpu.PIDs = pids
+		for i := range pids {
 			cpu.PIDsSec += (c1.pids[i] - c0.pids[i]).Seconds()
 		}
-		cpu.PIDsUsPerOp = cpu.PIDsSec * 1e6 / ops
+		cpu.PIDsUsPerOp = cpu.PIDsSec * 1e6 / n
 		cpu.TotalUsPerOp += cpu.PIDsUsPerOp
 		cpu.PIDsRSSKiB = c1.rss
 	}
-	return s
+	return cpu
 }
 
 func (s benchSummary) print(w io.Writer) {
@@ -481,7 +499,11 @@ func (s benchSummary) print(w io.Writer) {
 		}
 		fmt.Fprintf(w, "errors: %s\n", strings.Join(parts, " "))
 	}
-	c := s.CPU
+	fmt.Fprintln(w, s.CPU.line())
+}
+
+// line prints the CPU report as the summary's "cpu:" line.
+func (c benchCPUReport) line() string {
 	line := fmt.Sprintf("cpu: bench process %.2fs (%.0f µs/op)", c.SelfSec, c.SelfUsPerOp)
 	if len(c.PIDs) > 0 {
 		pids := make([]string, len(c.PIDs))
@@ -495,5 +517,5 @@ func (s benchSummary) print(w io.Writer) {
 		}
 		line += fmt.Sprintf("; rss MiB %s", strings.Join(rss, ","))
 	}
-	fmt.Fprintln(w, line)
+	return line
 }
