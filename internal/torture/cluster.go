@@ -319,16 +319,32 @@ func sigName(sig syscall.Signal) string {
 
 // Kill sends SIGKILL to node i and waits until it has exited.
 func (c *Cluster) Kill(i int) (pid int, err error) {
-	pid, done, err := c.signal(i, syscall.SIGKILL, true)
-	if err != nil {
-		return pid, err
+	pids, err := c.KillAll([]int{i})
+	return pids[0], err
+}
+
+// KillAll sends SIGKILL to every node in is before it waits for any, so
+// that they die together (a power loss), then waits until all have exited.
+func (c *Cluster) KillAll(is []int) (pids []int, err error) {
+	var errs []error
+	dones := make([]chan struct{}, len(is))
+	for k, i := range is {
+		pid, done, err := c.signal(i, syscall.SIGKILL, true)
+		pids, dones[k] = append(pids, pid), done
+		errs = append(errs, err)
 	}
-	select {
-	case <-done:
-		return pid, nil
-	case <-time.After(exitTimeout):
-		return pid, fmt.Errorf("torture: %s (pid %d) still running %v after SIGKILL", c.Name(i), pid, exitTimeout)
+	deadline := time.After(exitTimeout)
+	for k, done := range dones {
+		if done == nil {
+			continue
+		}
+		select {
+		case <-done:
+		case <-deadline:
+			errs = append(errs, fmt.Errorf("torture: %s (pid %d) still running %v after SIGKILL", c.Name(is[k]), pids[k], exitTimeout))
+		}
 	}
+	return pids, errors.Join(errs...)
 }
 
 // Pause stops node i with SIGSTOP.

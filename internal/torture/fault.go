@@ -324,18 +324,16 @@ func (f *loseUnsyncedFault) Start(_ context.Context, rng *rand.Rand) (string, er
 	n := f.c.N()
 	f.victims = rng.Perm(n)[:1+rng.IntN(n)]
 	slices.Sort(f.victims)
+	pids, err := f.c.KillAll(f.victims)
 	var names []string
-	var errs []error
-	for _, i := range f.victims {
-		pid, err := f.c.Kill(i)
-		names = append(names, fmt.Sprintf("%s (pid %d)", f.c.Name(i), pid))
-		errs = append(errs, err)
+	for k, i := range f.victims {
+		names = append(names, fmt.Sprintf("%s (pid %d)", f.c.Name(i), pids[k]))
 	}
 	what := "SIGKILL " + strings.Join(names, ", ")
 	if len(f.victims) == n {
 		what += ": every node"
 	}
-	return what + "; unsynced writes lost", errors.Join(errs...)
+	return what + " at once; unsynced writes lost", err
 }
 
 func (f *loseUnsyncedFault) Heal() error {
