@@ -650,6 +650,8 @@ func (tx *Txn) Commit(ctx context.Context) error {
 	})
 	if err != nil {
 		if errors.Is(err, ErrInvalidArgument) {
+			// Refused before the commit started: release the locks.
+			tx.rollbackRPC(ctx)
 			return err
 		}
 		return fmt.Errorf("%w: transaction %d: %v (resolve with TxnStatus)", ErrAmbiguousCommit, tx.id, err)
