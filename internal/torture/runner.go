@@ -64,6 +64,9 @@ type FaultEvent struct {
 	// the end of the workload (then Recovery is that whole window).
 	Recovery  time.Duration
 	Recovered bool
+	// Outage is the longest stretch without an acknowledged operation
+	// while the fault was on: what the fault cost the clients.
+	Outage time.Duration
 }
 
 // SkippedFault is a requested fault the machine cannot inject.
@@ -419,6 +422,7 @@ func (r *runner) recoveries() {
 	}
 	for i := range rep.Faults {
 		ev := &rep.Faults[i]
+		ev.Outage, _ = rep.Ops.LongestGap(ev.Start, ev.Heal)
 		window := workEnd
 		if i+1 < len(rep.Faults) {
 			window = rep.Faults[i+1].Start
@@ -448,7 +452,7 @@ func (r *Report) WriteSummary(w io.Writer) {
 	fmt.Fprintf(w, "\nFaults injected: %d (times from the start of the run)\n", len(r.Faults))
 	if len(r.Faults) > 0 {
 		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-		fmt.Fprintln(tw, "  #\tFAULT\tON\tHEALED\tRECOVERY\tWHAT")
+		fmt.Fprintln(tw, "  #\tFAULT\tON\tHEALED\tNO ACK FOR\tRECOVERY\tWHAT")
 		for _, ev := range r.Faults {
 			rec := ev.Recovery.Round(time.Millisecond).String()
 			if !ev.Recovered {
@@ -458,9 +462,12 @@ func (r *Report) WriteSummary(w io.Writer) {
 			if ev.Err != "" {
 				what += " [ERROR " + ev.Err + "]"
 			}
-			fmt.Fprintf(tw, "  %d\t%s\t%.1fs\t%.1fs\t%s\t%s\n", ev.Step, ev.Fault, ev.Start.Seconds(), ev.Heal.Seconds(), rec, what)
+			fmt.Fprintf(tw, "  %d\t%s\t%.1fs\t%.1fs\t%s\t%s\t%s\n", ev.Step, ev.Fault, ev.Start.Seconds(), ev.Heal.Seconds(),
+				ev.Outage.Round(time.Millisecond), rec, what)
 		}
 		_ = tw.Flush()
+		fmt.Fprintln(w, "  NO ACK FOR: longest stretch without an acknowledged op while the fault was on.")
+		fmt.Fprintln(w, "  RECOVERY: from the heal to the first acknowledged op after it.")
 	}
 	if len(r.Skipped) > 0 {
 		fmt.Fprintf(w, "\nFaults skipped: %d (not injected, not passed)\n", len(r.Skipped))
