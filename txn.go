@@ -728,12 +728,20 @@ func (tx *Txn) rollbackRPC(ctx context.Context) {
 	if len(req.Participants) == 0 {
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
-	defer cancel()
-	_ = tx.onGateway(ctx, func(ctx context.Context, c vowdbpb.TxnClient) error {
-		_, err := c.Rollback(ctx, req)
-		return err
-	})
+	// Any node can route a rollback: try the gateway, then every other
+	// endpoint, each briefly (the gateway may be the node that is down).
+	ctx = context.WithoutCancel(ctx)
+	for _, ep := range append([]string{tx.gateway}, tx.db.endpoints()...) {
+		cctx, cancel := context.WithTimeout(ctx, time.Second)
+		conn, err := tx.db.readyConn(cctx, ep)
+		if err == nil {
+			_, err = vowdbpb.NewTxnClient(conn).Rollback(cctx, req)
+		}
+		cancel()
+		if err == nil {
+			return
+		}
+	}
 }
 
 // Transact runs fn in a transaction and commits it. When fn or the commit

@@ -48,13 +48,19 @@ type WorkloadOptions struct {
 }
 
 // WorkloadNames lists the built-in workloads.
-var WorkloadNames = []string{"register"}
+var WorkloadNames = []string{"register", "bank", "append", "set"}
 
 // NewWorkload returns the built-in workload called name.
 func NewWorkload(name string, opts WorkloadOptions) (Workload, error) {
 	switch name {
 	case "register":
 		return NewRegister(opts), nil
+	case "bank":
+		return NewBank(opts), nil
+	case "append":
+		return NewAppend(opts), nil
+	case "set":
+		return NewSet(opts), nil
 	}
 	return nil, fmt.Errorf("torture: unknown workload %q (want one of %v)", name, WorkloadNames)
 }
