@@ -42,11 +42,15 @@ type DB struct {
 
 	mu struct {
 		sync.Mutex
-		conns  map[string]*grpc.ClientConn
-		pipes  map[*grpc.ClientConn]*pipe
-		nodes  map[uint64]string // node id -> address
-		routes []*route          // sorted by start key, non-overlapping
-		closed bool
+		conns map[string]*grpc.ClientConn
+		pipes map[*grpc.ClientConn]*pipe
+		nodes map[uint64]string // node id -> address
+		// suspect holds nodes that let a request time out, and when: the
+		// router avoids them for suspectFor (a paused or overloaded node
+		// keeps its TCP connections, so only a timeout reveals it).
+		suspect map[uint64]time.Time
+		routes  []*route // sorted by start key, non-overlapping
+		closed  bool
 	}
 }
 
@@ -292,6 +296,40 @@ func (db *DB) setLeader(r *route, leader uint64) {
 	db.mu.Unlock()
 }
 
+// suspectFor is how long a node that let a request time out is avoided
+// when another replica can be tried: a few election timeouts, time for the
+// others to elect a new leader.
+const suspectFor = 3 * time.Second
+
+func (db *DB) markSuspect(r *route, id uint64) {
+	db.mu.Lock()
+	defer db.mu.Unlock()
+	if db.mu.suspect == nil {
+		db.mu.suspect = map[uint64]time.Time{}
+	}
+	db.mu.suspect[id] = time.Now()
+	if r != nil && r.leader == id {
+		r.leader = 0
+	}
+}
+
+func (db *DB) clearSuspect(id uint64) {
+	db.mu.Lock()
+	defer db.mu.Unlock()
+	delete(db.mu.suspect, id)
+}
+
+func (db *DB) isSuspect(id uint64) bool {
+	db.mu.Lock()
+	defer db.mu.Unlock()
+	at, ok := db.mu.suspect[id]
+	if ok && time.Since(at) > suspectFor {
+		delete(db.mu.suspect, id)
+		return false
+	}
+	return ok
+}
+
 func (db *DB) addrOf(id uint64) (string, bool) {
 	db.mu.Lock()
 	defer db.mu.Unlock()
@@ -340,13 +378,24 @@ func (db *DB) send(ctx context.Context, key []byte, write bool, call func(ctx co
 			}
 		}
 		target := db.leaderOf(r)
-		if target == 0 || skip[target] {
+		if target == 0 || skip[target] || db.isSuspect(target) {
 			target = 0
+			var fallback uint64
 			for _, rd := range r.desc.Replicas {
-				if !skip[rd.NodeId] && !rd.Learner {
-					target = rd.NodeId
-					break
+				if skip[rd.NodeId] || rd.Learner {
+					continue
 				}
+				if db.isSuspect(rd.NodeId) {
+					if fallback == 0 {
+						fallback = rd.NodeId
+					}
+					continue
+				}
+				target = rd.NodeId
+				break
+			}
+			if target == 0 {
+				target = fallback
 			}
 		}
 		if target == 0 {
@@ -376,6 +425,11 @@ func (db *DB) send(ctx context.Context, key []byte, write bool, call func(ctx co
 			return nil
 		}
 		lastErr = err
+		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+			// The node held the request until our deadline: a paused or
+			// cut-off node keeps its connection open, so remember it.
+			db.markSuspect(r, target)
+		}
 		if errors.Is(err, errNotSent) {
 			// The request never left this client: another try is safe.
 			db.setLeader(r, 0)
@@ -407,6 +461,7 @@ func (db *DB) send(ctx context.Context, key []byte, write bool, call func(ctx co
 					db.mu.Unlock()
 				}
 				db.setLeader(r, d.LeaderNodeId)
+				db.clearSuspect(d.LeaderNodeId) // a live replica vouches for it
 			} else {
 				skip[target] = true
 				db.setLeader(r, 0)

@@ -319,11 +319,20 @@ func (db *DB) begin(ctx context.Context, o txnOptions, id TxnID, born time.Time)
 	tx := &Txn{db: db, id: id, attempt: uint64(time.Now().UnixNano()), opts: o, begin: time.Now(),
 		age:   born.UnixNano() - int64(o.priority)*int64(time.Second),
 		parts: map[uint64]*txnPart{}, writes: map[string]*[]byte{}}
-	// The gateway: a reachable endpoint, spread round-robin.
+	// The gateway: a reachable endpoint. Spread gateways round-robin, preferring nodes that did not recently
+	// let a request time out.
 	start := int(gatewayRR.Add(1))
-	var lastErr error
+	var fresh, stale []string
 	for i := range eps {
 		ep := eps[(start+i)%len(eps)]
+		if db.isSuspectAddr(ep) {
+			stale = append(stale, ep)
+		} else {
+			fresh = append(fresh, ep)
+		}
+	}
+	var lastErr error
+	for _, ep := range append(fresh, stale...) {
 		cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 		_, err := db.readyConn(cctx, ep)
 		cancel()
@@ -334,6 +343,20 @@ func (db *DB) begin(ctx context.Context, o txnOptions, id TxnID, born time.Time)
 		lastErr = err
 	}
 	return nil, fmt.Errorf("%w: no gateway reachable: %v", ErrUnavailable, lastErr)
+}
+
+// isSuspectAddr reports whether the node at addr recently let a request
+// time out.
+func (db *DB) isSuspectAddr(addr string) bool {
+	db.mu.Lock()
+	var id uint64
+	for nid, a := range db.mu.nodes {
+		if a == addr {
+			id = nid
+		}
+	}
+	db.mu.Unlock()
+	return id != 0 && db.isSuspect(id)
 }
 
 func (db *DB) isClosed() bool {

@@ -10,9 +10,11 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/spf13/cobra"
 
 	"github.com/vowdb/vowdb/internal/server"
+	"github.com/vowdb/vowdb/internal/storage"
 )
 
 // stopTimeout bounds the graceful shutdown of a node after a signal: the
@@ -38,6 +40,7 @@ node's addresses once it serves.
 
 // startFlags are the flags of vowdb start.
 type startFlags struct {
+	loseUnsynced      bool
 	dataDir           string
 	listenAddr        string
 	advertiseAddr     string
@@ -82,6 +85,8 @@ func newStartCmd() *cobra.Command {
 	fs.DurationVar(&f.heartbeatInterval, "heartbeat-interval", 0, "advanced: liveness heartbeat period (0: 500ms)")
 	fs.DurationVar(&f.replicateInterval, "replicate-interval", 0, "advanced: period of the replica placement loop (0: 500ms)")
 	fs.DurationVar(&f.requestTimeout, "request-timeout", 0, "advanced: how long a write waits to apply before it is answered as ambiguous (0: 10s)")
+	fs.BoolVar(&f.loseUnsynced, "unsafe-lose-unsynced", false, "testing only: keep file data in memory until fsync, so a SIGKILL loses every unsynced byte (vowdb torture)")
+	_ = fs.MarkHidden("unsafe-lose-unsynced")
 	return cmd
 }
 
@@ -148,6 +153,9 @@ func runStart(cmd *cobra.Command, f *startFlags) error {
 	cfg, err := f.config(logger)
 	if err != nil {
 		return err
+	}
+	if f.loseUnsynced {
+		cfg.FS = storage.NewLoseUnsyncedFS(vfs.Default)
 	}
 	if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
 		return fmt.Errorf("create data dir: %w", err)

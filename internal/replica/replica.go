@@ -693,7 +693,7 @@ type raftLogger struct{ l *slog.Logger }
 func (l raftLogger) Debug(v ...interface{})                   {}
 func (l raftLogger) Debugf(format string, v ...interface{})   {}
 func (l raftLogger) Info(v ...interface{})                    {}
-func (l raftLogger) Infof(format string, v ...interface{})    {}
+func (l raftLogger) Infof(format string, v ...interface{})    { l.l.Debug(fmt.Sprintf(format, v...)) }
 func (l raftLogger) Error(v ...interface{})                   { l.l.Error(fmt.Sprint(v...)) }
 func (l raftLogger) Errorf(format string, v ...interface{})   { l.l.Error(fmt.Sprintf(format, v...)) }
 func (l raftLogger) Warning(v ...interface{})                 { l.l.Warn(fmt.Sprint(v...)) }

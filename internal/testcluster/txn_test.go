@@ -372,7 +372,23 @@ func TestTxnWriteSkewAcrossFailover(t *testing.T) {
 	// Fail over B.
 	b := leaderIndex(t, c, db, string(y))
 	shared := b == leaderIndex(t, c, db, string(x))
+	bid := c.Nodes[b].NodeID()
 	c.Kill(b)
+	// Let the survivors elect a new leader of B before the old one returns.
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		ranges, err := db.Ranges(ctx)
+		elected := false
+		for _, r := range ranges {
+			if err == nil && !r.Meta && string(r.StartKey) <= string(y) && r.Leader != 0 && r.Leader != bid {
+				elected = true
+			}
+		}
+		if elected || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 	if err := c.Restart(b); err != nil {
 		t.Fatal(err)
 	}
