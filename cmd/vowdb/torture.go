@@ -44,9 +44,21 @@ binary without --unsafe-lose-unsynced) is reported as skipped, never as
 passed. The same --seed gives the same schedule and the same choices of
 nodes and partitions.
 
-Workloads (--workload): register: --clients clients run get, put and
-compare-and-swap on a few keys at about --rate operations per second in
-total, each written value unique.
+Workloads (--workload), each at about --rate operations per second from
+--clients clients:
+  register  get, put and compare-and-swap on a few keys, each written value
+            unique (simple invariants here; linearizability with
+            internal/check.Register over history.jsonl)
+  bank      transfers between accounts on three ranges, each writing a
+            ledger entry in the same transaction, plus full-table reads:
+            every read's total exact, no negative balance, every
+            acknowledged transfer in the ledger exactly once, final balances
+            equal to the ledger replayed
+  append    transactions of appends and reads on list-valued keys over
+            three ranges, checked for G0, G1a, G1b, G1c, G-single and G2
+            cycles (and their realtime variants) by an Elle-style checker
+  set       unique inserts, each into two ranges in one transaction: none
+            lost, none unexpected, none half-inserted
 
 After --duration the tool heals every fault, restarts every stopped node,
 waits until the cluster is ready, reads back every key, audits the cluster
