@@ -461,7 +461,11 @@ func (db *DB) send(ctx context.Context, key []byte, write bool, call func(ctx co
 					db.mu.Unlock()
 				}
 				db.setLeader(r, d.LeaderNodeId)
-				db.clearSuspect(d.LeaderNodeId) // a live replica vouches for it
+				// A live replica vouches for it: try it again even if it
+				// failed earlier in this call (it may have been elected
+				// since).
+				db.clearSuspect(d.LeaderNodeId)
+				delete(skip, d.LeaderNodeId)
 			} else {
 				skip[target] = true
 				db.setLeader(r, 0)
@@ -500,6 +504,12 @@ func classify(err error, write bool) error {
 			return wrap(ErrNotInitialized, msg)
 		case vowdbpb.ErrorDetail_CLUSTER_MISMATCH:
 			return wrap(ErrInvalidArgument, msg)
+		case vowdbpb.ErrorDetail_TXN_ABORTED:
+			// Refused before anything was proposed (a lock wait ran out):
+			// safe to retry. The detail stays reachable for transactions.
+			return fmt.Errorf("%w: %w", ErrUnavailable, err)
+		case vowdbpb.ErrorDetail_TXN_LIMIT:
+			return fmt.Errorf("%w: %w", ErrInvalidArgument, err)
 		}
 	}
 	switch status.Code(err) {

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	mrand "math/rand/v2"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -249,6 +250,7 @@ type Txn struct {
 	abort     error
 	receipt   *Receipt
 	attempts  int
+	touched   []uint64 // ranges an operation of unknown fate went to
 }
 
 type txnPart struct {
@@ -429,8 +431,14 @@ func (tx *Txn) op(ctx context.Context, req *vowdbpb.TxnOpRequest) (*vowdbpb.TxnO
 		if errors.Is(err, ErrInvalidArgument) {
 			return nil, err
 		}
-		// The operation's fate is unknown (it may hold a lock): the
-		// transaction cannot go on safely.
+		// The operation's fate is unknown (it may hold a lock there): the
+		// transaction cannot go on safely, and its rollback must reach
+		// that range too.
+		if r := tx.db.cachedRoute(req.Key); r != nil {
+			tx.mu.Lock()
+			tx.touched = append(tx.touched, r.desc.RangeId)
+			tx.mu.Unlock()
+		}
 		return nil, tx.fail(ctx, fmt.Errorf("%w: transaction %d: %v", ErrUnavailable, tx.id, err))
 	}
 	tx.mu.Lock()
@@ -545,7 +553,7 @@ func (tx *Txn) write(ctx context.Context, key, value []byte, kind vowdbpb.TxnOpR
 		v = append([]byte{}, value...)
 	}
 	tx.writes[string(key)] = &v
-	tx.bytes = size
+	tx.bytes += len(key) + len(value)
 	return nil
 }
 
@@ -744,8 +752,12 @@ func (tx *Txn) Rollback(ctx context.Context) error {
 func (tx *Txn) rollbackRPC(ctx context.Context) {
 	tx.mu.Lock()
 	req := &vowdbpb.TxnRollbackRequest{TxnId: uint64(tx.id), Attempt: tx.attempt}
-	for _, r := range tx.order {
-		req.Participants = append(req.Participants, &vowdbpb.TxnParticipant{RangeId: r})
+	seen := map[uint64]bool{}
+	for _, r := range append(slices.Clone(tx.order), tx.touched...) {
+		if !seen[r] {
+			seen[r] = true
+			req.Participants = append(req.Participants, &vowdbpb.TxnParticipant{RangeId: r})
+		}
 	}
 	tx.mu.Unlock()
 	if len(req.Participants) == 0 {

@@ -48,13 +48,13 @@ func TestTortureSmoke(t *testing.T) {
 	if runtime.GOOS != "linux" {
 		t.Skip("the torture runner controls processes with Linux signals and namespaces")
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
 	defer cancel()
 	bin := buildBinary(ctx, t, t.TempDir())
 
 	t.Run("loopback", func(t *testing.T) {
-		runTortureSmoke(ctx, t, bin, "--loopback", "--faults", "kill,pause", "--nodes", "3",
-			"--duration", "20s", "--hold", "3s", "--recovery", "3s", "--seed", "1")
+		runTortureSmoke(ctx, t, bin, "--loopback", "--workload", "set", "--faults", "kill,pause", "--nodes", "3",
+			"--duration", "15s", "--hold", "3s", "--recovery", "3s", "--seed", "1")
 	})
 	t.Run("netns", func(t *testing.T) {
 		if os.Geteuid() != 0 {
@@ -65,21 +65,23 @@ func TestTortureSmoke(t *testing.T) {
 			t.Skipf("ip netns does not work here (%v: %s); partitions are not covered", err, bytes.TrimSpace(out))
 		}
 		_ = exec.Command("ip", "netns", "del", probe).Run()
-		summary := runTortureSmoke(ctx, t, bin, "--faults", "partition,kill", "--nodes", "5",
-			"--duration", "30s", "--hold", "4s", "--recovery", "4s", "--seed", "3")
-		m := regexp.MustCompile(`network namespaces (vt\w+)-n1`).FindStringSubmatch(summary)
-		if m == nil {
-			t.Fatalf("the summary names no namespaces:\n%s", summary)
-		}
-		out, err := exec.Command("ip", "netns", "list").CombinedOutput()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if strings.Contains(string(out), m[1]+"-") {
-			t.Errorf("namespaces of run %s left behind:\n%s", m[1], out)
-		}
-		if err := exec.Command("ip", "link", "show", m[1]+"-h").Run(); err == nil {
-			t.Errorf("link %s-h left behind", m[1])
+		for i, w := range []string{"register", "bank", "append"} {
+			summary := runTortureSmoke(ctx, t, bin, "--workload", w, "--faults", "partition,kill", "--nodes", "5",
+				"--duration", "20s", "--hold", "3s", "--recovery", "3s", "--seed", fmt.Sprint(3+i))
+			m := regexp.MustCompile(`network namespaces (vt\w+)-n1`).FindStringSubmatch(summary)
+			if m == nil {
+				t.Fatalf("the summary names no namespaces:\n%s", summary)
+			}
+			out, err := exec.Command("ip", "netns", "list").CombinedOutput()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if strings.Contains(string(out), m[1]+"-") {
+				t.Errorf("namespaces of run %s left behind:\n%s", m[1], out)
+			}
+			if err := exec.Command("ip", "link", "show", m[1]+"-h").Run(); err == nil {
+				t.Errorf("link %s-h left behind", m[1])
+			}
 		}
 	})
 }

@@ -22,7 +22,6 @@ type coordDriver struct {
 	c       *txn.Coordinator
 	waiting map[waitKey]chan txn.Result
 	running map[lock.TxnID]*coordInfo
-	pumping bool
 }
 
 type waitKey struct {
@@ -115,7 +114,7 @@ func (d *coordDriver) restore(recs []txn.DecisionRecord) {
 }
 
 func (d *coordDriver) pumpLocked() {
-	for !d.pumping && d.c.HasReady() {
+	for d.c.HasReady() {
 		rd := d.c.Ready()
 		for _, res := range rd.Results {
 			k := waitKey{res.Txn, res.Attempt}
@@ -145,13 +144,14 @@ func (d *coordDriver) pumpLocked() {
 				ends = append(ends, r)
 			}
 		}
-		if len(ends) == 0 {
-			d.advanceLocked(rd)
-			continue
+		// End records are proposed in the background: forgetting a txn
+		// before its record is marked ended is safe (the record is decided,
+		// so a late inquirer's CAS finds the decision), and a failed end is
+		// redone by the anchor's recovery.
+		if len(ends) > 0 {
+			go d.end(ends)
 		}
-		d.pumping = true
-		go d.end(rd, ends)
-		return
+		d.advanceLocked(rd)
 	}
 }
 
@@ -195,8 +195,8 @@ func (d *coordDriver) cas(r txn.DecisionRecord) {
 	d.pumpLocked()
 }
 
-// end marks the records of rd's EndRecords ended, then confirms rd.
-func (d *coordDriver) end(rd txn.Ready, ends []txn.EndRecord) {
+// end marks the records of ends ended.
+func (d *coordDriver) end(ends []txn.EndRecord) {
 	failpoint.Hit(failpoint.TxnBeforeEnd)
 	ctx, cancel := context.WithTimeout(d.l.n.ctx, d.l.n.cfg.RequestTimeout)
 	defer cancel()
@@ -208,11 +208,6 @@ func (d *coordDriver) end(rd txn.Ready, ends []txn.EndRecord) {
 			d.l.n.log.Debug("txn end not recorded", "txn", e.Txn, "err", err)
 		}
 	}
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	d.pumping = false
-	d.advanceLocked(rd)
-	d.pumpLocked()
 }
 
 // infos lists the txns being committed here.

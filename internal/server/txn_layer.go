@@ -5,8 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -34,6 +32,7 @@ type txnLayer struct {
 	ranges   map[uint64]*txnRange
 	building map[uint64]bool
 	descs    map[uint64]*vowdbpb.RangeDescriptor
+	leaders  map[uint64]uint64 // leader hints that came with descs
 	descAt   time.Time
 
 	buildMu sync.Mutex
@@ -67,7 +66,7 @@ const (
 
 func newTxnLayer(n *Node) *txnLayer {
 	l := &txnLayer{n: n, ranges: map[uint64]*txnRange{}, building: map[uint64]bool{},
-		descs: map[uint64]*vowdbpb.RangeDescriptor{}, restoreSeen: map[string]int{}}
+		descs: map[uint64]*vowdbpb.RangeDescriptor{}, leaders: map[uint64]uint64{}, restoreSeen: map[string]int{}}
 	l.det.info = map[lock.TxnID]deadlock.TxnInfo{}
 	l.det.reported = map[uint64]time.Time{}
 	l.coord = newCoordDriver(l)
@@ -379,7 +378,9 @@ func (l *txnLayer) plainLockTry(ctx context.Context, sched *multiraft.Scheduler,
 			l.plainLockTry(ctx, sched, r, span, mode, tries-1, cb)
 			return
 		}
-		cb(nil, status.Errorf(codes.Unavailable, "key %q is locked by transaction %d: %s", span.Start, ab.ConflictingTxnId, ab.Reason))
+		// Nothing was proposed: the client may retry (TXN_ABORTED detail,
+		// which the client maps to ErrUnavailable for plain operations).
+		cb(nil, abortStatus(ab, "key %q is locked by transaction %d: %s; nothing was written", span.Start, ab.ConflictingTxnId, ab.Reason))
 	}
 	w, ab := tr.request(id, span, mode)
 	switch {

@@ -146,6 +146,12 @@ func (l *txnLayer) rangeLeaderHint(rangeID uint64) uint64 {
 	if d == nil {
 		return 0
 	}
+	l.mu.Lock()
+	lead := l.leaders[rangeID]
+	l.mu.Unlock()
+	if lead != 0 {
+		return lead
+	}
 	for _, rd := range d.Replicas {
 		if !rd.Learner && rd.NodeId != l.n.nodeID() {
 			return rd.NodeId
@@ -165,10 +171,11 @@ func (l *txnLayer) desc(rangeID uint64) *vowdbpb.RangeDescriptor {
 	}
 	ctx, cancel := context.WithTimeout(l.n.ctx, 2*time.Second)
 	defer cancel()
-	var resp *vowdbpb.ListRangesResponse
+	// Every descriptor, from the meta range (Lookup from the first key).
+	var resp *vowdbpb.LookupResponse
 	err := l.n.withMeta(ctx, func(ctx context.Context, c vowdbpb.AdminClient) error {
 		var err error
-		resp, err = c.ListRanges(ctx, &vowdbpb.ListRangesRequest{})
+		resp, err = c.Lookup(ctx, &vowdbpb.LookupRequest{LocalOnly: true, Limit: 1000})
 		return err
 	})
 	l.mu.Lock()
@@ -177,9 +184,10 @@ func (l *txnLayer) desc(rangeID uint64) *vowdbpb.RangeDescriptor {
 	if err != nil {
 		return nil
 	}
-	for _, ri := range resp.Ranges {
-		if ri.Desc != nil {
-			l.descs[ri.Desc.RangeId] = ri.Desc
+	for _, rt := range resp.Routes {
+		if rt.Desc != nil {
+			l.descs[rt.Desc.RangeId] = rt.Desc
+			l.leaders[rt.Desc.RangeId] = rt.LeaderNodeId
 		}
 	}
 	return l.descs[rangeID]
@@ -192,14 +200,22 @@ func (l *txnLayer) desc(rangeID uint64) *vowdbpb.RangeDescriptor {
 func (l *txnLayer) proposeAt(ctx context.Context, key []byte, cmd *vowdbpb.Command) (*vowdbpb.TxnProposeResponse, error) {
 	var lastErr error
 	var hint uint64
+	sleep := false
 	for attempt := 0; ; attempt++ {
-		if attempt > 0 {
+		// Follow a fresh leader hint at once; back off only when there is
+		// none to follow.
+		if sleep {
 			select {
 			case <-ctx.Done():
 				return nil, fmt.Errorf("propose at %q: %w (last error: %v)", key, ctx.Err(), lastErr)
 			case <-time.After(time.Duration(min(attempt, 5)) * 20 * time.Millisecond):
 			}
 		}
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("propose at %q: %w (last error: %v)", key, ctx.Err(), lastErr)
+		}
+		prevHint := hint
+		sleep = true
 		if hint == 0 || hint == l.n.nodeID() {
 			resp, err := l.proposeLocal(ctx, key, cmd)
 			if err == nil {
@@ -213,6 +229,7 @@ func (l *txnLayer) proposeAt(ctx context.Context, key []byte, cmd *vowdbpb.Comma
 			if hint == 0 {
 				hint = l.anyReplicaFor(key)
 			}
+			sleep = hint == prevHint || hint == 0
 			continue
 		}
 		conn, err := l.n.trans.NodeConn(hint)
@@ -229,6 +246,7 @@ func (l *txnLayer) proposeAt(ctx context.Context, key []byte, cmd *vowdbpb.Comma
 		if ok && (d.Code == vowdbpb.ErrorDetail_NOT_LEADER || d.Code == vowdbpb.ErrorDetail_RANGE_NOT_FOUND ||
 			d.Code == vowdbpb.ErrorDetail_NOT_INITIALIZED) {
 			hint = d.LeaderNodeId
+			sleep = hint == prevHint || hint == 0
 			continue
 		}
 		if isNotSent(err) {
@@ -278,6 +296,7 @@ func (l *txnLayer) anyReplicaFor(key []byte) uint64 {
 	}
 	if time.Since(l.descAt) > 500*time.Millisecond {
 		l.descs = map[uint64]*vowdbpb.RangeDescriptor{} // stale: the next desc() refreshes
+		l.leaders = map[uint64]uint64{}
 	}
 	for _, nd := range l.n.knownNodes() {
 		if nd.NodeId != l.n.nodeID() {
