@@ -847,7 +847,9 @@ func (db *DB) Transact(ctx context.Context, fn func(ctx context.Context, tx *Txn
 
 // TxnStatus asks the cluster what became of transaction id: COMMITTED,
 // ABORTED, PENDING (in flight) or UNKNOWN. Any node answers for the whole
-// cluster. Finished transactions are remembered for at least the last
+// cluster. ABORTED and UNKNOWN are answered only once every range's leader
+// answered; while some range has no leader (just after a crash) the answer
+// is ErrUnavailable (retryable) rather than a guess. Finished transactions are remembered for at least the last
 // 100,000 transactions of each range.
 func (db *DB) TxnStatus(ctx context.Context, id TxnID) (TxnState, error) {
 	if id == 0 || id >= 1<<63 {

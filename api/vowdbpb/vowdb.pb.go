@@ -5156,11 +5156,14 @@ func (x *TxnStatusRequest) GetLocal() bool {
 }
 
 type TxnStatusResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	State         TxnState               `protobuf:"varint,1,opt,name=state,proto3,enum=vowdb.v1.TxnState" json:"state,omitempty"`
-	Attempt       uint64                 `protobuf:"varint,2,opt,name=attempt,proto3" json:"attempt,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	State   TxnState               `protobuf:"varint,1,opt,name=state,proto3,enum=vowdb.v1.TxnState" json:"state,omitempty"`
+	Attempt uint64                 `protobuf:"varint,2,opt,name=attempt,proto3" json:"attempt,omitempty"`
+	// covered_range_ids are the ranges whose leader answered; an UNKNOWN or
+	// ABORTED answer is only final when every range is covered.
+	CoveredRangeIds []uint64 `protobuf:"varint,3,rep,packed,name=covered_range_ids,json=coveredRangeIds,proto3" json:"covered_range_ids,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *TxnStatusResponse) Reset() {
@@ -5205,6 +5208,13 @@ func (x *TxnStatusResponse) GetAttempt() uint64 {
 		return x.Attempt
 	}
 	return 0
+}
+
+func (x *TxnStatusResponse) GetCoveredRangeIds() []uint64 {
+	if x != nil {
+		return x.CoveredRangeIds
+	}
+	return nil
 }
 
 type TxnInfo struct {
@@ -6199,10 +6209,11 @@ const file_api_vowdbpb_vowdb_proto_rawDesc = "" +
 	"\arunning\x18\x01 \x01(\bR\arunning\"?\n" +
 	"\x10TxnStatusRequest\x12\x15\n" +
 	"\x06txn_id\x18\x01 \x01(\x04R\x05txnId\x12\x14\n" +
-	"\x05local\x18\x02 \x01(\bR\x05local\"W\n" +
+	"\x05local\x18\x02 \x01(\bR\x05local\"\x83\x01\n" +
 	"\x11TxnStatusResponse\x12(\n" +
 	"\x05state\x18\x01 \x01(\x0e2\x12.vowdb.v1.TxnStateR\x05state\x12\x18\n" +
-	"\aattempt\x18\x02 \x01(\x04R\aattempt\"\xec\x01\n" +
+	"\aattempt\x18\x02 \x01(\x04R\aattempt\x12*\n" +
+	"\x11covered_range_ids\x18\x03 \x03(\x04R\x0fcoveredRangeIds\"\xec\x01\n" +
 	"\aTxnInfo\x12\x15\n" +
 	"\x06txn_id\x18\x01 \x01(\x04R\x05txnId\x12\x18\n" +
 	"\aattempt\x18\x02 \x01(\x04R\aattempt\x12.\n" +

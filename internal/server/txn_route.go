@@ -193,6 +193,26 @@ func (l *txnLayer) desc(rangeID uint64) *vowdbpb.RangeDescriptor {
 	return l.descs[rangeID]
 }
 
+// userRanges lists every user range, fresh from the meta range.
+func (l *txnLayer) userRanges(ctx context.Context) ([]uint64, error) {
+	var resp *vowdbpb.LookupResponse
+	err := l.n.withMeta(ctx, func(ctx context.Context, c vowdbpb.AdminClient) error {
+		var err error
+		resp, err = c.Lookup(ctx, &vowdbpb.LookupRequest{LocalOnly: true, Limit: 1000})
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	var out []uint64
+	for _, rt := range resp.Routes {
+		if rt.Desc != nil && !rt.Desc.IsMeta {
+			out = append(out, rt.Desc.RangeId)
+		}
+	}
+	return out, nil
+}
+
 // proposeAt proposes a txn-record command to the leader of key's range and
 // returns its result. It retries only where the command was certainly not
 // proposed (no leader, wrong node); after that an error means the outcome is

@@ -214,7 +214,7 @@ func (s *txnService) Status(ctx context.Context, req *vowdbpb.TxnStatusRequest) 
 	}
 	var mu sync.Mutex
 	out := &vowdbpb.TxnStatusResponse{State: vowdbpb.TxnState_TXN_UNKNOWN}
-	answered := 0
+	covered := map[uint64]bool{}
 	s.n.fanOut(ctx, func(ctx context.Context, c vowdbpb.TxnClient) error {
 		resp, err := c.Status(ctx, &vowdbpb.TxnStatusRequest{TxnId: req.TxnId, Local: true})
 		if err != nil {
@@ -222,14 +222,28 @@ func (s *txnService) Status(ctx context.Context, req *vowdbpb.TxnStatusRequest) 
 		}
 		mu.Lock()
 		defer mu.Unlock()
-		answered++
+		for _, r := range resp.CoveredRangeIds {
+			covered[r] = true
+		}
 		if rank(resp.State) > rank(out.State) {
 			out.State, out.Attempt = resp.State, resp.Attempt
 		}
 		return nil
 	})
-	if answered == 0 {
-		return nil, status.Errorf(codes.Unavailable, "no node answered the status of txn %d", req.TxnId)
+	if rank(out.State) >= rank(vowdbpb.TxnState_TXN_PENDING) {
+		return out, nil // a COMMITTED anywhere, or something in flight: final enough
+	}
+	// "Aborted" or "unknown" must have heard from every range's leader: a
+	// range without a leader right now may hold the COMMITTED record.
+	all, err := l.userRanges(ctx)
+	if err != nil {
+		return nil, status.Errorf(codes.Unavailable, "status of txn %d: cannot list the ranges: %v", req.TxnId, err)
+	}
+	for _, r := range all {
+		if !covered[r] {
+			return nil, status.Errorf(codes.Unavailable, "status of txn %d: range %d has no leader that answered; try again", req.TxnId, r)
+		}
+		out.CoveredRangeIds = append(out.CoveredRangeIds, r)
 	}
 	return out, nil
 }
@@ -273,6 +287,7 @@ func (l *txnLayer) localStatus(ctx context.Context, id lock.TxnID) (*vowdbpb.Txn
 		}
 		// Per attempt: a decided record or outcome settles it; a prepare
 		// record alone means in flight.
+		out.CoveredRangeIds = append(out.CoveredRangeIds, r.RangeID)
 		per := map[uint64]vowdbpb.TxnState{}
 		err := replica.TxnStates(l.n.eng, r.RangeID, txnIDPrefix(id), func(kind byte, kid []byte, st vowdbpb.TxnState) {
 			_, attempt, ok := parseTxnKeyID(kid)
