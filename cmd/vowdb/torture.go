@@ -47,8 +47,8 @@ nodes and partitions.
 Workloads (--workload), each at about --rate operations per second from
 --clients clients:
   register  get, put and compare-and-swap on a few keys, each written value
-            unique (simple invariants here; linearizability with
-            internal/check.Register over history.jsonl)
+            unique: simple invariants, then linearizability per key
+            (porcupine; ambiguous operations may or may not have happened)
   bank      transfers between accounts on three ranges, each writing a
             ledger entry in the same transaction, plus full-table reads:
             every read's total exact, no negative balance, every

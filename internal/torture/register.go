@@ -1,7 +1,9 @@
 package torture
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -13,6 +15,7 @@ import (
 	"time"
 
 	"github.com/vowdb/vowdb"
+	"github.com/vowdb/vowdb/internal/check"
 )
 
 // Register is the "register" workload: clients run get, put and
@@ -373,6 +376,28 @@ func (r *Register) Check() (bool, string) {
 		fmt.Fprintf(&b, "  %s\n", a)
 	}
 	b.WriteString("  checked: no garbage reads, no reads of failed writes, no reads from the future, a final read of every key.\n")
-	b.WriteString("  not checked here: linearizability; internal/check.Register does that over history.jsonl once wired as a Checker.\n")
-	return len(anomalies) == 0, b.String()
+	lin, report := r.linearizable()
+	b.WriteString(report)
+	return len(anomalies) == 0 && lin, b.String()
+}
+
+// linearizable checks the history per key with internal/check.Register
+// (porcupine; ambiguous operations may or may not have happened; a search
+// that runs out of time is a failure).
+func (r *Register) linearizable() (bool, string) {
+	var buf bytes.Buffer
+	for _, op := range r.ops {
+		line, err := json.Marshal(op)
+		if err != nil {
+			return false, fmt.Sprintf("  linearizability: cannot encode the history: %v\n", err)
+		}
+		buf.Write(append(line, '\n'))
+	}
+	hist, err := check.ReadJSONL(&buf)
+	if err != nil {
+		return false, fmt.Sprintf("  linearizability: cannot read the history: %v\n", err)
+	}
+	res, _ := check.Register(hist, 5*time.Minute)
+	ok, report := reportResult("linearizability (porcupine, per key)", res)
+	return ok, "  " + strings.ReplaceAll(report, "\n", "\n  ") + "\n"
 }
