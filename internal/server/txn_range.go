@@ -258,8 +258,20 @@ func (tr *txnRange) pumpLocked() {
 			}
 		}
 		if len(rd.Messages) > 0 {
-			msgs := append([]txn.Message(nil), rd.Messages...)
-			go tr.l.send(msgs)
+			var msgs, readOnly []txn.Message
+			for _, m := range rd.Messages {
+				if m.Type == txn.MsgVote && m.Vote == txn.VoteReadOnly {
+					readOnly = append(readOnly, m)
+				} else {
+					msgs = append(msgs, m)
+				}
+			}
+			if len(msgs) > 0 {
+				go tr.l.send(msgs)
+			}
+			if len(readOnly) > 0 {
+				go tr.confirmReadOnly(readOnly)
+			}
 		}
 		if len(rd.Records) == 0 {
 			tr.part.Advance(rd)
@@ -269,6 +281,35 @@ func (tr *txnRange) pumpLocked() {
 		go tr.persist(rd)
 		return
 	}
+}
+
+// confirmReadOnly sends READ-ONLY votes only after a ReadIndex round
+// proves this node still leads the range in the tenure's term. A READ-ONLY
+// vote writes nothing to the Raft log, so without this a deposed leader
+// that has not noticed yet could vouch for S locks a new leader no longer
+// holds (rules 8, 9).
+func (tr *txnRange) confirmReadOnly(votes []txn.Message) {
+	rd := replica.NewRead()
+	tr.sched.Read(tr.id, rd)
+	t := time.NewTimer(tr.l.n.cfg.RequestTimeout)
+	defer t.Stop()
+	var err error
+	select {
+	case err = <-rd.Done:
+	case <-t.C:
+		err = fmt.Errorf("leadership not confirmed in time")
+	}
+	st := tr.r.Status()
+	if err == nil && (st.Term != tr.raftTerm || st.LeaderID != tr.l.n.nodeID()) {
+		err = fmt.Errorf("leadership lost")
+	}
+	if err != nil {
+		tr.mu.Lock()
+		tr.killLocked("read-only vote not confirmed: " + err.Error())
+		tr.mu.Unlock()
+		return // no vote: the coordinator times out and aborts
+	}
+	tr.l.send(votes)
 }
 
 // persist makes rd's records durable through the range's Raft log, then
