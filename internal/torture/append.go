@@ -40,7 +40,7 @@ type Append struct {
 	mu    sync.Mutex
 	slots []int // appends taken by each slot's current key
 	gens  []int
-	hist  []check.Op
+	log   opLog
 }
 
 // appendPrefix is the workload's keyspace; appendSplits spread it over
@@ -111,31 +111,8 @@ func (a *Append) Run(ctx context.Context, endpoints []string, rec *Recorder) err
 	a.slots, a.gens = make([]int, a.Keys), make([]int, a.Keys)
 	a.mu.Unlock()
 	splitKeys(ctx, endpoints, appendSplits)
-	var wg sync.WaitGroup
-	for w := 0; w < a.opts.Clients; w++ {
-		wg.Go(func() { a.client(ctx, w, endpoints) })
-	}
-	wg.Wait()
+	runClients(ctx, a.opts, endpoints, a.OpTimeout, a.txn)
 	return nil
-}
-
-func (a *Append) client(ctx context.Context, w int, endpoints []string) {
-	db, err := openDB(ctx, rotated(endpoints, w), a.OpTimeout)
-	if err != nil {
-		return
-	}
-	defer db.Close()
-	rng := rand.New(rand.NewPCG(a.opts.Seed, uint64(w)+1))
-	interval := pace(a.opts)
-	process := w
-	for ctx.Err() == nil {
-		if interval > 0 && !sleepCtx(ctx, time.Duration(rng.Int64N(int64(2*interval)+1))) {
-			return
-		}
-		if a.txn(ctx, db, process, rng) == Info {
-			process += a.opts.Clients
-		}
-	}
 }
 
 // plan draws a transaction: 1..MaxOps micro-ops, each a read or an append
@@ -234,10 +211,7 @@ func (a *Append) txn(ctx context.Context, db *vowdb.DB, process int, rng *rand.R
 			op.Complete = int64(complete)
 		}
 	}
-	a.mu.Lock()
-	a.hist = append(a.hist, op)
-	a.mu.Unlock()
-	_ = a.rec.Record(OpType(op.Type), complete, op)
+	a.log.record(a.rec, op, complete)
 	return OpType(op.Type)
 }
 
@@ -249,10 +223,7 @@ func (a *Append) Final(ctx context.Context, endpoints []string) error { return n
 // with realtime edges (vowdb's transactions are strictly serializable:
 // each commits at one instant inside its own lifetime, under its locks).
 func (a *Append) Check() (bool, string) {
-	a.mu.Lock()
-	hist := slices.Clone(a.hist)
-	a.mu.Unlock()
-	res := check.ListAppend(hist, check.ListAppendOptions{Realtime: true})
+	res := check.ListAppend(a.log.ops(), check.ListAppendOptions{Realtime: true})
 	return reportResult("append (list-append, Elle-style cycles incl. realtime)", res)
 }
 

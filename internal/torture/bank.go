@@ -5,7 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
-	"slices"
+
 	"strconv"
 	"strings"
 	"sync"
@@ -33,7 +33,7 @@ type Bank struct {
 	rec *Recorder
 
 	mu     sync.Mutex
-	hist   []check.Op
+	log    opLog
 	ledger []check.Transfer
 	final  map[string]int
 }
@@ -76,11 +76,12 @@ func (b *Bank) Run(ctx context.Context, endpoints []string, rec *Recorder) error
 	if err := b.setup(ctx, endpoints); err != nil {
 		return err
 	}
-	var wg sync.WaitGroup
-	for w := 0; w < b.opts.Clients; w++ {
-		wg.Go(func() { b.client(ctx, w, endpoints) })
-	}
-	wg.Wait()
+	runClients(ctx, b.opts, endpoints, b.OpTimeout, func(ctx context.Context, db *vowdb.DB, process int, rng *rand.Rand) OpType {
+		if rng.IntN(5) == 0 {
+			return b.read(ctx, db, process)
+		}
+		return b.transfer(ctx, db, process, rng)
+	})
 	return nil
 }
 
@@ -111,31 +112,6 @@ func (b *Bank) setup(ctx context.Context, endpoints []string) error {
 		}
 		if !sleepCtx(ctx, 200*time.Millisecond) {
 			return fmt.Errorf("bank setup: %w (last error: %v)", ctx.Err(), err)
-		}
-	}
-}
-
-func (b *Bank) client(ctx context.Context, w int, endpoints []string) {
-	db, err := openDB(ctx, rotated(endpoints, w), b.OpTimeout)
-	if err != nil {
-		return
-	}
-	defer db.Close()
-	rng := rand.New(rand.NewPCG(b.opts.Seed, uint64(w)+1))
-	interval := pace(b.opts)
-	process := w
-	for ctx.Err() == nil {
-		if interval > 0 && !sleepCtx(ctx, time.Duration(rng.Int64N(int64(2*interval)+1))) {
-			return
-		}
-		var typ OpType
-		if rng.IntN(5) == 0 {
-			typ = b.read(ctx, db, process)
-		} else {
-			typ = b.transfer(ctx, db, process, rng)
-		}
-		if typ == Info {
-			process += b.opts.Clients
 		}
 	}
 }
@@ -176,7 +152,7 @@ func (b *Bank) read(ctx context.Context, db *vowdb.DB, process int) OpType {
 	if op.Type == check.OK {
 		op.Balances = bal
 	}
-	b.record(op, complete)
+	b.log.record(b.rec, op, complete)
 	return OpType(op.Type)
 }
 
@@ -230,15 +206,8 @@ func (b *Bank) transfer(ctx context.Context, db *vowdb.DB, process int, rng *ran
 		op.Amount = 0 // declined: nothing moved, no ledger entry
 		op.ID = ""
 	}
-	b.record(op, complete)
+	b.log.record(b.rec, op, complete)
 	return OpType(op.Type)
-}
-
-func (b *Bank) record(op check.Op, complete time.Duration) {
-	b.mu.Lock()
-	b.hist = append(b.hist, op)
-	b.mu.Unlock()
-	_ = b.rec.Record(OpType(op.Type), complete, op)
 }
 
 // Final implements Workload: one transaction reads every balance and the
@@ -287,8 +256,8 @@ func (b *Bank) Final(ctx context.Context, endpoints []string) error {
 
 // Check implements Workload.
 func (b *Bank) Check() (bool, string) {
+	hist := b.log.ops()
 	b.mu.Lock()
-	hist := slices.Clone(b.hist)
 	ledger, final := b.ledger, b.final
 	b.mu.Unlock()
 	total := b.Accounts * b.Initial

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"slices"
 	"strconv"
 	"strings"
@@ -29,7 +30,7 @@ type Set struct {
 	next atomic.Int64
 
 	mu   sync.Mutex
-	hist []check.Op
+	log  opLog
 	half []string
 }
 
@@ -58,54 +59,32 @@ func (s *Set) Run(ctx context.Context, endpoints []string, rec *Recorder) error 
 	s.rec = rec
 	s.mu.Unlock()
 	splitKeys(ctx, endpoints, []string{"torture/set/m"})
-	var wg sync.WaitGroup
-	for w := 0; w < s.opts.Clients; w++ {
-		wg.Go(func() { s.client(ctx, w, endpoints) })
-	}
-	wg.Wait()
+	runClients(ctx, s.opts, endpoints, s.OpTimeout, func(ctx context.Context, db *vowdb.DB, process int, _ *rand.Rand) OpType {
+		return s.add(ctx, db, process)
+	})
 	return nil
 }
 
-func (s *Set) client(ctx context.Context, w int, endpoints []string) {
-	db, err := openDB(ctx, rotated(endpoints, w), s.OpTimeout)
-	if err != nil {
-		return
+// add inserts one fresh element into both ranges and records it.
+func (s *Set) add(ctx context.Context, db *vowdb.DB, process int) OpType {
+	e := int(s.next.Add(1))
+	op := check.Op{Process: process, F: check.FAdd, Element: e, Invoke: int64(s.rec.Now())}
+	octx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.OpTimeout)
+	defer cancel()
+	err := db.Transact(octx, func(ctx context.Context, tx *vowdb.Txn) error {
+		v := []byte(strconv.Itoa(e))
+		if err := tx.Put(ctx, []byte(setLeft+strconv.Itoa(e)), v); err != nil {
+			return err
+		}
+		return tx.Put(ctx, []byte(setRight+strconv.Itoa(e)), v)
+	}, vowdb.WithMaxAttempts(3), vowdb.WithLockTimeout(2*time.Second))
+	complete := s.rec.Now()
+	op.Type = check.OpType(outcome(err, true))
+	if op.Type != check.Info {
+		op.Complete = int64(complete)
 	}
-	defer db.Close()
-	interval := pace(s.opts)
-	process := w
-	for ctx.Err() == nil {
-		if interval > 0 && !sleepCtx(ctx, interval) {
-			return
-		}
-		e := int(s.next.Add(1))
-		op := check.Op{Process: process, F: check.FAdd, Element: e, Invoke: int64(s.rec.Now())}
-		octx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.OpTimeout)
-		err := db.Transact(octx, func(ctx context.Context, tx *vowdb.Txn) error {
-			v := []byte(strconv.Itoa(e))
-			if err := tx.Put(ctx, []byte(setLeft+strconv.Itoa(e)), v); err != nil {
-				return err
-			}
-			return tx.Put(ctx, []byte(setRight+strconv.Itoa(e)), v)
-		}, vowdb.WithMaxAttempts(3), vowdb.WithLockTimeout(2*time.Second))
-		cancel()
-		complete := s.rec.Now()
-		op.Type = check.OpType(outcome(err, true))
-		if op.Type != check.Info {
-			op.Complete = int64(complete)
-		}
-		s.record(op, complete)
-		if op.Type == check.Info {
-			process += s.opts.Clients
-		}
-	}
-}
-
-func (s *Set) record(op check.Op, complete time.Duration) {
-	s.mu.Lock()
-	s.hist = append(s.hist, op)
-	s.mu.Unlock()
-	_ = s.rec.Record(OpType(op.Type), complete, op)
+	s.log.record(s.rec, op, complete)
+	return OpType(op.Type)
 }
 
 // scanElements reads every element under prefix in tx.
@@ -166,7 +145,7 @@ func (s *Set) Final(ctx context.Context, endpoints []string) error {
 			slices.Sort(elems)
 			complete := s.rec.Now()
 			op := check.Op{Process: 1 << 20, Type: check.OK, F: check.FRead, Invoke: int64(invoke), Complete: int64(complete), Elements: elems}
-			s.record(op, complete)
+			s.log.record(s.rec, op, complete)
 			s.mu.Lock()
 			s.half = half
 			s.mu.Unlock()
@@ -180,8 +159,8 @@ func (s *Set) Final(ctx context.Context, endpoints []string) error {
 
 // Check implements Workload.
 func (s *Set) Check() (bool, string) {
+	hist := s.log.ops()
 	s.mu.Lock()
-	hist := slices.Clone(s.hist)
 	half := s.half
 	s.mu.Unlock()
 	ok, report := reportResult("set (no lost or unexpected element)", check.Set(hist))
