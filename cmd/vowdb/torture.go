@@ -21,23 +21,42 @@ checks the recorded history.
 Each node runs in a network namespace of its own, on a private bridge, so
 the network between nodes can be cut and degraded; that needs root
 (CAP_NET_ADMIN). With --loopback every node runs on 127.0.0.1 instead, no
-root needed, and the partition and netem faults are skipped.
+root needed, and the partition, partition-leader and netem faults are
+skipped.
 
 Faults (--faults, comma-separated), one at a time: on, held for about
---hold, healed, then about --recovery of quiet before the next:
+--hold, healed, then about --recovery of quiet before the next (or, with
+--every, one starting every --every):
 
-  kill           SIGKILL a random node; restart it at heal
-  pause          SIGSTOP a random node (at least 2.5s, over twice the 1s
-                 election timeout); SIGCONT at heal
-  partition      iptables rules in the namespaces: isolate one node, split
-                 n/2 from the rest, a bridge (two halves sharing one node)
-                 or a majorities ring (each node sees a different majority)
-  netem          delay with jitter, loss, duplication and reordering on one
-                 node's link (tc netem)
-  lose-unsynced  SIGKILL one or more nodes (sometimes all), which lose every
-                 byte they had not fsynced; restart them at heal. The nodes
-                 run with "vowdb start --unsafe-lose-unsynced", and then
-                 every kill loses unsynced data.
+  kill              SIGKILL a random node; restart it at heal
+  pause             SIGSTOP a random node (at least 2.5s, over twice the 1s
+                    election timeout); SIGCONT at heal
+  partition         iptables rules in the namespaces: isolate one node,
+                    split n/2 from the rest, a bridge (two halves sharing
+                    one node) or a majorities ring (each node sees a
+                    different majority)
+  netem             delay with jitter, loss, duplication and reordering on
+                    one node's link (tc netem)
+  lose-unsynced     SIGKILL one or more nodes (sometimes all), which lose
+                    every byte they had not fsynced; restart them at heal.
+                    The nodes run with "vowdb start --unsafe-lose-unsynced",
+                    and then every kill loses unsynced data.
+  kill-leader       SIGKILL a node that leads ranges right now: the one
+                    leading the most ranges, or the leader of a range drawn
+                    at random (even odds); restart it at heal
+  pause-leader      SIGSTOP such a node (at least 2.5s); SIGCONT at heal
+  partition-leader  isolate the leader of a coordinator range: the meta
+                    range (range 1: range index, liveness, deadlock
+                    detector) or a data range holding transaction records
+                    (even odds)
+  power-loss        SIGKILL every node at the same moment, each losing every
+                    byte it had not fsynced (--unsafe-lose-unsynced, as for
+                    lose-unsynced); restart them all together at heal
+
+The leader faults find the leaders with "vowdb range ls" and "vowdb node
+ls" right before they start; faults.log names the ranges the victim led.
+With --lose-unsynced every node runs with --unsafe-lose-unsynced whatever
+the faults, so that every kill (kill, kill-leader) loses unsynced bytes.
 
 A fault this machine cannot inject (no root, no netem in the kernel, a
 binary without --unsafe-lose-unsynced) is reported as skipped, never as
@@ -88,6 +107,8 @@ type tortureFlags struct {
 	loopback bool
 	hold     time.Duration
 	recovery time.Duration
+	every    time.Duration
+	unsynced bool
 	clients  int
 	rate     float64
 }
@@ -99,7 +120,8 @@ func newTortureCmd() *cobra.Command {
 		Short: "Run a fault-injection test against a local cluster",
 		Long:  tortureLong,
 		Example: `  sudo vowdb torture --faults kill,pause,partition,netem,lose-unsynced --nodes 5 --duration 10m
-  vowdb torture --loopback --faults kill,pause --nodes 3 --duration 1m --seed 7 --out /tmp/t7`,
+  vowdb torture --loopback --faults kill,pause --nodes 3 --duration 1m --seed 7 --out /tmp/t7
+  sudo vowdb torture --workload set --faults power-loss --every 60s --hold 5s --nodes 5 --duration 10m`,
 		Args: usageArgs(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error { return runTorture(cmd, f) },
 	}
@@ -110,9 +132,11 @@ func newTortureCmd() *cobra.Command {
 	fs.DurationVar(&f.duration, "duration", 10*time.Minute, "how long the workload runs under faults")
 	fs.Uint64Var(&f.seed, "seed", 0, "seed of the schedule and the clients (0: a random one, printed)")
 	fs.StringVar(&f.out, "out", "", "output directory (default: a new temporary directory)")
-	fs.BoolVar(&f.loopback, "loopback", false, "run every node on 127.0.0.1: no root needed; partition and netem are skipped")
+	fs.BoolVar(&f.loopback, "loopback", false, "run every node on 127.0.0.1: no root needed; partition, partition-leader and netem are skipped")
 	fs.DurationVar(&f.hold, "hold", 6*time.Second, "mean time a fault is held (each drawn from [hold/2, 3*hold/2])")
 	fs.DurationVar(&f.recovery, "recovery", 8*time.Second, "mean quiet time after each heal (drawn like --hold)")
+	fs.DurationVar(&f.every, "every", 0, "fixed cadence: a fault starts at every, 2*every, ..., held about --hold (cut to leave 1s of quiet); --recovery is then unused (0: drawn recovery windows)")
+	fs.BoolVar(&f.unsynced, "lose-unsynced", false, "start every node with --unsafe-lose-unsynced, so that every kill loses the node's unsynced bytes")
 	fs.IntVar(&f.clients, "clients", 10, "concurrent clients")
 	fs.Float64Var(&f.rate, "rate", 200, "offered load, operations per second over all clients (negative: unthrottled)")
 	return cmd
@@ -132,6 +156,8 @@ func runTorture(cmd *cobra.Command, f *tortureFlags) error {
 		return usageErrorf("--duration must be positive")
 	case f.hold <= 0 || f.recovery <= 0:
 		return usageErrorf("--hold and --recovery must be positive")
+	case f.every < 0 || (f.every > 0 && f.every <= torture.MinQuiet):
+		return usageErrorf("--every must be 0 (drawn recovery windows) or longer than %v, not %v", torture.MinQuiet, f.every)
 	case f.clients < 1:
 		return usageErrorf("--clients must be at least 1")
 	case f.rate == 0:
@@ -163,7 +189,8 @@ func runTorture(cmd *cobra.Command, f *tortureFlags) error {
 	rep, err := torture.Run(cmd.Context(), torture.Config{
 		Binary: bin, Out: out, Nodes: f.nodes, Loopback: f.loopback,
 		Workload: w, WorkloadName: f.workload, Faults: faults,
-		Duration: f.duration, Hold: f.hold, Recovery: f.recovery, Seed: seed,
+		Duration: f.duration, Hold: f.hold, Recovery: f.recovery, Every: f.every,
+		LoseUnsynced: f.unsynced, Seed: seed,
 		Progress: stderr,
 	})
 	if rep != nil {

@@ -22,6 +22,8 @@ func TestTortureFlags(t *testing.T) {
 		{"torture", "--nodes", "0", "--loopback"},
 		{"torture", "--duration", "0s", "--loopback"},
 		{"torture", "--workload", "nope", "--loopback"},
+		{"torture", "--every", "1s", "--loopback"},
+		{"torture", "--every", "-5s", "--loopback"},
 	} {
 		var out, errb bytes.Buffer
 		if code := runContext(context.Background(), newRootCmd(), args, &out, &errb); code != exitUsage {
@@ -32,10 +34,11 @@ func TestTortureFlags(t *testing.T) {
 
 // TestTortureSmoke runs `vowdb torture` from the built binary, end to end:
 //
-//  1. loopback mode, 3 nodes, kill and pause faults, 20 s;
+//  1. loopback mode, 3 nodes, kill and pause faults, 15 s; then
+//     pause-leader and power-loss on a fixed 6 s cadence, 18 s;
 //  2. only as root where `ip netns` works: network namespaces, 5 nodes,
-//     partition and kill faults, 30 s; afterwards none of the run's
-//     namespaces may remain.
+//     partition and kill faults (partition-leader for append), 20 s each;
+//     afterwards none of the run's namespaces may remain.
 //
 // Each run must exit 0 with every check passed, inject at least one fault,
 // skip none, and leave history.jsonl, faults.log and the node logs in its
@@ -56,6 +59,14 @@ func TestTortureSmoke(t *testing.T) {
 		runTortureSmoke(ctx, t, bin, "--loopback", "--workload", "set", "--faults", "kill,pause", "--nodes", "3",
 			"--duration", "15s", "--hold", "3s", "--recovery", "3s", "--seed", "1")
 	})
+	t.Run("loopback-leader-power", func(t *testing.T) {
+		summary := runTortureSmoke(ctx, t, bin, "--loopback", "--workload", "register", "--faults", "pause-leader,power-loss",
+			"--nodes", "3", "--duration", "18s", "--every", "6s", "--hold", "2s", "--seed", "7")
+		// Seed 7 draws pause-leader at 6s, then power-loss at 12s.
+		if !strings.Contains(summary, "Faults injected: 2 ") || !strings.Contains(summary, ", which lead") || !strings.Contains(summary, "power loss:") {
+			t.Errorf("want 2 faults, pause-leader at 6s and power-loss at 12s")
+		}
+	})
 	t.Run("netns", func(t *testing.T) {
 		if os.Geteuid() != 0 {
 			t.Skip("network namespaces need root (CAP_NET_ADMIN); run the test as root to cover partitions")
@@ -66,7 +77,11 @@ func TestTortureSmoke(t *testing.T) {
 		}
 		_ = exec.Command("ip", "netns", "del", probe).Run()
 		for i, w := range []string{"register", "bank", "append"} {
-			summary := runTortureSmoke(ctx, t, bin, "--workload", w, "--faults", "partition,kill", "--nodes", "5",
+			faults := "partition,kill"
+			if w == "append" {
+				faults = "partition-leader"
+			}
+			summary := runTortureSmoke(ctx, t, bin, "--workload", w, "--faults", faults, "--nodes", "5",
 				"--duration", "20s", "--hold", "3s", "--recovery", "3s", "--seed", fmt.Sprint(3+i))
 			m := regexp.MustCompile(`network namespaces (vt\w+)-n1`).FindStringSubmatch(summary)
 			if m == nil {

@@ -16,14 +16,20 @@
 //     (SIGTERM, then SIGKILL).
 //   - Fault is one kind of failure: kill, pause, partition (isolate one
 //     node, halves, bridge, majorities ring), netem (delay, jitter, loss,
-//     duplication, reordering on one node's link) and lose-unsynced (a kill
+//     duplication, reordering on one node's link), lose-unsynced (a kill
 //     in which the nodes lose every byte they had not fsynced; it needs the
-//     hidden `vowdb start --unsafe-lose-unsynced` flag). A fault the
-//     machine cannot inject is found by trying (Prober) and is skipped,
-//     never counted as passed.
+//     hidden `vowdb start --unsafe-lose-unsynced` flag), kill-leader and
+//     pause-leader (the node leading the most ranges, or the leader of a
+//     range drawn at random), partition-leader (the leader of the meta
+//     range or of a data range holding transaction records, isolated) and
+//     power-loss (every node SIGKILLed at once, losing its unsynced bytes,
+//     then all restarted together). A fault the machine cannot inject is
+//     found by trying (Prober) and is skipped, never counted as passed.
 //   - PlanSchedule turns a seed into a schedule: fault on, hold, heal,
-//     recovery window, repeated. The same seed gives the same schedule and
-//     the same choices of nodes and partitions.
+//     recovery window, repeated, or a fault at a fixed cadence (Every).
+//     The same seed gives the same schedule and the same choices of nodes
+//     and partitions (a leader fault's choice also depends on which nodes
+//     lead at that moment).
 //   - Workload drives the clients and records each operation with a
 //     Recorder into history.jsonl, one JSON object per line (for the
 //     register workload, in the form internal/check reads). Checker is the

@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -35,9 +36,17 @@ type nodeFlagger interface {
 	nodeFlags() []string
 }
 
+// preparer is implemented by faults that look at the cluster before they
+// start (which node leads which range). The runner calls prepare right
+// before Start, so that the time it takes does not eat into the hold.
+type preparer interface {
+	prepare(ctx context.Context) error
+}
+
 // FaultNames lists the faults NewFault knows, in the order the summary
 // shows them.
-var FaultNames = []string{"kill", "pause", "partition", "netem", "lose-unsynced"}
+var FaultNames = []string{"kill", "pause", "partition", "netem", "lose-unsynced",
+	"kill-leader", "pause-leader", "partition-leader", "power-loss"}
 
 // ElectionTimeout is the nodes' Raft election timeout with the server's
 // default timing (10 ticks of 100 ms), which the runner does not change.
@@ -46,6 +55,16 @@ const ElectionTimeout = time.Second
 // MinPause is the shortest pause: long enough for the rest of the cluster
 // to elect new leaders while the paused node still thinks it leads.
 const MinPause = 2*ElectionTimeout + 500*time.Millisecond
+
+// MinHold is the shortest hold of fault name: MinPause for the faults that
+// pause a node, 0 for the others.
+func MinHold(name string) time.Duration {
+	switch name {
+	case "pause", "pause-leader":
+		return MinPause
+	}
+	return 0
+}
 
 // LoseUnsyncedFlag is the hidden `vowdb start` flag that makes a node keep
 // unsynced file data in memory (storage.LoseUnsyncedFS), so a SIGKILL
@@ -66,6 +85,14 @@ func NewFault(name string, c *Cluster, net Network, binary string) (Fault, error
 		return &netemFault{c: c, net: nt}, nil
 	case "lose-unsynced":
 		return &loseUnsyncedFault{c: c, binary: binary}, nil
+	case "kill-leader":
+		return &leaderFault{name: name, c: c, view: leaderView{c: c}}, nil
+	case "pause-leader":
+		return &leaderFault{name: name, pause: true, c: c, view: leaderView{c: c}}, nil
+	case "partition-leader":
+		return &partitionLeaderFault{c: c, net: nt, view: leaderView{c: c}}, nil
+	case "power-loss":
+		return &powerLossFault{c: c, binary: binary}, nil
 	}
 	return nil, fmt.Errorf("torture: unknown fault %q (want %s)", name, strings.Join(FaultNames, ", "))
 }
@@ -80,6 +107,22 @@ func restart(c *Cluster, victims []int) error {
 			errs = append(errs, c.Restart(ctx, i))
 		}
 	}
+	return errors.Join(errs...)
+}
+
+// restartTogether restarts the nodes in victims that are not running all at
+// once, as when the power comes back, and waits until each serves.
+func restartTogether(c *Cluster, victims []int) error {
+	ctx, cancel := context.WithTimeout(context.Background(), serveTimeout+5*time.Second)
+	defer cancel()
+	errs := make([]error, len(victims))
+	var wg sync.WaitGroup
+	for k, i := range victims {
+		if !c.Running(i) {
+			wg.Go(func() { errs[k] = c.Restart(ctx, i) })
+		}
+	}
+	wg.Wait()
 	return errors.Join(errs...)
 }
 
@@ -303,19 +346,21 @@ func (f *loseUnsyncedFault) Name() string { return "lose-unsynced" }
 
 func (f *loseUnsyncedFault) nodeFlags() []string { return []string{LoseUnsyncedFlag} }
 
-// Probe asks the binary whether it knows the flag: with the flag and an
-// empty --data-dir, `vowdb start` fails its flag check before starting
-// anything; without it, cobra reports an unknown flag.
-func (f *loseUnsyncedFault) Probe(ctx context.Context) error {
-	res := runCLI(ctx, f.binary, "start", LoseUnsyncedFlag, "--data-dir=", "--listen-addr=")
+func (f *loseUnsyncedFault) Probe(ctx context.Context) error { return probeLoseUnsynced(ctx, f.binary) }
+
+// probeLoseUnsynced asks binary whether it knows LoseUnsyncedFlag: with the
+// flag and an empty --data-dir, `vowdb start` fails its flag check before
+// starting anything; without it, cobra reports an unknown flag.
+func probeLoseUnsynced(ctx context.Context, binary string) error {
+	res := runCLI(ctx, binary, "start", LoseUnsyncedFlag, "--data-dir=", "--listen-addr=")
 	if res.Err != nil {
 		return res.Err
 	}
 	if strings.Contains(res.Stderr, "unknown flag") {
-		return fmt.Errorf("%s has no %s flag (vowdb start must wire storage.NewLoseUnsyncedFS)", f.binary, LoseUnsyncedFlag)
+		return fmt.Errorf("%s has no %s flag (vowdb start must wire storage.NewLoseUnsyncedFS)", binary, LoseUnsyncedFlag)
 	}
 	if res.Code == 0 {
-		return fmt.Errorf("%s start %s with an empty --data-dir unexpectedly succeeded", f.binary, LoseUnsyncedFlag)
+		return fmt.Errorf("%s start %s with an empty --data-dir unexpectedly succeeded", binary, LoseUnsyncedFlag)
 	}
 	return nil
 }
@@ -339,5 +384,154 @@ func (f *loseUnsyncedFault) Start(_ context.Context, rng *rand.Rand) (string, er
 func (f *loseUnsyncedFault) Heal() error {
 	err := restart(f.c, f.victims)
 	f.victims = nil
+	return err
+}
+
+// leaderFault SIGKILLs (kill-leader) or SIGSTOPs (pause-leader, held at
+// least MinPause) a node that leads ranges right now: with even odds the
+// node leading the most ranges or the leader of a range drawn at random
+// (pickLeaderVictim). At Heal it restarts or continues the node.
+type leaderFault struct {
+	name    string
+	pause   bool
+	c       *Cluster
+	view    leaderView
+	leaders []rangeLeader // found by prepare, used by the next Start
+	victim  int
+	active  bool
+}
+
+func (f *leaderFault) Name() string { return f.name }
+
+func (f *leaderFault) prepare(ctx context.Context) (err error) {
+	f.leaders, err = f.view.wait(ctx, anyLeader)
+	return err
+}
+
+func (f *leaderFault) Start(ctx context.Context, rng *rand.Rand) (string, error) {
+	ls := f.leaders
+	f.leaders = nil
+	if ls == nil {
+		var err error
+		if ls, err = f.view.wait(ctx, anyLeader); err != nil {
+			return "no leader found", err
+		}
+	}
+	i, why, err := pickLeaderVictim(rng, ls, f.c.N(), f.c.Name)
+	if err != nil {
+		return "no leader found", err
+	}
+	f.victim = i
+	if f.pause {
+		pid, err := f.c.Pause(i)
+		f.active = err == nil
+		return fmt.Sprintf("SIGSTOP %s (pid %d), which %s", f.c.Name(i), pid, why), err
+	}
+	f.active = true
+	pid, err := f.c.Kill(i)
+	return fmt.Sprintf("SIGKILL %s (pid %d), which %s", f.c.Name(i), pid, why), err
+}
+
+func (f *leaderFault) Heal() error {
+	if !f.active {
+		return nil
+	}
+	f.active = false
+	if f.pause {
+		return f.c.Resume(f.victim)
+	}
+	return restart(f.c, []int{f.victim})
+}
+
+// partitionLeaderFault isolates, with iptables rules like partition's
+// isolate kind, the leader of a coordinator range: the meta range (range
+// 1, which also runs the deadlock detector) or a data range holding
+// transaction records (pickCoordinatorLeader).
+type partitionLeaderFault struct {
+	c       *Cluster
+	net     *Net
+	view    leaderView
+	leaders []rangeLeader
+}
+
+func (f *partitionLeaderFault) Name() string { return "partition-leader" }
+
+func (f *partitionLeaderFault) Probe(context.Context) error {
+	if f.net == nil {
+		return errors.New("loopback mode: the nodes share one network stack")
+	}
+	if f.c.N() < 2 {
+		return errors.New("needs at least 2 nodes")
+	}
+	return f.net.ProbePartition()
+}
+
+func (f *partitionLeaderFault) prepare(ctx context.Context) (err error) {
+	f.leaders, err = f.view.wait(ctx, anyLeader)
+	return err
+}
+
+// isolateFirst orders the nodes for planPartition's isolate kind: node
+// first, then the others.
+func isolateFirst(node, n int) []int {
+	perm := []int{node}
+	for i := 0; i < n; i++ {
+		if i != node {
+			perm = append(perm, i)
+		}
+	}
+	return perm
+}
+
+func (f *partitionLeaderFault) Start(ctx context.Context, rng *rand.Rand) (string, error) {
+	ls := f.leaders
+	f.leaders = nil
+	if ls == nil {
+		var err error
+		if ls, err = f.view.wait(ctx, anyLeader); err != nil {
+			return "no leader found", err
+		}
+	}
+	i, why, err := pickCoordinatorLeader(rng, ls, f.c.Name)
+	if err != nil {
+		return "no leader found", err
+	}
+	blocked, desc := planPartition(partIsolate, isolateFirst(i, f.c.N()), f.c.Name)
+	return fmt.Sprintf("%s; %s is the %s", desc, f.c.Name(i), why), f.net.Block(blocked)
+}
+
+func (f *partitionLeaderFault) Heal() error { return f.net.Unblock() }
+
+// powerLossFault is a whole-cluster power loss: it SIGKILLs every node at
+// the same moment, each losing every byte it had not fsynced (the nodes run
+// with LoseUnsyncedFlag), and at Heal restarts them all together.
+type powerLossFault struct {
+	c      *Cluster
+	binary string
+	down   []int
+}
+
+func (f *powerLossFault) Name() string { return "power-loss" }
+
+func (f *powerLossFault) nodeFlags() []string { return []string{LoseUnsyncedFlag} }
+
+func (f *powerLossFault) Probe(ctx context.Context) error { return probeLoseUnsynced(ctx, f.binary) }
+
+func (f *powerLossFault) Start(context.Context, *rand.Rand) (string, error) {
+	f.down = nil
+	for i := 0; i < f.c.N(); i++ {
+		f.down = append(f.down, i)
+	}
+	pids, err := f.c.KillAll(f.down)
+	var names []string
+	for k, i := range f.down {
+		names = append(names, fmt.Sprintf("%s (pid %d)", f.c.Name(i), pids[k]))
+	}
+	return "power loss: SIGKILL every node at once, " + strings.Join(names, ", ") + "; unsynced writes lost", err
+}
+
+func (f *powerLossFault) Heal() error {
+	err := restartTogether(f.c, f.down)
+	f.down = nil
 	return err
 }

@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"text/tabwriter"
@@ -32,8 +33,12 @@ type Config struct {
 	Faults []string
 	// Duration is how long the workload runs under faults.
 	Duration time.Duration
-	// Hold and Recovery shape the schedule (see ScheduleConfig).
-	Hold, Recovery time.Duration
+	// Hold, Recovery and Every shape the schedule (see ScheduleConfig).
+	Hold, Recovery, Every time.Duration
+	// LoseUnsynced starts every node with LoseUnsyncedFlag, so that every
+	// SIGKILL (kill, kill-leader) loses the node's unsynced bytes. Run
+	// fails if the binary does not know the flag.
+	LoseUnsynced bool
 	// Seed makes the schedule and the faults' choices.
 	Seed uint64
 	// Checkers judge history.jsonl after the workload's own Check.
@@ -248,13 +253,29 @@ func (r *runner) probeFaults(ctx context.Context, c *Cluster, net Network) (map[
 			}
 		}
 		if nf, ok := f.(nodeFlagger); ok {
-			for i := range c.nodes {
-				c.nodes[i].args = append(c.nodes[i].args, nf.nodeFlags()...)
-			}
+			addNodeFlags(c, nf.nodeFlags())
 		}
 		faults[name] = f
 	}
+	if r.cfg.LoseUnsynced {
+		if err := probeLoseUnsynced(ctx, r.cfg.Binary); err != nil {
+			return nil, fmt.Errorf("torture: every node to lose unsynced bytes: %w", err)
+		}
+		addNodeFlags(c, []string{LoseUnsyncedFlag})
+	}
 	return faults, nil
+}
+
+// addNodeFlags adds flags to every node's `vowdb start` arguments, each
+// once.
+func addNodeFlags(c *Cluster, flags []string) {
+	for _, n := range c.nodes {
+		for _, fl := range flags {
+			if !slices.Contains(n.args, fl) {
+				n.args = append(n.args, fl)
+			}
+		}
+	}
 }
 
 // runPhase runs the workload for cfg.Duration while it injects the
@@ -266,7 +287,8 @@ func (r *runner) runPhase(ctx context.Context, c *Cluster, faults map[string]Fau
 			names = append(names, name)
 		}
 	}
-	steps := PlanSchedule(ScheduleConfig{Seed: r.cfg.Seed, Faults: names, Duration: r.cfg.Duration, Hold: r.cfg.Hold, Recovery: r.cfg.Recovery})
+	steps := PlanSchedule(ScheduleConfig{Seed: r.cfg.Seed, Faults: names, Duration: r.cfg.Duration,
+		Hold: r.cfg.Hold, Recovery: r.cfg.Recovery, Every: r.cfg.Every})
 	r.logf("schedule (seed %d): %d faults planned over %v from %v", r.cfg.Seed, len(steps), r.cfg.Duration, names)
 
 	wctx, stopWorkload := context.WithCancel(ctx)
@@ -289,6 +311,18 @@ func (r *runner) runPhase(ctx context.Context, c *Cluster, faults map[string]Fau
 			r.logf("%s", p)
 		}
 		f := faults[s.Fault]
+		if p, ok := f.(preparer); ok {
+			if err := p.prepare(ctx); err != nil {
+				// Nothing was injected, so nothing is held or healed; the
+				// failure fails the run's fault check.
+				ev := FaultEvent{Step: i + 1, Fault: s.Fault, Start: r.rec.Now(), Err: "start: " + err.Error()}
+				ev.Heal = ev.Start
+				r.logf("fault %d %s: START FAILED: %v", ev.Step, s.Fault, err)
+				r.rep.Faults = append(r.rep.Faults, ev)
+				quietUntil = ev.Heal + s.Recovery
+				continue
+			}
+		}
 		ev := FaultEvent{Step: i + 1, Fault: s.Fault, Start: r.rec.Now()}
 		desc, err := f.Start(ctx, s.Rand())
 		ev.Description = desc
@@ -444,6 +478,14 @@ func (r *Report) WriteSummary(w io.Writer) {
 	fmt.Fprintf(w, "vowdb torture: workload %s, %d nodes, faults %s, seed %d, duration %v (took %v)\n",
 		cfg.WorkloadName, cfg.Nodes, strings.Join(cfg.Faults, ","), cfg.Seed, cfg.Duration, r.Elapsed.Round(time.Second))
 	fmt.Fprintf(w, "network: %s\n", r.Network)
+	sched := fmt.Sprintf("hold about %v, recovery about %v", cfg.Hold, cfg.Recovery)
+	if cfg.Every > 0 {
+		sched = fmt.Sprintf("a fault every %v, hold about %v", cfg.Every, cfg.Hold)
+	}
+	if cfg.LoseUnsynced {
+		sched += "; every node loses its unsynced bytes when killed"
+	}
+	fmt.Fprintf(w, "schedule: %s\n", sched)
 	fmt.Fprintf(w, "output:  %s (history.jsonl, faults.log, summary.txt, nodes/)\n", cfg.Out)
 	if r.Interrupted {
 		fmt.Fprintln(w, "\nINTERRUPTED: the run did not finish; no final checks ran.")

@@ -21,10 +21,23 @@ type ScheduleConfig struct {
 	// Recovery is the mean quiet time after each heal, and before the first
 	// fault: drawn uniformly from [Recovery/2, 3*Recovery/2].
 	Recovery time.Duration
+	// Every, if positive, is a fixed cadence instead of drawn recovery
+	// windows: a fault starts at Every, 2*Every, ... from the start of the
+	// run, each with a whole period before the end of the run. Holds are
+	// drawn as above but cut to leave MinQuiet before the next start
+	// (never below the fault's MinHold). Recovery is not used.
+	Every time.Duration
 }
 
+// MinQuiet is the shortest quiet time after a heal with a fixed cadence
+// (ScheduleConfig.Every): if a heal (a restart) runs late, the next fault
+// starts MinQuiet after it rather than on its tick.
+const MinQuiet = ElectionTimeout
+
 // Step is one fault of a schedule: on at At (from the start of the run),
-// held for Hold, healed, then Recovery of quiet before the next.
+// held for Hold, healed, then at least Recovery of quiet before the next
+// (with a fixed cadence, Recovery is MinQuiet and the quiet lasts until the
+// next step's At).
 type Step struct {
 	Fault    string
 	At       time.Duration
@@ -51,11 +64,18 @@ func PlanSchedule(cfg ScheduleConfig) []Step {
 		return mean/2 + time.Duration(rng.Int64N(int64(mean)+1))
 	}
 	var steps []Step
+	if cfg.Every > 0 {
+		for at := cfg.Every; at+cfg.Every <= cfg.Duration; at += cfg.Every {
+			s := Step{Fault: cfg.Faults[rng.IntN(len(cfg.Faults))], At: at, Hold: around(cfg.Hold), Recovery: MinQuiet}
+			s.Hold = max(min(s.Hold, cfg.Every-MinQuiet), MinHold(s.Fault))
+			s.Seed = rng.Uint64()
+			steps = append(steps, s)
+		}
+		return steps
+	}
 	for t := around(cfg.Recovery); ; {
 		s := Step{Fault: cfg.Faults[rng.IntN(len(cfg.Faults))], At: t, Hold: around(cfg.Hold)}
-		if s.Fault == "pause" {
-			s.Hold = max(s.Hold, MinPause)
-		}
+		s.Hold = max(s.Hold, MinHold(s.Fault))
 		s.Recovery = around(cfg.Recovery)
 		s.Seed = rng.Uint64()
 		t += s.Hold + s.Recovery

@@ -9,7 +9,7 @@ import (
 )
 
 func testSchedule(seed uint64) ScheduleConfig {
-	return ScheduleConfig{Seed: seed, Faults: []string{"kill", "pause", "partition"},
+	return ScheduleConfig{Seed: seed, Faults: []string{"kill", "pause", "partition", "pause-leader"},
 		Duration: 10 * time.Minute, Hold: 6 * time.Second, Recovery: 8 * time.Second}
 }
 
@@ -50,9 +50,7 @@ func TestScheduleShape(t *testing.T) {
 				t.Fatalf("seed %d step %d starts at %v, before the previous recovery ends at %v", seed, i, s.At, prevEnd)
 			}
 			lo, hi := cfg.Hold/2, cfg.Hold*3/2
-			if s.Fault == "pause" {
-				lo, hi = max(lo, MinPause), max(hi, MinPause)
-			}
+			lo, hi = max(lo, MinHold(s.Fault)), max(hi, MinHold(s.Fault))
 			if s.Hold < lo || s.Hold > hi {
 				t.Fatalf("seed %d step %d: %s held %v, outside [%v, %v]", seed, i, s.Fault, s.Hold, lo, hi)
 			}
@@ -157,5 +155,54 @@ func TestPlanPartition(t *testing.T) {
 	}
 	if k := partitionKinds(1); k != nil {
 		t.Fatalf("1 node: kinds %v", k)
+	}
+}
+
+// TestScheduleEvery: with a fixed cadence the faults start exactly at
+// Every, 2*Every, ... each with a whole period before the end of the run;
+// holds are drawn around Hold but leave MinQuiet before the next start,
+// and a pause still lasts MinPause; the same seed gives the same schedule.
+func TestScheduleEvery(t *testing.T) {
+	for _, tc := range []struct {
+		every, hold time.Duration
+		faults      []string
+		want        int
+	}{
+		{60 * time.Second, 5 * time.Second, []string{"power-loss"}, 9},
+		{5 * time.Second, time.Second, []string{"kill"}, 119},
+		{5 * time.Second, 6 * time.Second, []string{"kill", "pause-leader"}, 119}, // holds cut to 4s
+		{3 * time.Second, time.Second, []string{"pause"}, 199},                    // MinPause over MinQuiet
+	} {
+		for seed := uint64(1); seed <= 10; seed++ {
+			cfg := ScheduleConfig{Seed: seed, Faults: tc.faults, Duration: 10 * time.Minute,
+				Hold: tc.hold, Recovery: time.Hour, Every: tc.every}
+			steps := PlanSchedule(cfg)
+			if len(steps) != tc.want {
+				t.Fatalf("every %v over %v: %d steps, want %d", tc.every, cfg.Duration, len(steps), tc.want)
+			}
+			if !reflect.DeepEqual(steps, PlanSchedule(cfg)) {
+				t.Fatalf("every %v seed %d: two different schedules", tc.every, seed)
+			}
+			for i, s := range steps {
+				if want := time.Duration(i+1) * tc.every; s.At != want {
+					t.Fatalf("every %v: step %d at %v, want %v", tc.every, i, s.At, want)
+				}
+				if s.At+tc.every > cfg.Duration {
+					t.Fatalf("every %v: step %d at %v has no whole period before %v", tc.every, i, s.At, cfg.Duration)
+				}
+				lo, hi := tc.hold/2, min(tc.hold*3/2, tc.every-MinQuiet)
+				lo, hi = min(lo, hi), max(hi, MinHold(s.Fault))
+				lo = max(lo, MinHold(s.Fault))
+				if s.Hold < lo || s.Hold > hi {
+					t.Fatalf("every %v seed %d step %d: %s held %v, outside [%v, %v]", tc.every, seed, i, s.Fault, s.Hold, lo, hi)
+				}
+				if s.Recovery != MinQuiet {
+					t.Fatalf("every %v: step %d recovery %v, want MinQuiet", tc.every, i, s.Recovery)
+				}
+			}
+		}
+	}
+	if MinHold("pause-leader") != MinPause || MinHold("pause") != MinPause || MinHold("kill-leader") != 0 || MinHold("power-loss") != 0 {
+		t.Fatal("MinHold: only the pausing faults have a minimum")
 	}
 }
