@@ -144,7 +144,7 @@ func (x ErrorDetail_Code) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use ErrorDetail_Code.Descriptor instead.
 func (ErrorDetail_Code) EnumDescriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{57, 0}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{63, 0}
 }
 
 type TxnAbort_Reason int32
@@ -208,7 +208,7 @@ func (x TxnAbort_Reason) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use TxnAbort_Reason.Descriptor instead.
 func (TxnAbort_Reason) EnumDescriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{58, 0}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{64, 0}
 }
 
 type TxnOpRequest_Kind int32
@@ -260,7 +260,7 @@ func (x TxnOpRequest_Kind) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use TxnOpRequest_Kind.Descriptor instead.
 func (TxnOpRequest_Kind) EnumDescriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{63, 0}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{69, 0}
 }
 
 type TxnCommitResponse_Outcome int32
@@ -312,7 +312,7 @@ func (x TxnCommitResponse_Outcome) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use TxnCommitResponse_Outcome.Descriptor instead.
 func (TxnCommitResponse_Outcome) EnumDescriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{66, 0}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{72, 0}
 }
 
 type ReplicaDescriptor struct {
@@ -592,6 +592,7 @@ type Command struct {
 	//	*Command_ResolveTxn
 	//	*Command_OnePhaseTxn
 	//	*Command_TxnRecordCas
+	//	*Command_ComputeChecksum
 	Op            isCommand_Op `protobuf_oneof:"op"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -747,6 +748,15 @@ func (x *Command) GetTxnRecordCas() *TxnRecordCasOp {
 	return nil
 }
 
+func (x *Command) GetComputeChecksum() *ComputeChecksumOp {
+	if x != nil {
+		if x, ok := x.Op.(*Command_ComputeChecksum); ok {
+			return x.ComputeChecksum
+		}
+	}
+	return nil
+}
+
 type isCommand_Op interface {
 	isCommand_Op()
 }
@@ -795,6 +805,10 @@ type Command_TxnRecordCas struct {
 	TxnRecordCas *TxnRecordCasOp `protobuf:"bytes,20,opt,name=txn_record_cas,json=txnRecordCas,proto3,oneof"`
 }
 
+type Command_ComputeChecksum struct {
+	ComputeChecksum *ComputeChecksumOp `protobuf:"bytes,21,opt,name=compute_checksum,json=computeChecksum,proto3,oneof"`
+}
+
 func (*Command_Put) isCommand_Op() {}
 
 func (*Command_Delete) isCommand_Op() {}
@@ -817,6 +831,48 @@ func (*Command_OnePhaseTxn) isCommand_Op() {}
 
 func (*Command_TxnRecordCas) isCommand_Op() {}
 
+func (*Command_ComputeChecksum) isCommand_Op() {}
+
+// ComputeChecksumOp makes every replica of the range compute, at the log
+// position of this entry, a SHA-256 checksum of the range's replicated
+// state (descriptor, the data in its span, its transaction state) and keep
+// it in memory for a consistency check (CheckConsistency).
+type ComputeChecksumOp struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ComputeChecksumOp) Reset() {
+	*x = ComputeChecksumOp{}
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ComputeChecksumOp) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ComputeChecksumOp) ProtoMessage() {}
+
+func (x *ComputeChecksumOp) ProtoReflect() protoreflect.Message {
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ComputeChecksumOp.ProtoReflect.Descriptor instead.
+func (*ComputeChecksumOp) Descriptor() ([]byte, []int) {
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{5}
+}
+
 type TxnWrite struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Key           []byte                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
@@ -828,7 +884,7 @@ type TxnWrite struct {
 
 func (x *TxnWrite) Reset() {
 	*x = TxnWrite{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[5]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -840,7 +896,7 @@ func (x *TxnWrite) String() string {
 func (*TxnWrite) ProtoMessage() {}
 
 func (x *TxnWrite) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[5]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -853,7 +909,7 @@ func (x *TxnWrite) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TxnWrite.ProtoReflect.Descriptor instead.
 func (*TxnWrite) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{5}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *TxnWrite) GetKey() []byte {
@@ -898,7 +954,7 @@ type PrepareTxnOp struct {
 
 func (x *PrepareTxnOp) Reset() {
 	*x = PrepareTxnOp{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[6]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -910,7 +966,7 @@ func (x *PrepareTxnOp) String() string {
 func (*PrepareTxnOp) ProtoMessage() {}
 
 func (x *PrepareTxnOp) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[6]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -923,7 +979,7 @@ func (x *PrepareTxnOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PrepareTxnOp.ProtoReflect.Descriptor instead.
 func (*PrepareTxnOp) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{6}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *PrepareTxnOp) GetTxnId() []byte {
@@ -993,7 +1049,7 @@ type TxnParticipant struct {
 
 func (x *TxnParticipant) Reset() {
 	*x = TxnParticipant{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[7]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1005,7 +1061,7 @@ func (x *TxnParticipant) String() string {
 func (*TxnParticipant) ProtoMessage() {}
 
 func (x *TxnParticipant) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[7]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1018,7 +1074,7 @@ func (x *TxnParticipant) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TxnParticipant.ProtoReflect.Descriptor instead.
 func (*TxnParticipant) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{7}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *TxnParticipant) GetRangeId() uint64 {
@@ -1054,7 +1110,7 @@ type ResolveTxnOp struct {
 
 func (x *ResolveTxnOp) Reset() {
 	*x = ResolveTxnOp{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[8]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1066,7 +1122,7 @@ func (x *ResolveTxnOp) String() string {
 func (*ResolveTxnOp) ProtoMessage() {}
 
 func (x *ResolveTxnOp) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[8]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1079,7 +1135,7 @@ func (x *ResolveTxnOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResolveTxnOp.ProtoReflect.Descriptor instead.
 func (*ResolveTxnOp) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{8}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ResolveTxnOp) GetTxnId() []byte {
@@ -1109,7 +1165,7 @@ type OnePhaseTxnOp struct {
 
 func (x *OnePhaseTxnOp) Reset() {
 	*x = OnePhaseTxnOp{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[9]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1121,7 +1177,7 @@ func (x *OnePhaseTxnOp) String() string {
 func (*OnePhaseTxnOp) ProtoMessage() {}
 
 func (x *OnePhaseTxnOp) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[9]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1134,7 +1190,7 @@ func (x *OnePhaseTxnOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OnePhaseTxnOp.ProtoReflect.Descriptor instead.
 func (*OnePhaseTxnOp) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{9}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *OnePhaseTxnOp) GetTxnId() []byte {
@@ -1174,7 +1230,7 @@ type TxnRecordCasOp struct {
 
 func (x *TxnRecordCasOp) Reset() {
 	*x = TxnRecordCasOp{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[10]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1186,7 +1242,7 @@ func (x *TxnRecordCasOp) String() string {
 func (*TxnRecordCasOp) ProtoMessage() {}
 
 func (x *TxnRecordCasOp) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[10]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1199,7 +1255,7 @@ func (x *TxnRecordCasOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TxnRecordCasOp.ProtoReflect.Descriptor instead.
 func (*TxnRecordCasOp) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{10}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *TxnRecordCasOp) GetTxnId() []byte {
@@ -1272,7 +1328,7 @@ type TxnRecord struct {
 
 func (x *TxnRecord) Reset() {
 	*x = TxnRecord{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[11]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1284,7 +1340,7 @@ func (x *TxnRecord) String() string {
 func (*TxnRecord) ProtoMessage() {}
 
 func (x *TxnRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[11]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1297,7 +1353,7 @@ func (x *TxnRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TxnRecord.ProtoReflect.Descriptor instead.
 func (*TxnRecord) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{11}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *TxnRecord) GetTxnId() []byte {
@@ -1352,7 +1408,7 @@ type PutOp struct {
 
 func (x *PutOp) Reset() {
 	*x = PutOp{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[12]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1364,7 +1420,7 @@ func (x *PutOp) String() string {
 func (*PutOp) ProtoMessage() {}
 
 func (x *PutOp) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[12]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1377,7 +1433,7 @@ func (x *PutOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutOp.ProtoReflect.Descriptor instead.
 func (*PutOp) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{12}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *PutOp) GetKey() []byte {
@@ -1403,7 +1459,7 @@ type DeleteOp struct {
 
 func (x *DeleteOp) Reset() {
 	*x = DeleteOp{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[13]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1415,7 +1471,7 @@ func (x *DeleteOp) String() string {
 func (*DeleteOp) ProtoMessage() {}
 
 func (x *DeleteOp) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[13]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1428,7 +1484,7 @@ func (x *DeleteOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteOp.ProtoReflect.Descriptor instead.
 func (*DeleteOp) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{13}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *DeleteOp) GetKey() []byte {
@@ -1453,7 +1509,7 @@ type CasOp struct {
 
 func (x *CasOp) Reset() {
 	*x = CasOp{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[14]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1465,7 +1521,7 @@ func (x *CasOp) String() string {
 func (*CasOp) ProtoMessage() {}
 
 func (x *CasOp) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[14]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1478,7 +1534,7 @@ func (x *CasOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CasOp.ProtoReflect.Descriptor instead.
 func (*CasOp) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{14}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *CasOp) GetKey() []byte {
@@ -1526,7 +1582,7 @@ type SplitOp struct {
 
 func (x *SplitOp) Reset() {
 	*x = SplitOp{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[15]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1538,7 +1594,7 @@ func (x *SplitOp) String() string {
 func (*SplitOp) ProtoMessage() {}
 
 func (x *SplitOp) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[15]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1551,7 +1607,7 @@ func (x *SplitOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SplitOp.ProtoReflect.Descriptor instead.
 func (*SplitOp) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{15}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *SplitOp) GetSplitKey() []byte {
@@ -1578,7 +1634,7 @@ type AllocNodeOp struct {
 
 func (x *AllocNodeOp) Reset() {
 	*x = AllocNodeOp{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[16]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1590,7 +1646,7 @@ func (x *AllocNodeOp) String() string {
 func (*AllocNodeOp) ProtoMessage() {}
 
 func (x *AllocNodeOp) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[16]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1603,7 +1659,7 @@ func (x *AllocNodeOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AllocNodeOp.ProtoReflect.Descriptor instead.
 func (*AllocNodeOp) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{16}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *AllocNodeOp) GetAddress() string {
@@ -1629,7 +1685,7 @@ type PutDescriptorOp struct {
 
 func (x *PutDescriptorOp) Reset() {
 	*x = PutDescriptorOp{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[17]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1641,7 +1697,7 @@ func (x *PutDescriptorOp) String() string {
 func (*PutDescriptorOp) ProtoMessage() {}
 
 func (x *PutDescriptorOp) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[17]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1654,7 +1710,7 @@ func (x *PutDescriptorOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutDescriptorOp.ProtoReflect.Descriptor instead.
 func (*PutDescriptorOp) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{17}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *PutDescriptorOp) GetDesc() *RangeDescriptor {
@@ -1672,7 +1728,7 @@ type AllocRangeIDOp struct {
 
 func (x *AllocRangeIDOp) Reset() {
 	*x = AllocRangeIDOp{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[18]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1684,7 +1740,7 @@ func (x *AllocRangeIDOp) String() string {
 func (*AllocRangeIDOp) ProtoMessage() {}
 
 func (x *AllocRangeIDOp) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[18]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1697,7 +1753,7 @@ func (x *AllocRangeIDOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AllocRangeIDOp.ProtoReflect.Descriptor instead.
 func (*AllocRangeIDOp) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{18}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{19}
 }
 
 // RaftTruncatedState is the index and term of the last entry removed from a
@@ -1712,7 +1768,7 @@ type RaftTruncatedState struct {
 
 func (x *RaftTruncatedState) Reset() {
 	*x = RaftTruncatedState{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[19]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1724,7 +1780,7 @@ func (x *RaftTruncatedState) String() string {
 func (*RaftTruncatedState) ProtoMessage() {}
 
 func (x *RaftTruncatedState) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[19]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1737,7 +1793,7 @@ func (x *RaftTruncatedState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RaftTruncatedState.ProtoReflect.Descriptor instead.
 func (*RaftTruncatedState) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{19}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *RaftTruncatedState) GetIndex() uint64 {
@@ -1766,7 +1822,7 @@ type SnapshotData struct {
 
 func (x *SnapshotData) Reset() {
 	*x = SnapshotData{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[20]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1778,7 +1834,7 @@ func (x *SnapshotData) String() string {
 func (*SnapshotData) ProtoMessage() {}
 
 func (x *SnapshotData) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[20]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1791,7 +1847,7 @@ func (x *SnapshotData) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotData.ProtoReflect.Descriptor instead.
 func (*SnapshotData) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{20}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *SnapshotData) GetDesc() *RangeDescriptor {
@@ -1821,7 +1877,7 @@ type RaftMessage struct {
 
 func (x *RaftMessage) Reset() {
 	*x = RaftMessage{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[21]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1833,7 +1889,7 @@ func (x *RaftMessage) String() string {
 func (*RaftMessage) ProtoMessage() {}
 
 func (x *RaftMessage) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[21]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1846,7 +1902,7 @@ func (x *RaftMessage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RaftMessage.ProtoReflect.Descriptor instead.
 func (*RaftMessage) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{21}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *RaftMessage) GetRangeId() uint64 {
@@ -1881,7 +1937,7 @@ type RaftBatch struct {
 
 func (x *RaftBatch) Reset() {
 	*x = RaftBatch{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[22]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1893,7 +1949,7 @@ func (x *RaftBatch) String() string {
 func (*RaftBatch) ProtoMessage() {}
 
 func (x *RaftBatch) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[22]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1906,7 +1962,7 @@ func (x *RaftBatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RaftBatch.ProtoReflect.Descriptor instead.
 func (*RaftBatch) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{22}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *RaftBatch) GetClusterId() string {
@@ -1938,7 +1994,7 @@ type RaftBatchAck struct {
 
 func (x *RaftBatchAck) Reset() {
 	*x = RaftBatchAck{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[23]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1950,7 +2006,7 @@ func (x *RaftBatchAck) String() string {
 func (*RaftBatchAck) ProtoMessage() {}
 
 func (x *RaftBatchAck) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[23]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1963,7 +2019,7 @@ func (x *RaftBatchAck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RaftBatchAck.ProtoReflect.Descriptor instead.
 func (*RaftBatchAck) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{23}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{24}
 }
 
 type KeyValue struct {
@@ -1976,7 +2032,7 @@ type KeyValue struct {
 
 func (x *KeyValue) Reset() {
 	*x = KeyValue{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[24]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1988,7 +2044,7 @@ func (x *KeyValue) String() string {
 func (*KeyValue) ProtoMessage() {}
 
 func (x *KeyValue) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[24]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2001,7 +2057,7 @@ func (x *KeyValue) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeyValue.ProtoReflect.Descriptor instead.
 func (*KeyValue) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{24}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *KeyValue) GetKey() []byte {
@@ -2029,7 +2085,7 @@ type RequestHeader struct {
 
 func (x *RequestHeader) Reset() {
 	*x = RequestHeader{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[25]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2041,7 +2097,7 @@ func (x *RequestHeader) String() string {
 func (*RequestHeader) ProtoMessage() {}
 
 func (x *RequestHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[25]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2054,7 +2110,7 @@ func (x *RequestHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RequestHeader.ProtoReflect.Descriptor instead.
 func (*RequestHeader) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{25}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *RequestHeader) GetRangeId() uint64 {
@@ -2081,7 +2137,7 @@ type GetRequest struct {
 
 func (x *GetRequest) Reset() {
 	*x = GetRequest{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[26]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2093,7 +2149,7 @@ func (x *GetRequest) String() string {
 func (*GetRequest) ProtoMessage() {}
 
 func (x *GetRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[26]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2106,7 +2162,7 @@ func (x *GetRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRequest.ProtoReflect.Descriptor instead.
 func (*GetRequest) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{26}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *GetRequest) GetHeader() *RequestHeader {
@@ -2133,7 +2189,7 @@ type GetResponse struct {
 
 func (x *GetResponse) Reset() {
 	*x = GetResponse{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[27]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2145,7 +2201,7 @@ func (x *GetResponse) String() string {
 func (*GetResponse) ProtoMessage() {}
 
 func (x *GetResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[27]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2158,7 +2214,7 @@ func (x *GetResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetResponse.ProtoReflect.Descriptor instead.
 func (*GetResponse) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{27}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *GetResponse) GetFound() bool {
@@ -2186,7 +2242,7 @@ type PutRequest struct {
 
 func (x *PutRequest) Reset() {
 	*x = PutRequest{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[28]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2198,7 +2254,7 @@ func (x *PutRequest) String() string {
 func (*PutRequest) ProtoMessage() {}
 
 func (x *PutRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[28]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2211,7 +2267,7 @@ func (x *PutRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutRequest.ProtoReflect.Descriptor instead.
 func (*PutRequest) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{28}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *PutRequest) GetHeader() *RequestHeader {
@@ -2243,7 +2299,7 @@ type PutResponse struct {
 
 func (x *PutResponse) Reset() {
 	*x = PutResponse{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[29]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2255,7 +2311,7 @@ func (x *PutResponse) String() string {
 func (*PutResponse) ProtoMessage() {}
 
 func (x *PutResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[29]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2268,7 +2324,7 @@ func (x *PutResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutResponse.ProtoReflect.Descriptor instead.
 func (*PutResponse) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{29}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{30}
 }
 
 type DeleteRequest struct {
@@ -2281,7 +2337,7 @@ type DeleteRequest struct {
 
 func (x *DeleteRequest) Reset() {
 	*x = DeleteRequest{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[30]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2293,7 +2349,7 @@ func (x *DeleteRequest) String() string {
 func (*DeleteRequest) ProtoMessage() {}
 
 func (x *DeleteRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[30]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2306,7 +2362,7 @@ func (x *DeleteRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteRequest.ProtoReflect.Descriptor instead.
 func (*DeleteRequest) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{30}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *DeleteRequest) GetHeader() *RequestHeader {
@@ -2331,7 +2387,7 @@ type DeleteResponse struct {
 
 func (x *DeleteResponse) Reset() {
 	*x = DeleteResponse{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[31]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2343,7 +2399,7 @@ func (x *DeleteResponse) String() string {
 func (*DeleteResponse) ProtoMessage() {}
 
 func (x *DeleteResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[31]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2356,7 +2412,7 @@ func (x *DeleteResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteResponse.ProtoReflect.Descriptor instead.
 func (*DeleteResponse) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{31}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{32}
 }
 
 type ScanRequest struct {
@@ -2371,7 +2427,7 @@ type ScanRequest struct {
 
 func (x *ScanRequest) Reset() {
 	*x = ScanRequest{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[32]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2383,7 +2439,7 @@ func (x *ScanRequest) String() string {
 func (*ScanRequest) ProtoMessage() {}
 
 func (x *ScanRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[32]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2396,7 +2452,7 @@ func (x *ScanRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ScanRequest.ProtoReflect.Descriptor instead.
 func (*ScanRequest) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{32}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *ScanRequest) GetHeader() *RequestHeader {
@@ -2439,7 +2495,7 @@ type ScanResponse struct {
 
 func (x *ScanResponse) Reset() {
 	*x = ScanResponse{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[33]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2451,7 +2507,7 @@ func (x *ScanResponse) String() string {
 func (*ScanResponse) ProtoMessage() {}
 
 func (x *ScanResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[33]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2464,7 +2520,7 @@ func (x *ScanResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ScanResponse.ProtoReflect.Descriptor instead.
 func (*ScanResponse) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{33}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *ScanResponse) GetKvs() []*KeyValue {
@@ -2495,7 +2551,7 @@ type CasRequest struct {
 
 func (x *CasRequest) Reset() {
 	*x = CasRequest{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[34]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2507,7 +2563,7 @@ func (x *CasRequest) String() string {
 func (*CasRequest) ProtoMessage() {}
 
 func (x *CasRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[34]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2520,7 +2576,7 @@ func (x *CasRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CasRequest.ProtoReflect.Descriptor instead.
 func (*CasRequest) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{34}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *CasRequest) GetHeader() *RequestHeader {
@@ -2576,7 +2632,7 @@ type CasResponse struct {
 
 func (x *CasResponse) Reset() {
 	*x = CasResponse{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[35]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2588,7 +2644,7 @@ func (x *CasResponse) String() string {
 func (*CasResponse) ProtoMessage() {}
 
 func (x *CasResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[35]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2601,7 +2657,7 @@ func (x *CasResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CasResponse.ProtoReflect.Descriptor instead.
 func (*CasResponse) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{35}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *CasResponse) GetSwapped() bool {
@@ -2638,7 +2694,7 @@ type LookupRequest struct {
 
 func (x *LookupRequest) Reset() {
 	*x = LookupRequest{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[36]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2650,7 +2706,7 @@ func (x *LookupRequest) String() string {
 func (*LookupRequest) ProtoMessage() {}
 
 func (x *LookupRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[36]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2663,7 +2719,7 @@ func (x *LookupRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LookupRequest.ProtoReflect.Descriptor instead.
 func (*LookupRequest) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{36}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *LookupRequest) GetKey() []byte {
@@ -2697,7 +2753,7 @@ type RangeRoute struct {
 
 func (x *RangeRoute) Reset() {
 	*x = RangeRoute{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[37]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2709,7 +2765,7 @@ func (x *RangeRoute) String() string {
 func (*RangeRoute) ProtoMessage() {}
 
 func (x *RangeRoute) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[37]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2722,7 +2778,7 @@ func (x *RangeRoute) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RangeRoute.ProtoReflect.Descriptor instead.
 func (*RangeRoute) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{37}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *RangeRoute) GetDesc() *RangeDescriptor {
@@ -2749,7 +2805,7 @@ type LookupResponse struct {
 
 func (x *LookupResponse) Reset() {
 	*x = LookupResponse{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[38]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2761,7 +2817,7 @@ func (x *LookupResponse) String() string {
 func (*LookupResponse) ProtoMessage() {}
 
 func (x *LookupResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[38]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2774,7 +2830,7 @@ func (x *LookupResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LookupResponse.ProtoReflect.Descriptor instead.
 func (*LookupResponse) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{38}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *LookupResponse) GetRoutes() []*RangeRoute {
@@ -2799,7 +2855,7 @@ type ListRangesRequest struct {
 
 func (x *ListRangesRequest) Reset() {
 	*x = ListRangesRequest{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[39]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2811,7 +2867,7 @@ func (x *ListRangesRequest) String() string {
 func (*ListRangesRequest) ProtoMessage() {}
 
 func (x *ListRangesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[39]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2824,7 +2880,7 @@ func (x *ListRangesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRangesRequest.ProtoReflect.Descriptor instead.
 func (*ListRangesRequest) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{39}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{40}
 }
 
 type RangeStatus struct {
@@ -2840,7 +2896,7 @@ type RangeStatus struct {
 
 func (x *RangeStatus) Reset() {
 	*x = RangeStatus{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[40]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2852,7 +2908,7 @@ func (x *RangeStatus) String() string {
 func (*RangeStatus) ProtoMessage() {}
 
 func (x *RangeStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[40]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2865,7 +2921,7 @@ func (x *RangeStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RangeStatus.ProtoReflect.Descriptor instead.
 func (*RangeStatus) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{40}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *RangeStatus) GetDesc() *RangeDescriptor {
@@ -2912,7 +2968,7 @@ type ListRangesResponse struct {
 
 func (x *ListRangesResponse) Reset() {
 	*x = ListRangesResponse{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[41]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2924,7 +2980,7 @@ func (x *ListRangesResponse) String() string {
 func (*ListRangesResponse) ProtoMessage() {}
 
 func (x *ListRangesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[41]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2937,7 +2993,7 @@ func (x *ListRangesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRangesResponse.ProtoReflect.Descriptor instead.
 func (*ListRangesResponse) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{41}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *ListRangesResponse) GetRanges() []*RangeStatus {
@@ -2956,7 +3012,7 @@ type ListNodesRequest struct {
 
 func (x *ListNodesRequest) Reset() {
 	*x = ListNodesRequest{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[42]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2968,7 +3024,7 @@ func (x *ListNodesRequest) String() string {
 func (*ListNodesRequest) ProtoMessage() {}
 
 func (x *ListNodesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[42]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2981,7 +3037,7 @@ func (x *ListNodesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListNodesRequest.ProtoReflect.Descriptor instead.
 func (*ListNodesRequest) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{42}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *ListNodesRequest) GetLocalOnly() bool {
@@ -3004,7 +3060,7 @@ type NodeStatus struct {
 
 func (x *NodeStatus) Reset() {
 	*x = NodeStatus{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[43]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3016,7 +3072,7 @@ func (x *NodeStatus) String() string {
 func (*NodeStatus) ProtoMessage() {}
 
 func (x *NodeStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[43]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3029,7 +3085,7 @@ func (x *NodeStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeStatus.ProtoReflect.Descriptor instead.
 func (*NodeStatus) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{43}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *NodeStatus) GetNode() *NodeDescriptor {
@@ -3076,7 +3132,7 @@ type ListNodesResponse struct {
 
 func (x *ListNodesResponse) Reset() {
 	*x = ListNodesResponse{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[44]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3088,7 +3144,7 @@ func (x *ListNodesResponse) String() string {
 func (*ListNodesResponse) ProtoMessage() {}
 
 func (x *ListNodesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[44]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3101,7 +3157,7 @@ func (x *ListNodesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListNodesResponse.ProtoReflect.Descriptor instead.
 func (*ListNodesResponse) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{44}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *ListNodesResponse) GetNodes() []*NodeStatus {
@@ -3120,7 +3176,7 @@ type SplitRequest struct {
 
 func (x *SplitRequest) Reset() {
 	*x = SplitRequest{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[45]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3132,7 +3188,7 @@ func (x *SplitRequest) String() string {
 func (*SplitRequest) ProtoMessage() {}
 
 func (x *SplitRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[45]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3145,7 +3201,7 @@ func (x *SplitRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SplitRequest.ProtoReflect.Descriptor instead.
 func (*SplitRequest) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{45}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *SplitRequest) GetSplitKey() []byte {
@@ -3165,7 +3221,7 @@ type SplitResponse struct {
 
 func (x *SplitResponse) Reset() {
 	*x = SplitResponse{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[46]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3177,7 +3233,7 @@ func (x *SplitResponse) String() string {
 func (*SplitResponse) ProtoMessage() {}
 
 func (x *SplitResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[46]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3190,7 +3246,7 @@ func (x *SplitResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SplitResponse.ProtoReflect.Descriptor instead.
 func (*SplitResponse) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{46}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *SplitResponse) GetLeft() *RangeDescriptor {
@@ -3215,7 +3271,7 @@ type InitRequest struct {
 
 func (x *InitRequest) Reset() {
 	*x = InitRequest{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[47]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3227,7 +3283,7 @@ func (x *InitRequest) String() string {
 func (*InitRequest) ProtoMessage() {}
 
 func (x *InitRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[47]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3240,7 +3296,7 @@ func (x *InitRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InitRequest.ProtoReflect.Descriptor instead.
 func (*InitRequest) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{47}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{48}
 }
 
 type InitResponse struct {
@@ -3253,7 +3309,7 @@ type InitResponse struct {
 
 func (x *InitResponse) Reset() {
 	*x = InitResponse{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[48]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3265,7 +3321,7 @@ func (x *InitResponse) String() string {
 func (*InitResponse) ProtoMessage() {}
 
 func (x *InitResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[48]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3278,7 +3334,7 @@ func (x *InitResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InitResponse.ProtoReflect.Descriptor instead.
 func (*InitResponse) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{48}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *InitResponse) GetClusterId() string {
@@ -3305,7 +3361,7 @@ type JoinRequest struct {
 
 func (x *JoinRequest) Reset() {
 	*x = JoinRequest{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[49]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3317,7 +3373,7 @@ func (x *JoinRequest) String() string {
 func (*JoinRequest) ProtoMessage() {}
 
 func (x *JoinRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[49]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3330,7 +3386,7 @@ func (x *JoinRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinRequest.ProtoReflect.Descriptor instead.
 func (*JoinRequest) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{49}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *JoinRequest) GetAddress() string {
@@ -3358,7 +3414,7 @@ type JoinResponse struct {
 
 func (x *JoinResponse) Reset() {
 	*x = JoinResponse{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[50]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3370,7 +3426,7 @@ func (x *JoinResponse) String() string {
 func (*JoinResponse) ProtoMessage() {}
 
 func (x *JoinResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[50]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3383,7 +3439,7 @@ func (x *JoinResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinResponse.ProtoReflect.Descriptor instead.
 func (*JoinResponse) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{50}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *JoinResponse) GetClusterId() string {
@@ -3420,7 +3476,7 @@ type HeartbeatRequest struct {
 
 func (x *HeartbeatRequest) Reset() {
 	*x = HeartbeatRequest{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[51]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3432,7 +3488,7 @@ func (x *HeartbeatRequest) String() string {
 func (*HeartbeatRequest) ProtoMessage() {}
 
 func (x *HeartbeatRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[51]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3445,7 +3501,7 @@ func (x *HeartbeatRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeartbeatRequest.ProtoReflect.Descriptor instead.
 func (*HeartbeatRequest) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{51}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *HeartbeatRequest) GetNode() *NodeDescriptor {
@@ -3492,7 +3548,7 @@ type HeartbeatResponse struct {
 
 func (x *HeartbeatResponse) Reset() {
 	*x = HeartbeatResponse{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[52]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3504,7 +3560,7 @@ func (x *HeartbeatResponse) String() string {
 func (*HeartbeatResponse) ProtoMessage() {}
 
 func (x *HeartbeatResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[52]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3517,7 +3573,7 @@ func (x *HeartbeatResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeartbeatResponse.ProtoReflect.Descriptor instead.
 func (*HeartbeatResponse) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{52}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *HeartbeatResponse) GetNodes() []*NodeStatus {
@@ -3536,7 +3592,7 @@ type MetaCommandRequest struct {
 
 func (x *MetaCommandRequest) Reset() {
 	*x = MetaCommandRequest{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[53]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3548,7 +3604,7 @@ func (x *MetaCommandRequest) String() string {
 func (*MetaCommandRequest) ProtoMessage() {}
 
 func (x *MetaCommandRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[53]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3561,7 +3617,7 @@ func (x *MetaCommandRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MetaCommandRequest.ProtoReflect.Descriptor instead.
 func (*MetaCommandRequest) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{53}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *MetaCommandRequest) GetCmd() *Command {
@@ -3581,7 +3637,7 @@ type MetaCommandResponse struct {
 
 func (x *MetaCommandResponse) Reset() {
 	*x = MetaCommandResponse{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[54]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3593,7 +3649,7 @@ func (x *MetaCommandResponse) String() string {
 func (*MetaCommandResponse) ProtoMessage() {}
 
 func (x *MetaCommandResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[54]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3606,7 +3662,7 @@ func (x *MetaCommandResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MetaCommandResponse.ProtoReflect.Descriptor instead.
 func (*MetaCommandResponse) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{54}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *MetaCommandResponse) GetNodeId() uint64 {
@@ -3623,6 +3679,317 @@ func (x *MetaCommandResponse) GetRangeId() uint64 {
 	return 0
 }
 
+// CheckConsistencyRequest asks for a consistency check of one range: its
+// leader proposes a ComputeChecksumOp and collects every replica's checksum
+// at that log index. Any node serves it; at_leader asks the receiving node
+// to run it itself (it must lead the range).
+type CheckConsistencyRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	RangeId       uint64                 `protobuf:"varint,1,opt,name=range_id,json=rangeId,proto3" json:"range_id,omitempty"`
+	AtLeader      bool                   `protobuf:"varint,2,opt,name=at_leader,json=atLeader,proto3" json:"at_leader,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CheckConsistencyRequest) Reset() {
+	*x = CheckConsistencyRequest{}
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[56]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CheckConsistencyRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CheckConsistencyRequest) ProtoMessage() {}
+
+func (x *CheckConsistencyRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[56]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CheckConsistencyRequest.ProtoReflect.Descriptor instead.
+func (*CheckConsistencyRequest) Descriptor() ([]byte, []int) {
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{56}
+}
+
+func (x *CheckConsistencyRequest) GetRangeId() uint64 {
+	if x != nil {
+		return x.RangeId
+	}
+	return 0
+}
+
+func (x *CheckConsistencyRequest) GetAtLeader() bool {
+	if x != nil {
+		return x.AtLeader
+	}
+	return false
+}
+
+type ReplicaChecksum struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	NodeId  uint64                 `protobuf:"varint,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	Learner bool                   `protobuf:"varint,2,opt,name=learner,proto3" json:"learner,omitempty"`
+	// applied_index is the replica's applied index when it answered.
+	AppliedIndex uint64 `protobuf:"varint,3,opt,name=applied_index,json=appliedIndex,proto3" json:"applied_index,omitempty"`
+	// checksum is the SHA-256 of the range's state at the check's index;
+	// empty when error is set.
+	Checksum      []byte `protobuf:"bytes,4,opt,name=checksum,proto3" json:"checksum,omitempty"`
+	Error         string `protobuf:"bytes,5,opt,name=error,proto3" json:"error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReplicaChecksum) Reset() {
+	*x = ReplicaChecksum{}
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[57]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReplicaChecksum) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReplicaChecksum) ProtoMessage() {}
+
+func (x *ReplicaChecksum) ProtoReflect() protoreflect.Message {
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[57]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReplicaChecksum.ProtoReflect.Descriptor instead.
+func (*ReplicaChecksum) Descriptor() ([]byte, []int) {
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{57}
+}
+
+func (x *ReplicaChecksum) GetNodeId() uint64 {
+	if x != nil {
+		return x.NodeId
+	}
+	return 0
+}
+
+func (x *ReplicaChecksum) GetLearner() bool {
+	if x != nil {
+		return x.Learner
+	}
+	return false
+}
+
+func (x *ReplicaChecksum) GetAppliedIndex() uint64 {
+	if x != nil {
+		return x.AppliedIndex
+	}
+	return 0
+}
+
+func (x *ReplicaChecksum) GetChecksum() []byte {
+	if x != nil {
+		return x.Checksum
+	}
+	return nil
+}
+
+func (x *ReplicaChecksum) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+type CheckConsistencyResponse struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	RangeId uint64                 `protobuf:"varint,1,opt,name=range_id,json=rangeId,proto3" json:"range_id,omitempty"`
+	// index is the log index of the checksum command: every replica computed
+	// its checksum after applying exactly the entries up to it.
+	Index         uint64             `protobuf:"varint,2,opt,name=index,proto3" json:"index,omitempty"`
+	Replicas      []*ReplicaChecksum `protobuf:"bytes,3,rep,name=replicas,proto3" json:"replicas,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CheckConsistencyResponse) Reset() {
+	*x = CheckConsistencyResponse{}
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[58]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CheckConsistencyResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CheckConsistencyResponse) ProtoMessage() {}
+
+func (x *CheckConsistencyResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[58]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CheckConsistencyResponse.ProtoReflect.Descriptor instead.
+func (*CheckConsistencyResponse) Descriptor() ([]byte, []int) {
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{58}
+}
+
+func (x *CheckConsistencyResponse) GetRangeId() uint64 {
+	if x != nil {
+		return x.RangeId
+	}
+	return 0
+}
+
+func (x *CheckConsistencyResponse) GetIndex() uint64 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
+func (x *CheckConsistencyResponse) GetReplicas() []*ReplicaChecksum {
+	if x != nil {
+		return x.Replicas
+	}
+	return nil
+}
+
+// RangeChecksumRequest asks a node for the checksum its replica of range_id
+// computed at index, waiting (bounded) until the replica has applied index.
+type RangeChecksumRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	RangeId       uint64                 `protobuf:"varint,1,opt,name=range_id,json=rangeId,proto3" json:"range_id,omitempty"`
+	Index         uint64                 `protobuf:"varint,2,opt,name=index,proto3" json:"index,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RangeChecksumRequest) Reset() {
+	*x = RangeChecksumRequest{}
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[59]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RangeChecksumRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RangeChecksumRequest) ProtoMessage() {}
+
+func (x *RangeChecksumRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[59]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RangeChecksumRequest.ProtoReflect.Descriptor instead.
+func (*RangeChecksumRequest) Descriptor() ([]byte, []int) {
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{59}
+}
+
+func (x *RangeChecksumRequest) GetRangeId() uint64 {
+	if x != nil {
+		return x.RangeId
+	}
+	return 0
+}
+
+func (x *RangeChecksumRequest) GetIndex() uint64 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
+type RangeChecksumResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	NodeId        uint64                 `protobuf:"varint,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	AppliedIndex  uint64                 `protobuf:"varint,2,opt,name=applied_index,json=appliedIndex,proto3" json:"applied_index,omitempty"`
+	Checksum      []byte                 `protobuf:"bytes,3,opt,name=checksum,proto3" json:"checksum,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RangeChecksumResponse) Reset() {
+	*x = RangeChecksumResponse{}
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[60]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RangeChecksumResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RangeChecksumResponse) ProtoMessage() {}
+
+func (x *RangeChecksumResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[60]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RangeChecksumResponse.ProtoReflect.Descriptor instead.
+func (*RangeChecksumResponse) Descriptor() ([]byte, []int) {
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{60}
+}
+
+func (x *RangeChecksumResponse) GetNodeId() uint64 {
+	if x != nil {
+		return x.NodeId
+	}
+	return 0
+}
+
+func (x *RangeChecksumResponse) GetAppliedIndex() uint64 {
+	if x != nil {
+		return x.AppliedIndex
+	}
+	return 0
+}
+
+func (x *RangeChecksumResponse) GetChecksum() []byte {
+	if x != nil {
+		return x.Checksum
+	}
+	return nil
+}
+
 type IdentRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -3631,7 +3998,7 @@ type IdentRequest struct {
 
 func (x *IdentRequest) Reset() {
 	*x = IdentRequest{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[55]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[61]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3643,7 +4010,7 @@ func (x *IdentRequest) String() string {
 func (*IdentRequest) ProtoMessage() {}
 
 func (x *IdentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[55]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[61]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3656,7 +4023,7 @@ func (x *IdentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IdentRequest.ProtoReflect.Descriptor instead.
 func (*IdentRequest) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{55}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{61}
 }
 
 type IdentResponse struct {
@@ -3669,7 +4036,7 @@ type IdentResponse struct {
 
 func (x *IdentResponse) Reset() {
 	*x = IdentResponse{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[56]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[62]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3681,7 +4048,7 @@ func (x *IdentResponse) String() string {
 func (*IdentResponse) ProtoMessage() {}
 
 func (x *IdentResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[56]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[62]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3694,7 +4061,7 @@ func (x *IdentResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IdentResponse.ProtoReflect.Descriptor instead.
 func (*IdentResponse) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{56}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{62}
 }
 
 func (x *IdentResponse) GetClusterId() string {
@@ -3725,7 +4092,7 @@ type ErrorDetail struct {
 
 func (x *ErrorDetail) Reset() {
 	*x = ErrorDetail{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[57]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[63]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3737,7 +4104,7 @@ func (x *ErrorDetail) String() string {
 func (*ErrorDetail) ProtoMessage() {}
 
 func (x *ErrorDetail) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[57]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[63]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3750,7 +4117,7 @@ func (x *ErrorDetail) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ErrorDetail.ProtoReflect.Descriptor instead.
 func (*ErrorDetail) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{57}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{63}
 }
 
 func (x *ErrorDetail) GetCode() ErrorDetail_Code {
@@ -3804,7 +4171,7 @@ type TxnAbort struct {
 
 func (x *TxnAbort) Reset() {
 	*x = TxnAbort{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[58]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[64]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3816,7 +4183,7 @@ func (x *TxnAbort) String() string {
 func (*TxnAbort) ProtoMessage() {}
 
 func (x *TxnAbort) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[58]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[64]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3829,7 +4196,7 @@ func (x *TxnAbort) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TxnAbort.ProtoReflect.Descriptor instead.
 func (*TxnAbort) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{58}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{64}
 }
 
 func (x *TxnAbort) GetReason() TxnAbort_Reason {
@@ -3899,7 +4266,7 @@ type BatchOp struct {
 
 func (x *BatchOp) Reset() {
 	*x = BatchOp{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[59]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[65]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3911,7 +4278,7 @@ func (x *BatchOp) String() string {
 func (*BatchOp) ProtoMessage() {}
 
 func (x *BatchOp) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[59]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[65]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3924,7 +4291,7 @@ func (x *BatchOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BatchOp.ProtoReflect.Descriptor instead.
 func (*BatchOp) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{59}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{65}
 }
 
 func (x *BatchOp) GetId() uint64 {
@@ -4014,7 +4381,7 @@ type BatchRequest struct {
 
 func (x *BatchRequest) Reset() {
 	*x = BatchRequest{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[60]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[66]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4026,7 +4393,7 @@ func (x *BatchRequest) String() string {
 func (*BatchRequest) ProtoMessage() {}
 
 func (x *BatchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[60]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[66]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4039,7 +4406,7 @@ func (x *BatchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BatchRequest.ProtoReflect.Descriptor instead.
 func (*BatchRequest) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{60}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{66}
 }
 
 func (x *BatchRequest) GetOps() []*BatchOp {
@@ -4065,7 +4432,7 @@ type BatchResult struct {
 
 func (x *BatchResult) Reset() {
 	*x = BatchResult{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[61]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[67]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4077,7 +4444,7 @@ func (x *BatchResult) String() string {
 func (*BatchResult) ProtoMessage() {}
 
 func (x *BatchResult) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[61]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[67]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4090,7 +4457,7 @@ func (x *BatchResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BatchResult.ProtoReflect.Descriptor instead.
 func (*BatchResult) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{61}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{67}
 }
 
 func (x *BatchResult) GetId() uint64 {
@@ -4144,7 +4511,7 @@ type BatchResponse struct {
 
 func (x *BatchResponse) Reset() {
 	*x = BatchResponse{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[62]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[68]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4156,7 +4523,7 @@ func (x *BatchResponse) String() string {
 func (*BatchResponse) ProtoMessage() {}
 
 func (x *BatchResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[62]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[68]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4169,7 +4536,7 @@ func (x *BatchResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BatchResponse.ProtoReflect.Descriptor instead.
 func (*BatchResponse) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{62}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{68}
 }
 
 func (x *BatchResponse) GetResults() []*BatchResult {
@@ -4202,7 +4569,7 @@ type TxnOpRequest struct {
 
 func (x *TxnOpRequest) Reset() {
 	*x = TxnOpRequest{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[63]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[69]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4214,7 +4581,7 @@ func (x *TxnOpRequest) String() string {
 func (*TxnOpRequest) ProtoMessage() {}
 
 func (x *TxnOpRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[63]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[69]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4227,7 +4594,7 @@ func (x *TxnOpRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TxnOpRequest.ProtoReflect.Descriptor instead.
 func (*TxnOpRequest) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{63}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{69}
 }
 
 func (x *TxnOpRequest) GetTxnId() uint64 {
@@ -4329,7 +4696,7 @@ type TxnOpResponse struct {
 
 func (x *TxnOpResponse) Reset() {
 	*x = TxnOpResponse{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[64]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[70]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4341,7 +4708,7 @@ func (x *TxnOpResponse) String() string {
 func (*TxnOpResponse) ProtoMessage() {}
 
 func (x *TxnOpResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[64]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[70]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4354,7 +4721,7 @@ func (x *TxnOpResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TxnOpResponse.ProtoReflect.Descriptor instead.
 func (*TxnOpResponse) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{64}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{70}
 }
 
 func (x *TxnOpResponse) GetRangeId() uint64 {
@@ -4419,7 +4786,7 @@ type TxnCommitRequest struct {
 
 func (x *TxnCommitRequest) Reset() {
 	*x = TxnCommitRequest{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[65]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[71]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4431,7 +4798,7 @@ func (x *TxnCommitRequest) String() string {
 func (*TxnCommitRequest) ProtoMessage() {}
 
 func (x *TxnCommitRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[65]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[71]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4444,7 +4811,7 @@ func (x *TxnCommitRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TxnCommitRequest.ProtoReflect.Descriptor instead.
 func (*TxnCommitRequest) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{65}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{71}
 }
 
 func (x *TxnCommitRequest) GetTxnId() uint64 {
@@ -4496,7 +4863,7 @@ type TxnCommitResponse struct {
 
 func (x *TxnCommitResponse) Reset() {
 	*x = TxnCommitResponse{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[66]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[72]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4508,7 +4875,7 @@ func (x *TxnCommitResponse) String() string {
 func (*TxnCommitResponse) ProtoMessage() {}
 
 func (x *TxnCommitResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[66]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[72]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4521,7 +4888,7 @@ func (x *TxnCommitResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TxnCommitResponse.ProtoReflect.Descriptor instead.
 func (*TxnCommitResponse) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{66}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{72}
 }
 
 func (x *TxnCommitResponse) GetOutcome() TxnCommitResponse_Outcome {
@@ -4577,7 +4944,7 @@ type TxnRollbackRequest struct {
 
 func (x *TxnRollbackRequest) Reset() {
 	*x = TxnRollbackRequest{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[67]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[73]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4589,7 +4956,7 @@ func (x *TxnRollbackRequest) String() string {
 func (*TxnRollbackRequest) ProtoMessage() {}
 
 func (x *TxnRollbackRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[67]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[73]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4602,7 +4969,7 @@ func (x *TxnRollbackRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TxnRollbackRequest.ProtoReflect.Descriptor instead.
 func (*TxnRollbackRequest) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{67}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{73}
 }
 
 func (x *TxnRollbackRequest) GetTxnId() uint64 {
@@ -4634,7 +5001,7 @@ type TxnRollbackResponse struct {
 
 func (x *TxnRollbackResponse) Reset() {
 	*x = TxnRollbackResponse{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[68]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[74]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4646,7 +5013,7 @@ func (x *TxnRollbackResponse) String() string {
 func (*TxnRollbackResponse) ProtoMessage() {}
 
 func (x *TxnRollbackResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[68]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[74]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4659,7 +5026,7 @@ func (x *TxnRollbackResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TxnRollbackResponse.ProtoReflect.Descriptor instead.
 func (*TxnRollbackResponse) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{68}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{74}
 }
 
 // TxnMessage is a message of the 2PC protocol (package txn) on the wire.
@@ -4687,7 +5054,7 @@ type TxnMessage struct {
 
 func (x *TxnMessage) Reset() {
 	*x = TxnMessage{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[69]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[75]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4699,7 +5066,7 @@ func (x *TxnMessage) String() string {
 func (*TxnMessage) ProtoMessage() {}
 
 func (x *TxnMessage) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[69]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[75]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4712,7 +5079,7 @@ func (x *TxnMessage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TxnMessage.ProtoReflect.Descriptor instead.
 func (*TxnMessage) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{69}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{75}
 }
 
 func (x *TxnMessage) GetType() uint32 {
@@ -4829,7 +5196,7 @@ type TxnDeliverRequest struct {
 
 func (x *TxnDeliverRequest) Reset() {
 	*x = TxnDeliverRequest{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[70]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[76]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4841,7 +5208,7 @@ func (x *TxnDeliverRequest) String() string {
 func (*TxnDeliverRequest) ProtoMessage() {}
 
 func (x *TxnDeliverRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[70]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[76]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4854,7 +5221,7 @@ func (x *TxnDeliverRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TxnDeliverRequest.ProtoReflect.Descriptor instead.
 func (*TxnDeliverRequest) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{70}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{76}
 }
 
 func (x *TxnDeliverRequest) GetMsgs() []*TxnMessage {
@@ -4872,7 +5239,7 @@ type TxnDeliverResponse struct {
 
 func (x *TxnDeliverResponse) Reset() {
 	*x = TxnDeliverResponse{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[71]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[77]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4884,7 +5251,7 @@ func (x *TxnDeliverResponse) String() string {
 func (*TxnDeliverResponse) ProtoMessage() {}
 
 func (x *TxnDeliverResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[71]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[77]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4897,7 +5264,7 @@ func (x *TxnDeliverResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TxnDeliverResponse.ProtoReflect.Descriptor instead.
 func (*TxnDeliverResponse) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{71}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{77}
 }
 
 // TxnProposeRequest proposes a txn-record command to the leader of the
@@ -4912,7 +5279,7 @@ type TxnProposeRequest struct {
 
 func (x *TxnProposeRequest) Reset() {
 	*x = TxnProposeRequest{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[72]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[78]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4924,7 +5291,7 @@ func (x *TxnProposeRequest) String() string {
 func (*TxnProposeRequest) ProtoMessage() {}
 
 func (x *TxnProposeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[72]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[78]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4937,7 +5304,7 @@ func (x *TxnProposeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TxnProposeRequest.ProtoReflect.Descriptor instead.
 func (*TxnProposeRequest) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{72}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{78}
 }
 
 func (x *TxnProposeRequest) GetKey() []byte {
@@ -4964,7 +5331,7 @@ type TxnProposeResponse struct {
 
 func (x *TxnProposeResponse) Reset() {
 	*x = TxnProposeResponse{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[73]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[79]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4976,7 +5343,7 @@ func (x *TxnProposeResponse) String() string {
 func (*TxnProposeResponse) ProtoMessage() {}
 
 func (x *TxnProposeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[73]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[79]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4989,7 +5356,7 @@ func (x *TxnProposeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TxnProposeResponse.ProtoReflect.Descriptor instead.
 func (*TxnProposeResponse) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{73}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{79}
 }
 
 func (x *TxnProposeResponse) GetState() TxnState {
@@ -5016,7 +5383,7 @@ type CoordinatorStatusRequest struct {
 
 func (x *CoordinatorStatusRequest) Reset() {
 	*x = CoordinatorStatusRequest{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[74]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[80]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5028,7 +5395,7 @@ func (x *CoordinatorStatusRequest) String() string {
 func (*CoordinatorStatusRequest) ProtoMessage() {}
 
 func (x *CoordinatorStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[74]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[80]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5041,7 +5408,7 @@ func (x *CoordinatorStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CoordinatorStatusRequest.ProtoReflect.Descriptor instead.
 func (*CoordinatorStatusRequest) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{74}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{80}
 }
 
 func (x *CoordinatorStatusRequest) GetTxnId() uint64 {
@@ -5067,7 +5434,7 @@ type CoordinatorStatusResponse struct {
 
 func (x *CoordinatorStatusResponse) Reset() {
 	*x = CoordinatorStatusResponse{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[75]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[81]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5079,7 +5446,7 @@ func (x *CoordinatorStatusResponse) String() string {
 func (*CoordinatorStatusResponse) ProtoMessage() {}
 
 func (x *CoordinatorStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[75]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[81]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5092,7 +5459,7 @@ func (x *CoordinatorStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CoordinatorStatusResponse.ProtoReflect.Descriptor instead.
 func (*CoordinatorStatusResponse) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{75}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{81}
 }
 
 func (x *CoordinatorStatusResponse) GetRunning() bool {
@@ -5113,7 +5480,7 @@ type TxnStatusRequest struct {
 
 func (x *TxnStatusRequest) Reset() {
 	*x = TxnStatusRequest{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[76]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[82]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5125,7 +5492,7 @@ func (x *TxnStatusRequest) String() string {
 func (*TxnStatusRequest) ProtoMessage() {}
 
 func (x *TxnStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[76]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[82]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5138,7 +5505,7 @@ func (x *TxnStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TxnStatusRequest.ProtoReflect.Descriptor instead.
 func (*TxnStatusRequest) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{76}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{82}
 }
 
 func (x *TxnStatusRequest) GetTxnId() uint64 {
@@ -5168,7 +5535,7 @@ type TxnStatusResponse struct {
 
 func (x *TxnStatusResponse) Reset() {
 	*x = TxnStatusResponse{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[77]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[83]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5180,7 +5547,7 @@ func (x *TxnStatusResponse) String() string {
 func (*TxnStatusResponse) ProtoMessage() {}
 
 func (x *TxnStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[77]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[83]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5193,7 +5560,7 @@ func (x *TxnStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TxnStatusResponse.ProtoReflect.Descriptor instead.
 func (*TxnStatusResponse) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{77}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{83}
 }
 
 func (x *TxnStatusResponse) GetState() TxnState {
@@ -5232,7 +5599,7 @@ type TxnInfo struct {
 
 func (x *TxnInfo) Reset() {
 	*x = TxnInfo{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[78]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[84]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5244,7 +5611,7 @@ func (x *TxnInfo) String() string {
 func (*TxnInfo) ProtoMessage() {}
 
 func (x *TxnInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[78]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[84]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5257,7 +5624,7 @@ func (x *TxnInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TxnInfo.ProtoReflect.Descriptor instead.
 func (*TxnInfo) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{78}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{84}
 }
 
 func (x *TxnInfo) GetTxnId() uint64 {
@@ -5318,7 +5685,7 @@ type TxnListRequest struct {
 
 func (x *TxnListRequest) Reset() {
 	*x = TxnListRequest{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[79]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[85]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5330,7 +5697,7 @@ func (x *TxnListRequest) String() string {
 func (*TxnListRequest) ProtoMessage() {}
 
 func (x *TxnListRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[79]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[85]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5343,7 +5710,7 @@ func (x *TxnListRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TxnListRequest.ProtoReflect.Descriptor instead.
 func (*TxnListRequest) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{79}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{85}
 }
 
 func (x *TxnListRequest) GetLocal() bool {
@@ -5362,7 +5729,7 @@ type TxnListResponse struct {
 
 func (x *TxnListResponse) Reset() {
 	*x = TxnListResponse{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[80]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[86]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5374,7 +5741,7 @@ func (x *TxnListResponse) String() string {
 func (*TxnListResponse) ProtoMessage() {}
 
 func (x *TxnListResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[80]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[86]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5387,7 +5754,7 @@ func (x *TxnListResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TxnListResponse.ProtoReflect.Descriptor instead.
 func (*TxnListResponse) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{80}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{86}
 }
 
 func (x *TxnListResponse) GetTxns() []*TxnInfo {
@@ -5412,7 +5779,7 @@ type LockWait struct {
 
 func (x *LockWait) Reset() {
 	*x = LockWait{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[81]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[87]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5424,7 +5791,7 @@ func (x *LockWait) String() string {
 func (*LockWait) ProtoMessage() {}
 
 func (x *LockWait) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[81]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[87]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5437,7 +5804,7 @@ func (x *LockWait) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LockWait.ProtoReflect.Descriptor instead.
 func (*LockWait) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{81}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{87}
 }
 
 func (x *LockWait) GetWaiter() uint64 {
@@ -5500,7 +5867,7 @@ type Deadlock struct {
 
 func (x *Deadlock) Reset() {
 	*x = Deadlock{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[82]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[88]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5512,7 +5879,7 @@ func (x *Deadlock) String() string {
 func (*Deadlock) ProtoMessage() {}
 
 func (x *Deadlock) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[82]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[88]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5525,7 +5892,7 @@ func (x *Deadlock) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Deadlock.ProtoReflect.Descriptor instead.
 func (*Deadlock) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{82}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{88}
 }
 
 func (x *Deadlock) GetCycle() []uint64 {
@@ -5558,7 +5925,7 @@ type LocksRequest struct {
 
 func (x *LocksRequest) Reset() {
 	*x = LocksRequest{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[83]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[89]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5570,7 +5937,7 @@ func (x *LocksRequest) String() string {
 func (*LocksRequest) ProtoMessage() {}
 
 func (x *LocksRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[83]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[89]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5583,7 +5950,7 @@ func (x *LocksRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LocksRequest.ProtoReflect.Descriptor instead.
 func (*LocksRequest) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{83}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{89}
 }
 
 func (x *LocksRequest) GetLocal() bool {
@@ -5593,17 +5960,113 @@ func (x *LocksRequest) GetLocal() bool {
 	return false
 }
 
+// LockHold is a lock granted and still held in a range leader's lock table.
+type LockHold struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Holder uint64                 `protobuf:"varint,1,opt,name=holder,proto3" json:"holder,omitempty"` // 0: a single-key operation outside any transaction
+	Key    []byte                 `protobuf:"bytes,2,opt,name=key,proto3" json:"key,omitempty"`
+	// end_key: the lock covers [key, end_key), an empty end_key meaning
+	// +infinity; unless point is set (a lock on key alone).
+	EndKey        []byte `protobuf:"bytes,3,opt,name=end_key,json=endKey,proto3" json:"end_key,omitempty"`
+	Mode          string `protobuf:"bytes,4,opt,name=mode,proto3" json:"mode,omitempty"`
+	RangeId       uint64 `protobuf:"varint,5,opt,name=range_id,json=rangeId,proto3" json:"range_id,omitempty"`
+	NodeId        uint64 `protobuf:"varint,6,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	Point         bool   `protobuf:"varint,7,opt,name=point,proto3" json:"point,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LockHold) Reset() {
+	*x = LockHold{}
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[90]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LockHold) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LockHold) ProtoMessage() {}
+
+func (x *LockHold) ProtoReflect() protoreflect.Message {
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[90]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LockHold.ProtoReflect.Descriptor instead.
+func (*LockHold) Descriptor() ([]byte, []int) {
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{90}
+}
+
+func (x *LockHold) GetHolder() uint64 {
+	if x != nil {
+		return x.Holder
+	}
+	return 0
+}
+
+func (x *LockHold) GetKey() []byte {
+	if x != nil {
+		return x.Key
+	}
+	return nil
+}
+
+func (x *LockHold) GetEndKey() []byte {
+	if x != nil {
+		return x.EndKey
+	}
+	return nil
+}
+
+func (x *LockHold) GetMode() string {
+	if x != nil {
+		return x.Mode
+	}
+	return ""
+}
+
+func (x *LockHold) GetRangeId() uint64 {
+	if x != nil {
+		return x.RangeId
+	}
+	return 0
+}
+
+func (x *LockHold) GetNodeId() uint64 {
+	if x != nil {
+		return x.NodeId
+	}
+	return 0
+}
+
+func (x *LockHold) GetPoint() bool {
+	if x != nil {
+		return x.Point
+	}
+	return false
+}
+
 type LocksResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Waits         []*LockWait            `protobuf:"bytes,1,rep,name=waits,proto3" json:"waits,omitempty"`
 	Deadlocks     []*Deadlock            `protobuf:"bytes,2,rep,name=deadlocks,proto3" json:"deadlocks,omitempty"`
+	Held          []*LockHold            `protobuf:"bytes,3,rep,name=held,proto3" json:"held,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *LocksResponse) Reset() {
 	*x = LocksResponse{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[84]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[91]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5615,7 +6078,7 @@ func (x *LocksResponse) String() string {
 func (*LocksResponse) ProtoMessage() {}
 
 func (x *LocksResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[84]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[91]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5628,7 +6091,7 @@ func (x *LocksResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LocksResponse.ProtoReflect.Descriptor instead.
 func (*LocksResponse) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{84}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{91}
 }
 
 func (x *LocksResponse) GetWaits() []*LockWait {
@@ -5641,6 +6104,13 @@ func (x *LocksResponse) GetWaits() []*LockWait {
 func (x *LocksResponse) GetDeadlocks() []*Deadlock {
 	if x != nil {
 		return x.Deadlocks
+	}
+	return nil
+}
+
+func (x *LocksResponse) GetHeld() []*LockHold {
+	if x != nil {
+		return x.Held
 	}
 	return nil
 }
@@ -5659,7 +6129,7 @@ type WaitsEdge struct {
 
 func (x *WaitsEdge) Reset() {
 	*x = WaitsEdge{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[85]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[92]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5671,7 +6141,7 @@ func (x *WaitsEdge) String() string {
 func (*WaitsEdge) ProtoMessage() {}
 
 func (x *WaitsEdge) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[85]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[92]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5684,7 +6154,7 @@ func (x *WaitsEdge) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WaitsEdge.ProtoReflect.Descriptor instead.
 func (*WaitsEdge) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{85}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{92}
 }
 
 func (x *WaitsEdge) GetWaiter() uint64 {
@@ -5739,7 +6209,7 @@ type WaitsReport struct {
 
 func (x *WaitsReport) Reset() {
 	*x = WaitsReport{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[86]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[93]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5751,7 +6221,7 @@ func (x *WaitsReport) String() string {
 func (*WaitsReport) ProtoMessage() {}
 
 func (x *WaitsReport) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[86]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[93]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5764,7 +6234,7 @@ func (x *WaitsReport) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WaitsReport.ProtoReflect.Descriptor instead.
 func (*WaitsReport) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{86}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{93}
 }
 
 func (x *WaitsReport) GetNodeId() uint64 {
@@ -5790,7 +6260,7 @@ type WaitsReportResponse struct {
 
 func (x *WaitsReportResponse) Reset() {
 	*x = WaitsReportResponse{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[87]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[94]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5802,7 +6272,7 @@ func (x *WaitsReportResponse) String() string {
 func (*WaitsReportResponse) ProtoMessage() {}
 
 func (x *WaitsReportResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[87]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[94]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5815,7 +6285,7 @@ func (x *WaitsReportResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WaitsReportResponse.ProtoReflect.Descriptor instead.
 func (*WaitsReportResponse) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{87}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{94}
 }
 
 func (x *WaitsReportResponse) GetVictims() []*Deadlock {
@@ -5850,7 +6320,7 @@ const file_api_vowdbpb_vowdb_proto_rawDesc = "" +
 	"StoreIdent\x12\x1d\n" +
 	"\n" +
 	"cluster_id\x18\x01 \x01(\tR\tclusterId\x12\x17\n" +
-	"\anode_id\x18\x02 \x01(\x04R\x06nodeId\"\xb2\x05\n" +
+	"\anode_id\x18\x02 \x01(\x04R\x06nodeId\"\xfc\x05\n" +
 	"\aCommand\x12\x1f\n" +
 	"\vproposal_id\x18\x01 \x01(\x04R\n" +
 	"proposalId\x12(\n" +
@@ -5869,8 +6339,10 @@ const file_api_vowdbpb_vowdb_proto_rawDesc = "" +
 	"\vresolve_txn\x18\x12 \x01(\v2\x16.vowdb.v1.ResolveTxnOpH\x00R\n" +
 	"resolveTxn\x12=\n" +
 	"\rone_phase_txn\x18\x13 \x01(\v2\x17.vowdb.v1.OnePhaseTxnOpH\x00R\vonePhaseTxn\x12@\n" +
-	"\x0etxn_record_cas\x18\x14 \x01(\v2\x18.vowdb.v1.TxnRecordCasOpH\x00R\ftxnRecordCasB\x04\n" +
-	"\x02op\"J\n" +
+	"\x0etxn_record_cas\x18\x14 \x01(\v2\x18.vowdb.v1.TxnRecordCasOpH\x00R\ftxnRecordCas\x12H\n" +
+	"\x10compute_checksum\x18\x15 \x01(\v2\x1b.vowdb.v1.ComputeChecksumOpH\x00R\x0fcomputeChecksumB\x04\n" +
+	"\x02op\"\x13\n" +
+	"\x11ComputeChecksumOp\"J\n" +
 	"\bTxnWrite\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\fR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\fR\x05value\x12\x16\n" +
@@ -6059,7 +6531,27 @@ const file_api_vowdbpb_vowdb_proto_rawDesc = "" +
 	"\x03cmd\x18\x01 \x01(\v2\x11.vowdb.v1.CommandR\x03cmd\"I\n" +
 	"\x13MetaCommandResponse\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\x04R\x06nodeId\x12\x19\n" +
-	"\brange_id\x18\x02 \x01(\x04R\arangeId\"\x0e\n" +
+	"\brange_id\x18\x02 \x01(\x04R\arangeId\"Q\n" +
+	"\x17CheckConsistencyRequest\x12\x19\n" +
+	"\brange_id\x18\x01 \x01(\x04R\arangeId\x12\x1b\n" +
+	"\tat_leader\x18\x02 \x01(\bR\batLeader\"\x9b\x01\n" +
+	"\x0fReplicaChecksum\x12\x17\n" +
+	"\anode_id\x18\x01 \x01(\x04R\x06nodeId\x12\x18\n" +
+	"\alearner\x18\x02 \x01(\bR\alearner\x12#\n" +
+	"\rapplied_index\x18\x03 \x01(\x04R\fappliedIndex\x12\x1a\n" +
+	"\bchecksum\x18\x04 \x01(\fR\bchecksum\x12\x14\n" +
+	"\x05error\x18\x05 \x01(\tR\x05error\"\x82\x01\n" +
+	"\x18CheckConsistencyResponse\x12\x19\n" +
+	"\brange_id\x18\x01 \x01(\x04R\arangeId\x12\x14\n" +
+	"\x05index\x18\x02 \x01(\x04R\x05index\x125\n" +
+	"\breplicas\x18\x03 \x03(\v2\x19.vowdb.v1.ReplicaChecksumR\breplicas\"G\n" +
+	"\x14RangeChecksumRequest\x12\x19\n" +
+	"\brange_id\x18\x01 \x01(\x04R\arangeId\x12\x14\n" +
+	"\x05index\x18\x02 \x01(\x04R\x05index\"q\n" +
+	"\x15RangeChecksumResponse\x12\x17\n" +
+	"\anode_id\x18\x01 \x01(\x04R\x06nodeId\x12#\n" +
+	"\rapplied_index\x18\x02 \x01(\x04R\fappliedIndex\x12\x1a\n" +
+	"\bchecksum\x18\x03 \x01(\fR\bchecksum\"\x0e\n" +
 	"\fIdentRequest\"G\n" +
 	"\rIdentResponse\x12\x1d\n" +
 	"\n" +
@@ -6241,10 +6733,19 @@ const file_api_vowdbpb_vowdb_proto_rawDesc = "" +
 	"\x06victim\x18\x02 \x01(\x04R\x06victim\x12\x17\n" +
 	"\aunix_ms\x18\x03 \x01(\x03R\x06unixMs\"$\n" +
 	"\fLocksRequest\x12\x14\n" +
-	"\x05local\x18\x01 \x01(\bR\x05local\"k\n" +
+	"\x05local\x18\x01 \x01(\bR\x05local\"\xab\x01\n" +
+	"\bLockHold\x12\x16\n" +
+	"\x06holder\x18\x01 \x01(\x04R\x06holder\x12\x10\n" +
+	"\x03key\x18\x02 \x01(\fR\x03key\x12\x17\n" +
+	"\aend_key\x18\x03 \x01(\fR\x06endKey\x12\x12\n" +
+	"\x04mode\x18\x04 \x01(\tR\x04mode\x12\x19\n" +
+	"\brange_id\x18\x05 \x01(\x04R\arangeId\x12\x17\n" +
+	"\anode_id\x18\x06 \x01(\x04R\x06nodeId\x12\x14\n" +
+	"\x05point\x18\a \x01(\bR\x05point\"\x93\x01\n" +
 	"\rLocksResponse\x12(\n" +
 	"\x05waits\x18\x01 \x03(\v2\x12.vowdb.v1.LockWaitR\x05waits\x120\n" +
-	"\tdeadlocks\x18\x02 \x03(\v2\x12.vowdb.v1.DeadlockR\tdeadlocks\"\xcb\x01\n" +
+	"\tdeadlocks\x18\x02 \x03(\v2\x12.vowdb.v1.DeadlockR\tdeadlocks\x12&\n" +
+	"\x04held\x18\x03 \x03(\v2\x12.vowdb.v1.LockHoldR\x04held\"\xcb\x01\n" +
 	"\tWaitsEdge\x12\x16\n" +
 	"\x06waiter\x18\x01 \x01(\x04R\x06waiter\x12\x16\n" +
 	"\x06holder\x18\x02 \x01(\x04R\x06holder\x12\x1d\n" +
@@ -6283,7 +6784,7 @@ const file_api_vowdbpb_vowdb_proto_rawDesc = "" +
 	"\aDeliver\x12\x1b.vowdb.v1.TxnDeliverRequest\x1a\x1c.vowdb.v1.TxnDeliverResponse\x12D\n" +
 	"\aPropose\x12\x1b.vowdb.v1.TxnProposeRequest\x1a\x1c.vowdb.v1.TxnProposeResponse\x12\\\n" +
 	"\x11CoordinatorStatus\x12\".vowdb.v1.CoordinatorStatusRequest\x1a#.vowdb.v1.CoordinatorStatusResponse\x12C\n" +
-	"\vReportWaits\x12\x15.vowdb.v1.WaitsReport\x1a\x1d.vowdb.v1.WaitsReportResponse2\xc7\x04\n" +
+	"\vReportWaits\x12\x15.vowdb.v1.WaitsReport\x1a\x1d.vowdb.v1.WaitsReportResponse2\xf4\x05\n" +
 	"\x05Admin\x12;\n" +
 	"\x06Lookup\x12\x17.vowdb.v1.LookupRequest\x1a\x18.vowdb.v1.LookupResponse\x12G\n" +
 	"\n" +
@@ -6294,7 +6795,9 @@ const file_api_vowdbpb_vowdb_proto_rawDesc = "" +
 	"\x04Join\x12\x15.vowdb.v1.JoinRequest\x1a\x16.vowdb.v1.JoinResponse\x12D\n" +
 	"\tHeartbeat\x12\x1a.vowdb.v1.HeartbeatRequest\x1a\x1b.vowdb.v1.HeartbeatResponse\x12J\n" +
 	"\vMetaCommand\x12\x1c.vowdb.v1.MetaCommandRequest\x1a\x1d.vowdb.v1.MetaCommandResponse\x128\n" +
-	"\x05Ident\x12\x16.vowdb.v1.IdentRequest\x1a\x17.vowdb.v1.IdentResponseB,Z*github.com/vowdb/vowdb/api/vowdbpb;vowdbpbb\x06proto3"
+	"\x05Ident\x12\x16.vowdb.v1.IdentRequest\x1a\x17.vowdb.v1.IdentResponse\x12Y\n" +
+	"\x10CheckConsistency\x12!.vowdb.v1.CheckConsistencyRequest\x1a\".vowdb.v1.CheckConsistencyResponse\x12P\n" +
+	"\rRangeChecksum\x12\x1e.vowdb.v1.RangeChecksumRequest\x1a\x1f.vowdb.v1.RangeChecksumResponseB,Z*github.com/vowdb/vowdb/api/vowdbpb;vowdbpbb\x06proto3"
 
 var (
 	file_api_vowdbpb_vowdb_proto_rawDescOnce sync.Once
@@ -6309,7 +6812,7 @@ func file_api_vowdbpb_vowdb_proto_rawDescGZIP() []byte {
 }
 
 var file_api_vowdbpb_vowdb_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_api_vowdbpb_vowdb_proto_msgTypes = make([]protoimpl.MessageInfo, 88)
+var file_api_vowdbpb_vowdb_proto_msgTypes = make([]protoimpl.MessageInfo, 95)
 var file_api_vowdbpb_vowdb_proto_goTypes = []any{
 	(TxnState)(0),                     // 0: vowdb.v1.TxnState
 	(ErrorDetail_Code)(0),             // 1: vowdb.v1.ErrorDetail.Code
@@ -6321,218 +6824,232 @@ var file_api_vowdbpb_vowdb_proto_goTypes = []any{
 	(*NodeDescriptor)(nil),            // 7: vowdb.v1.NodeDescriptor
 	(*StoreIdent)(nil),                // 8: vowdb.v1.StoreIdent
 	(*Command)(nil),                   // 9: vowdb.v1.Command
-	(*TxnWrite)(nil),                  // 10: vowdb.v1.TxnWrite
-	(*PrepareTxnOp)(nil),              // 11: vowdb.v1.PrepareTxnOp
-	(*TxnParticipant)(nil),            // 12: vowdb.v1.TxnParticipant
-	(*ResolveTxnOp)(nil),              // 13: vowdb.v1.ResolveTxnOp
-	(*OnePhaseTxnOp)(nil),             // 14: vowdb.v1.OnePhaseTxnOp
-	(*TxnRecordCasOp)(nil),            // 15: vowdb.v1.TxnRecordCasOp
-	(*TxnRecord)(nil),                 // 16: vowdb.v1.TxnRecord
-	(*PutOp)(nil),                     // 17: vowdb.v1.PutOp
-	(*DeleteOp)(nil),                  // 18: vowdb.v1.DeleteOp
-	(*CasOp)(nil),                     // 19: vowdb.v1.CasOp
-	(*SplitOp)(nil),                   // 20: vowdb.v1.SplitOp
-	(*AllocNodeOp)(nil),               // 21: vowdb.v1.AllocNodeOp
-	(*PutDescriptorOp)(nil),           // 22: vowdb.v1.PutDescriptorOp
-	(*AllocRangeIDOp)(nil),            // 23: vowdb.v1.AllocRangeIDOp
-	(*RaftTruncatedState)(nil),        // 24: vowdb.v1.RaftTruncatedState
-	(*SnapshotData)(nil),              // 25: vowdb.v1.SnapshotData
-	(*RaftMessage)(nil),               // 26: vowdb.v1.RaftMessage
-	(*RaftBatch)(nil),                 // 27: vowdb.v1.RaftBatch
-	(*RaftBatchAck)(nil),              // 28: vowdb.v1.RaftBatchAck
-	(*KeyValue)(nil),                  // 29: vowdb.v1.KeyValue
-	(*RequestHeader)(nil),             // 30: vowdb.v1.RequestHeader
-	(*GetRequest)(nil),                // 31: vowdb.v1.GetRequest
-	(*GetResponse)(nil),               // 32: vowdb.v1.GetResponse
-	(*PutRequest)(nil),                // 33: vowdb.v1.PutRequest
-	(*PutResponse)(nil),               // 34: vowdb.v1.PutResponse
-	(*DeleteRequest)(nil),             // 35: vowdb.v1.DeleteRequest
-	(*DeleteResponse)(nil),            // 36: vowdb.v1.DeleteResponse
-	(*ScanRequest)(nil),               // 37: vowdb.v1.ScanRequest
-	(*ScanResponse)(nil),              // 38: vowdb.v1.ScanResponse
-	(*CasRequest)(nil),                // 39: vowdb.v1.CasRequest
-	(*CasResponse)(nil),               // 40: vowdb.v1.CasResponse
-	(*LookupRequest)(nil),             // 41: vowdb.v1.LookupRequest
-	(*RangeRoute)(nil),                // 42: vowdb.v1.RangeRoute
-	(*LookupResponse)(nil),            // 43: vowdb.v1.LookupResponse
-	(*ListRangesRequest)(nil),         // 44: vowdb.v1.ListRangesRequest
-	(*RangeStatus)(nil),               // 45: vowdb.v1.RangeStatus
-	(*ListRangesResponse)(nil),        // 46: vowdb.v1.ListRangesResponse
-	(*ListNodesRequest)(nil),          // 47: vowdb.v1.ListNodesRequest
-	(*NodeStatus)(nil),                // 48: vowdb.v1.NodeStatus
-	(*ListNodesResponse)(nil),         // 49: vowdb.v1.ListNodesResponse
-	(*SplitRequest)(nil),              // 50: vowdb.v1.SplitRequest
-	(*SplitResponse)(nil),             // 51: vowdb.v1.SplitResponse
-	(*InitRequest)(nil),               // 52: vowdb.v1.InitRequest
-	(*InitResponse)(nil),              // 53: vowdb.v1.InitResponse
-	(*JoinRequest)(nil),               // 54: vowdb.v1.JoinRequest
-	(*JoinResponse)(nil),              // 55: vowdb.v1.JoinResponse
-	(*HeartbeatRequest)(nil),          // 56: vowdb.v1.HeartbeatRequest
-	(*HeartbeatResponse)(nil),         // 57: vowdb.v1.HeartbeatResponse
-	(*MetaCommandRequest)(nil),        // 58: vowdb.v1.MetaCommandRequest
-	(*MetaCommandResponse)(nil),       // 59: vowdb.v1.MetaCommandResponse
-	(*IdentRequest)(nil),              // 60: vowdb.v1.IdentRequest
-	(*IdentResponse)(nil),             // 61: vowdb.v1.IdentResponse
-	(*ErrorDetail)(nil),               // 62: vowdb.v1.ErrorDetail
-	(*TxnAbort)(nil),                  // 63: vowdb.v1.TxnAbort
-	(*BatchOp)(nil),                   // 64: vowdb.v1.BatchOp
-	(*BatchRequest)(nil),              // 65: vowdb.v1.BatchRequest
-	(*BatchResult)(nil),               // 66: vowdb.v1.BatchResult
-	(*BatchResponse)(nil),             // 67: vowdb.v1.BatchResponse
-	(*TxnOpRequest)(nil),              // 68: vowdb.v1.TxnOpRequest
-	(*TxnOpResponse)(nil),             // 69: vowdb.v1.TxnOpResponse
-	(*TxnCommitRequest)(nil),          // 70: vowdb.v1.TxnCommitRequest
-	(*TxnCommitResponse)(nil),         // 71: vowdb.v1.TxnCommitResponse
-	(*TxnRollbackRequest)(nil),        // 72: vowdb.v1.TxnRollbackRequest
-	(*TxnRollbackResponse)(nil),       // 73: vowdb.v1.TxnRollbackResponse
-	(*TxnMessage)(nil),                // 74: vowdb.v1.TxnMessage
-	(*TxnDeliverRequest)(nil),         // 75: vowdb.v1.TxnDeliverRequest
-	(*TxnDeliverResponse)(nil),        // 76: vowdb.v1.TxnDeliverResponse
-	(*TxnProposeRequest)(nil),         // 77: vowdb.v1.TxnProposeRequest
-	(*TxnProposeResponse)(nil),        // 78: vowdb.v1.TxnProposeResponse
-	(*CoordinatorStatusRequest)(nil),  // 79: vowdb.v1.CoordinatorStatusRequest
-	(*CoordinatorStatusResponse)(nil), // 80: vowdb.v1.CoordinatorStatusResponse
-	(*TxnStatusRequest)(nil),          // 81: vowdb.v1.TxnStatusRequest
-	(*TxnStatusResponse)(nil),         // 82: vowdb.v1.TxnStatusResponse
-	(*TxnInfo)(nil),                   // 83: vowdb.v1.TxnInfo
-	(*TxnListRequest)(nil),            // 84: vowdb.v1.TxnListRequest
-	(*TxnListResponse)(nil),           // 85: vowdb.v1.TxnListResponse
-	(*LockWait)(nil),                  // 86: vowdb.v1.LockWait
-	(*Deadlock)(nil),                  // 87: vowdb.v1.Deadlock
-	(*LocksRequest)(nil),              // 88: vowdb.v1.LocksRequest
-	(*LocksResponse)(nil),             // 89: vowdb.v1.LocksResponse
-	(*WaitsEdge)(nil),                 // 90: vowdb.v1.WaitsEdge
-	(*WaitsReport)(nil),               // 91: vowdb.v1.WaitsReport
-	(*WaitsReportResponse)(nil),       // 92: vowdb.v1.WaitsReportResponse
+	(*ComputeChecksumOp)(nil),         // 10: vowdb.v1.ComputeChecksumOp
+	(*TxnWrite)(nil),                  // 11: vowdb.v1.TxnWrite
+	(*PrepareTxnOp)(nil),              // 12: vowdb.v1.PrepareTxnOp
+	(*TxnParticipant)(nil),            // 13: vowdb.v1.TxnParticipant
+	(*ResolveTxnOp)(nil),              // 14: vowdb.v1.ResolveTxnOp
+	(*OnePhaseTxnOp)(nil),             // 15: vowdb.v1.OnePhaseTxnOp
+	(*TxnRecordCasOp)(nil),            // 16: vowdb.v1.TxnRecordCasOp
+	(*TxnRecord)(nil),                 // 17: vowdb.v1.TxnRecord
+	(*PutOp)(nil),                     // 18: vowdb.v1.PutOp
+	(*DeleteOp)(nil),                  // 19: vowdb.v1.DeleteOp
+	(*CasOp)(nil),                     // 20: vowdb.v1.CasOp
+	(*SplitOp)(nil),                   // 21: vowdb.v1.SplitOp
+	(*AllocNodeOp)(nil),               // 22: vowdb.v1.AllocNodeOp
+	(*PutDescriptorOp)(nil),           // 23: vowdb.v1.PutDescriptorOp
+	(*AllocRangeIDOp)(nil),            // 24: vowdb.v1.AllocRangeIDOp
+	(*RaftTruncatedState)(nil),        // 25: vowdb.v1.RaftTruncatedState
+	(*SnapshotData)(nil),              // 26: vowdb.v1.SnapshotData
+	(*RaftMessage)(nil),               // 27: vowdb.v1.RaftMessage
+	(*RaftBatch)(nil),                 // 28: vowdb.v1.RaftBatch
+	(*RaftBatchAck)(nil),              // 29: vowdb.v1.RaftBatchAck
+	(*KeyValue)(nil),                  // 30: vowdb.v1.KeyValue
+	(*RequestHeader)(nil),             // 31: vowdb.v1.RequestHeader
+	(*GetRequest)(nil),                // 32: vowdb.v1.GetRequest
+	(*GetResponse)(nil),               // 33: vowdb.v1.GetResponse
+	(*PutRequest)(nil),                // 34: vowdb.v1.PutRequest
+	(*PutResponse)(nil),               // 35: vowdb.v1.PutResponse
+	(*DeleteRequest)(nil),             // 36: vowdb.v1.DeleteRequest
+	(*DeleteResponse)(nil),            // 37: vowdb.v1.DeleteResponse
+	(*ScanRequest)(nil),               // 38: vowdb.v1.ScanRequest
+	(*ScanResponse)(nil),              // 39: vowdb.v1.ScanResponse
+	(*CasRequest)(nil),                // 40: vowdb.v1.CasRequest
+	(*CasResponse)(nil),               // 41: vowdb.v1.CasResponse
+	(*LookupRequest)(nil),             // 42: vowdb.v1.LookupRequest
+	(*RangeRoute)(nil),                // 43: vowdb.v1.RangeRoute
+	(*LookupResponse)(nil),            // 44: vowdb.v1.LookupResponse
+	(*ListRangesRequest)(nil),         // 45: vowdb.v1.ListRangesRequest
+	(*RangeStatus)(nil),               // 46: vowdb.v1.RangeStatus
+	(*ListRangesResponse)(nil),        // 47: vowdb.v1.ListRangesResponse
+	(*ListNodesRequest)(nil),          // 48: vowdb.v1.ListNodesRequest
+	(*NodeStatus)(nil),                // 49: vowdb.v1.NodeStatus
+	(*ListNodesResponse)(nil),         // 50: vowdb.v1.ListNodesResponse
+	(*SplitRequest)(nil),              // 51: vowdb.v1.SplitRequest
+	(*SplitResponse)(nil),             // 52: vowdb.v1.SplitResponse
+	(*InitRequest)(nil),               // 53: vowdb.v1.InitRequest
+	(*InitResponse)(nil),              // 54: vowdb.v1.InitResponse
+	(*JoinRequest)(nil),               // 55: vowdb.v1.JoinRequest
+	(*JoinResponse)(nil),              // 56: vowdb.v1.JoinResponse
+	(*HeartbeatRequest)(nil),          // 57: vowdb.v1.HeartbeatRequest
+	(*HeartbeatResponse)(nil),         // 58: vowdb.v1.HeartbeatResponse
+	(*MetaCommandRequest)(nil),        // 59: vowdb.v1.MetaCommandRequest
+	(*MetaCommandResponse)(nil),       // 60: vowdb.v1.MetaCommandResponse
+	(*CheckConsistencyRequest)(nil),   // 61: vowdb.v1.CheckConsistencyRequest
+	(*ReplicaChecksum)(nil),           // 62: vowdb.v1.ReplicaChecksum
+	(*CheckConsistencyResponse)(nil),  // 63: vowdb.v1.CheckConsistencyResponse
+	(*RangeChecksumRequest)(nil),      // 64: vowdb.v1.RangeChecksumRequest
+	(*RangeChecksumResponse)(nil),     // 65: vowdb.v1.RangeChecksumResponse
+	(*IdentRequest)(nil),              // 66: vowdb.v1.IdentRequest
+	(*IdentResponse)(nil),             // 67: vowdb.v1.IdentResponse
+	(*ErrorDetail)(nil),               // 68: vowdb.v1.ErrorDetail
+	(*TxnAbort)(nil),                  // 69: vowdb.v1.TxnAbort
+	(*BatchOp)(nil),                   // 70: vowdb.v1.BatchOp
+	(*BatchRequest)(nil),              // 71: vowdb.v1.BatchRequest
+	(*BatchResult)(nil),               // 72: vowdb.v1.BatchResult
+	(*BatchResponse)(nil),             // 73: vowdb.v1.BatchResponse
+	(*TxnOpRequest)(nil),              // 74: vowdb.v1.TxnOpRequest
+	(*TxnOpResponse)(nil),             // 75: vowdb.v1.TxnOpResponse
+	(*TxnCommitRequest)(nil),          // 76: vowdb.v1.TxnCommitRequest
+	(*TxnCommitResponse)(nil),         // 77: vowdb.v1.TxnCommitResponse
+	(*TxnRollbackRequest)(nil),        // 78: vowdb.v1.TxnRollbackRequest
+	(*TxnRollbackResponse)(nil),       // 79: vowdb.v1.TxnRollbackResponse
+	(*TxnMessage)(nil),                // 80: vowdb.v1.TxnMessage
+	(*TxnDeliverRequest)(nil),         // 81: vowdb.v1.TxnDeliverRequest
+	(*TxnDeliverResponse)(nil),        // 82: vowdb.v1.TxnDeliverResponse
+	(*TxnProposeRequest)(nil),         // 83: vowdb.v1.TxnProposeRequest
+	(*TxnProposeResponse)(nil),        // 84: vowdb.v1.TxnProposeResponse
+	(*CoordinatorStatusRequest)(nil),  // 85: vowdb.v1.CoordinatorStatusRequest
+	(*CoordinatorStatusResponse)(nil), // 86: vowdb.v1.CoordinatorStatusResponse
+	(*TxnStatusRequest)(nil),          // 87: vowdb.v1.TxnStatusRequest
+	(*TxnStatusResponse)(nil),         // 88: vowdb.v1.TxnStatusResponse
+	(*TxnInfo)(nil),                   // 89: vowdb.v1.TxnInfo
+	(*TxnListRequest)(nil),            // 90: vowdb.v1.TxnListRequest
+	(*TxnListResponse)(nil),           // 91: vowdb.v1.TxnListResponse
+	(*LockWait)(nil),                  // 92: vowdb.v1.LockWait
+	(*Deadlock)(nil),                  // 93: vowdb.v1.Deadlock
+	(*LocksRequest)(nil),              // 94: vowdb.v1.LocksRequest
+	(*LockHold)(nil),                  // 95: vowdb.v1.LockHold
+	(*LocksResponse)(nil),             // 96: vowdb.v1.LocksResponse
+	(*WaitsEdge)(nil),                 // 97: vowdb.v1.WaitsEdge
+	(*WaitsReport)(nil),               // 98: vowdb.v1.WaitsReport
+	(*WaitsReportResponse)(nil),       // 99: vowdb.v1.WaitsReportResponse
 }
 var file_api_vowdbpb_vowdb_proto_depIdxs = []int32{
-	5,  // 0: vowdb.v1.RangeDescriptor.replicas:type_name -> vowdb.v1.ReplicaDescriptor
-	17, // 1: vowdb.v1.Command.put:type_name -> vowdb.v1.PutOp
-	18, // 2: vowdb.v1.Command.delete:type_name -> vowdb.v1.DeleteOp
-	19, // 3: vowdb.v1.Command.cas:type_name -> vowdb.v1.CasOp
-	20, // 4: vowdb.v1.Command.split:type_name -> vowdb.v1.SplitOp
-	21, // 5: vowdb.v1.Command.alloc_node:type_name -> vowdb.v1.AllocNodeOp
-	22, // 6: vowdb.v1.Command.put_descriptor:type_name -> vowdb.v1.PutDescriptorOp
-	23, // 7: vowdb.v1.Command.alloc_range_id:type_name -> vowdb.v1.AllocRangeIDOp
-	11, // 8: vowdb.v1.Command.prepare_txn:type_name -> vowdb.v1.PrepareTxnOp
-	13, // 9: vowdb.v1.Command.resolve_txn:type_name -> vowdb.v1.ResolveTxnOp
-	14, // 10: vowdb.v1.Command.one_phase_txn:type_name -> vowdb.v1.OnePhaseTxnOp
-	15, // 11: vowdb.v1.Command.txn_record_cas:type_name -> vowdb.v1.TxnRecordCasOp
-	10, // 12: vowdb.v1.PrepareTxnOp.writes:type_name -> vowdb.v1.TxnWrite
-	12, // 13: vowdb.v1.PrepareTxnOp.participants:type_name -> vowdb.v1.TxnParticipant
-	10, // 14: vowdb.v1.OnePhaseTxnOp.writes:type_name -> vowdb.v1.TxnWrite
-	0,  // 15: vowdb.v1.TxnRecordCasOp.expect:type_name -> vowdb.v1.TxnState
-	0,  // 16: vowdb.v1.TxnRecordCasOp.new_state:type_name -> vowdb.v1.TxnState
-	0,  // 17: vowdb.v1.TxnRecord.state:type_name -> vowdb.v1.TxnState
-	6,  // 18: vowdb.v1.PutDescriptorOp.desc:type_name -> vowdb.v1.RangeDescriptor
-	6,  // 19: vowdb.v1.SnapshotData.desc:type_name -> vowdb.v1.RangeDescriptor
-	29, // 20: vowdb.v1.SnapshotData.kvs:type_name -> vowdb.v1.KeyValue
-	26, // 21: vowdb.v1.RaftBatch.msgs:type_name -> vowdb.v1.RaftMessage
-	30, // 22: vowdb.v1.GetRequest.header:type_name -> vowdb.v1.RequestHeader
-	30, // 23: vowdb.v1.PutRequest.header:type_name -> vowdb.v1.RequestHeader
-	30, // 24: vowdb.v1.DeleteRequest.header:type_name -> vowdb.v1.RequestHeader
-	30, // 25: vowdb.v1.ScanRequest.header:type_name -> vowdb.v1.RequestHeader
-	29, // 26: vowdb.v1.ScanResponse.kvs:type_name -> vowdb.v1.KeyValue
-	30, // 27: vowdb.v1.CasRequest.header:type_name -> vowdb.v1.RequestHeader
-	6,  // 28: vowdb.v1.RangeRoute.desc:type_name -> vowdb.v1.RangeDescriptor
-	42, // 29: vowdb.v1.LookupResponse.routes:type_name -> vowdb.v1.RangeRoute
-	7,  // 30: vowdb.v1.LookupResponse.nodes:type_name -> vowdb.v1.NodeDescriptor
-	6,  // 31: vowdb.v1.RangeStatus.desc:type_name -> vowdb.v1.RangeDescriptor
-	45, // 32: vowdb.v1.ListRangesResponse.ranges:type_name -> vowdb.v1.RangeStatus
-	7,  // 33: vowdb.v1.NodeStatus.node:type_name -> vowdb.v1.NodeDescriptor
-	48, // 34: vowdb.v1.ListNodesResponse.nodes:type_name -> vowdb.v1.NodeStatus
-	6,  // 35: vowdb.v1.SplitResponse.left:type_name -> vowdb.v1.RangeDescriptor
-	6,  // 36: vowdb.v1.SplitResponse.right:type_name -> vowdb.v1.RangeDescriptor
-	7,  // 37: vowdb.v1.JoinResponse.nodes:type_name -> vowdb.v1.NodeDescriptor
-	7,  // 38: vowdb.v1.HeartbeatRequest.node:type_name -> vowdb.v1.NodeDescriptor
-	48, // 39: vowdb.v1.HeartbeatResponse.nodes:type_name -> vowdb.v1.NodeStatus
-	9,  // 40: vowdb.v1.MetaCommandRequest.cmd:type_name -> vowdb.v1.Command
-	1,  // 41: vowdb.v1.ErrorDetail.code:type_name -> vowdb.v1.ErrorDetail.Code
-	6,  // 42: vowdb.v1.ErrorDetail.desc:type_name -> vowdb.v1.RangeDescriptor
-	63, // 43: vowdb.v1.ErrorDetail.abort:type_name -> vowdb.v1.TxnAbort
-	2,  // 44: vowdb.v1.TxnAbort.reason:type_name -> vowdb.v1.TxnAbort.Reason
-	31, // 45: vowdb.v1.BatchOp.get:type_name -> vowdb.v1.GetRequest
-	33, // 46: vowdb.v1.BatchOp.put:type_name -> vowdb.v1.PutRequest
-	35, // 47: vowdb.v1.BatchOp.delete:type_name -> vowdb.v1.DeleteRequest
-	39, // 48: vowdb.v1.BatchOp.cas:type_name -> vowdb.v1.CasRequest
-	64, // 49: vowdb.v1.BatchRequest.ops:type_name -> vowdb.v1.BatchOp
-	62, // 50: vowdb.v1.BatchResult.error:type_name -> vowdb.v1.ErrorDetail
-	32, // 51: vowdb.v1.BatchResult.get:type_name -> vowdb.v1.GetResponse
-	40, // 52: vowdb.v1.BatchResult.cas:type_name -> vowdb.v1.CasResponse
-	66, // 53: vowdb.v1.BatchResponse.results:type_name -> vowdb.v1.BatchResult
-	3,  // 54: vowdb.v1.TxnOpRequest.kind:type_name -> vowdb.v1.TxnOpRequest.Kind
-	29, // 55: vowdb.v1.TxnOpResponse.kvs:type_name -> vowdb.v1.KeyValue
-	12, // 56: vowdb.v1.TxnCommitRequest.participants:type_name -> vowdb.v1.TxnParticipant
-	4,  // 57: vowdb.v1.TxnCommitResponse.outcome:type_name -> vowdb.v1.TxnCommitResponse.Outcome
-	63, // 58: vowdb.v1.TxnCommitResponse.abort:type_name -> vowdb.v1.TxnAbort
-	12, // 59: vowdb.v1.TxnRollbackRequest.participants:type_name -> vowdb.v1.TxnParticipant
-	12, // 60: vowdb.v1.TxnMessage.participants:type_name -> vowdb.v1.TxnParticipant
-	74, // 61: vowdb.v1.TxnDeliverRequest.msgs:type_name -> vowdb.v1.TxnMessage
-	9,  // 62: vowdb.v1.TxnProposeRequest.cmd:type_name -> vowdb.v1.Command
-	0,  // 63: vowdb.v1.TxnProposeResponse.state:type_name -> vowdb.v1.TxnState
-	0,  // 64: vowdb.v1.TxnStatusResponse.state:type_name -> vowdb.v1.TxnState
-	83, // 65: vowdb.v1.TxnListResponse.txns:type_name -> vowdb.v1.TxnInfo
-	86, // 66: vowdb.v1.LocksResponse.waits:type_name -> vowdb.v1.LockWait
-	87, // 67: vowdb.v1.LocksResponse.deadlocks:type_name -> vowdb.v1.Deadlock
-	90, // 68: vowdb.v1.WaitsReport.edges:type_name -> vowdb.v1.WaitsEdge
-	87, // 69: vowdb.v1.WaitsReportResponse.victims:type_name -> vowdb.v1.Deadlock
-	27, // 70: vowdb.v1.Raft.Stream:input_type -> vowdb.v1.RaftBatch
-	65, // 71: vowdb.v1.KV.Batch:input_type -> vowdb.v1.BatchRequest
-	31, // 72: vowdb.v1.KV.Get:input_type -> vowdb.v1.GetRequest
-	33, // 73: vowdb.v1.KV.Put:input_type -> vowdb.v1.PutRequest
-	35, // 74: vowdb.v1.KV.Delete:input_type -> vowdb.v1.DeleteRequest
-	37, // 75: vowdb.v1.KV.Scan:input_type -> vowdb.v1.ScanRequest
-	39, // 76: vowdb.v1.KV.CompareAndSwap:input_type -> vowdb.v1.CasRequest
-	68, // 77: vowdb.v1.Txn.Op:input_type -> vowdb.v1.TxnOpRequest
-	70, // 78: vowdb.v1.Txn.Commit:input_type -> vowdb.v1.TxnCommitRequest
-	72, // 79: vowdb.v1.Txn.Rollback:input_type -> vowdb.v1.TxnRollbackRequest
-	81, // 80: vowdb.v1.Txn.Status:input_type -> vowdb.v1.TxnStatusRequest
-	84, // 81: vowdb.v1.Txn.List:input_type -> vowdb.v1.TxnListRequest
-	88, // 82: vowdb.v1.Txn.Locks:input_type -> vowdb.v1.LocksRequest
-	75, // 83: vowdb.v1.Txn.Deliver:input_type -> vowdb.v1.TxnDeliverRequest
-	77, // 84: vowdb.v1.Txn.Propose:input_type -> vowdb.v1.TxnProposeRequest
-	79, // 85: vowdb.v1.Txn.CoordinatorStatus:input_type -> vowdb.v1.CoordinatorStatusRequest
-	91, // 86: vowdb.v1.Txn.ReportWaits:input_type -> vowdb.v1.WaitsReport
-	41, // 87: vowdb.v1.Admin.Lookup:input_type -> vowdb.v1.LookupRequest
-	44, // 88: vowdb.v1.Admin.ListRanges:input_type -> vowdb.v1.ListRangesRequest
-	47, // 89: vowdb.v1.Admin.ListNodes:input_type -> vowdb.v1.ListNodesRequest
-	50, // 90: vowdb.v1.Admin.Split:input_type -> vowdb.v1.SplitRequest
-	52, // 91: vowdb.v1.Admin.Init:input_type -> vowdb.v1.InitRequest
-	54, // 92: vowdb.v1.Admin.Join:input_type -> vowdb.v1.JoinRequest
-	56, // 93: vowdb.v1.Admin.Heartbeat:input_type -> vowdb.v1.HeartbeatRequest
-	58, // 94: vowdb.v1.Admin.MetaCommand:input_type -> vowdb.v1.MetaCommandRequest
-	60, // 95: vowdb.v1.Admin.Ident:input_type -> vowdb.v1.IdentRequest
-	28, // 96: vowdb.v1.Raft.Stream:output_type -> vowdb.v1.RaftBatchAck
-	67, // 97: vowdb.v1.KV.Batch:output_type -> vowdb.v1.BatchResponse
-	32, // 98: vowdb.v1.KV.Get:output_type -> vowdb.v1.GetResponse
-	34, // 99: vowdb.v1.KV.Put:output_type -> vowdb.v1.PutResponse
-	36, // 100: vowdb.v1.KV.Delete:output_type -> vowdb.v1.DeleteResponse
-	38, // 101: vowdb.v1.KV.Scan:output_type -> vowdb.v1.ScanResponse
-	40, // 102: vowdb.v1.KV.CompareAndSwap:output_type -> vowdb.v1.CasResponse
-	69, // 103: vowdb.v1.Txn.Op:output_type -> vowdb.v1.TxnOpResponse
-	71, // 104: vowdb.v1.Txn.Commit:output_type -> vowdb.v1.TxnCommitResponse
-	73, // 105: vowdb.v1.Txn.Rollback:output_type -> vowdb.v1.TxnRollbackResponse
-	82, // 106: vowdb.v1.Txn.Status:output_type -> vowdb.v1.TxnStatusResponse
-	85, // 107: vowdb.v1.Txn.List:output_type -> vowdb.v1.TxnListResponse
-	89, // 108: vowdb.v1.Txn.Locks:output_type -> vowdb.v1.LocksResponse
-	76, // 109: vowdb.v1.Txn.Deliver:output_type -> vowdb.v1.TxnDeliverResponse
-	78, // 110: vowdb.v1.Txn.Propose:output_type -> vowdb.v1.TxnProposeResponse
-	80, // 111: vowdb.v1.Txn.CoordinatorStatus:output_type -> vowdb.v1.CoordinatorStatusResponse
-	92, // 112: vowdb.v1.Txn.ReportWaits:output_type -> vowdb.v1.WaitsReportResponse
-	43, // 113: vowdb.v1.Admin.Lookup:output_type -> vowdb.v1.LookupResponse
-	46, // 114: vowdb.v1.Admin.ListRanges:output_type -> vowdb.v1.ListRangesResponse
-	49, // 115: vowdb.v1.Admin.ListNodes:output_type -> vowdb.v1.ListNodesResponse
-	51, // 116: vowdb.v1.Admin.Split:output_type -> vowdb.v1.SplitResponse
-	53, // 117: vowdb.v1.Admin.Init:output_type -> vowdb.v1.InitResponse
-	55, // 118: vowdb.v1.Admin.Join:output_type -> vowdb.v1.JoinResponse
-	57, // 119: vowdb.v1.Admin.Heartbeat:output_type -> vowdb.v1.HeartbeatResponse
-	59, // 120: vowdb.v1.Admin.MetaCommand:output_type -> vowdb.v1.MetaCommandResponse
-	61, // 121: vowdb.v1.Admin.Ident:output_type -> vowdb.v1.IdentResponse
-	96, // [96:122] is the sub-list for method output_type
-	70, // [70:96] is the sub-list for method input_type
-	70, // [70:70] is the sub-list for extension type_name
-	70, // [70:70] is the sub-list for extension extendee
-	0,  // [0:70] is the sub-list for field type_name
+	5,   // 0: vowdb.v1.RangeDescriptor.replicas:type_name -> vowdb.v1.ReplicaDescriptor
+	18,  // 1: vowdb.v1.Command.put:type_name -> vowdb.v1.PutOp
+	19,  // 2: vowdb.v1.Command.delete:type_name -> vowdb.v1.DeleteOp
+	20,  // 3: vowdb.v1.Command.cas:type_name -> vowdb.v1.CasOp
+	21,  // 4: vowdb.v1.Command.split:type_name -> vowdb.v1.SplitOp
+	22,  // 5: vowdb.v1.Command.alloc_node:type_name -> vowdb.v1.AllocNodeOp
+	23,  // 6: vowdb.v1.Command.put_descriptor:type_name -> vowdb.v1.PutDescriptorOp
+	24,  // 7: vowdb.v1.Command.alloc_range_id:type_name -> vowdb.v1.AllocRangeIDOp
+	12,  // 8: vowdb.v1.Command.prepare_txn:type_name -> vowdb.v1.PrepareTxnOp
+	14,  // 9: vowdb.v1.Command.resolve_txn:type_name -> vowdb.v1.ResolveTxnOp
+	15,  // 10: vowdb.v1.Command.one_phase_txn:type_name -> vowdb.v1.OnePhaseTxnOp
+	16,  // 11: vowdb.v1.Command.txn_record_cas:type_name -> vowdb.v1.TxnRecordCasOp
+	10,  // 12: vowdb.v1.Command.compute_checksum:type_name -> vowdb.v1.ComputeChecksumOp
+	11,  // 13: vowdb.v1.PrepareTxnOp.writes:type_name -> vowdb.v1.TxnWrite
+	13,  // 14: vowdb.v1.PrepareTxnOp.participants:type_name -> vowdb.v1.TxnParticipant
+	11,  // 15: vowdb.v1.OnePhaseTxnOp.writes:type_name -> vowdb.v1.TxnWrite
+	0,   // 16: vowdb.v1.TxnRecordCasOp.expect:type_name -> vowdb.v1.TxnState
+	0,   // 17: vowdb.v1.TxnRecordCasOp.new_state:type_name -> vowdb.v1.TxnState
+	0,   // 18: vowdb.v1.TxnRecord.state:type_name -> vowdb.v1.TxnState
+	6,   // 19: vowdb.v1.PutDescriptorOp.desc:type_name -> vowdb.v1.RangeDescriptor
+	6,   // 20: vowdb.v1.SnapshotData.desc:type_name -> vowdb.v1.RangeDescriptor
+	30,  // 21: vowdb.v1.SnapshotData.kvs:type_name -> vowdb.v1.KeyValue
+	27,  // 22: vowdb.v1.RaftBatch.msgs:type_name -> vowdb.v1.RaftMessage
+	31,  // 23: vowdb.v1.GetRequest.header:type_name -> vowdb.v1.RequestHeader
+	31,  // 24: vowdb.v1.PutRequest.header:type_name -> vowdb.v1.RequestHeader
+	31,  // 25: vowdb.v1.DeleteRequest.header:type_name -> vowdb.v1.RequestHeader
+	31,  // 26: vowdb.v1.ScanRequest.header:type_name -> vowdb.v1.RequestHeader
+	30,  // 27: vowdb.v1.ScanResponse.kvs:type_name -> vowdb.v1.KeyValue
+	31,  // 28: vowdb.v1.CasRequest.header:type_name -> vowdb.v1.RequestHeader
+	6,   // 29: vowdb.v1.RangeRoute.desc:type_name -> vowdb.v1.RangeDescriptor
+	43,  // 30: vowdb.v1.LookupResponse.routes:type_name -> vowdb.v1.RangeRoute
+	7,   // 31: vowdb.v1.LookupResponse.nodes:type_name -> vowdb.v1.NodeDescriptor
+	6,   // 32: vowdb.v1.RangeStatus.desc:type_name -> vowdb.v1.RangeDescriptor
+	46,  // 33: vowdb.v1.ListRangesResponse.ranges:type_name -> vowdb.v1.RangeStatus
+	7,   // 34: vowdb.v1.NodeStatus.node:type_name -> vowdb.v1.NodeDescriptor
+	49,  // 35: vowdb.v1.ListNodesResponse.nodes:type_name -> vowdb.v1.NodeStatus
+	6,   // 36: vowdb.v1.SplitResponse.left:type_name -> vowdb.v1.RangeDescriptor
+	6,   // 37: vowdb.v1.SplitResponse.right:type_name -> vowdb.v1.RangeDescriptor
+	7,   // 38: vowdb.v1.JoinResponse.nodes:type_name -> vowdb.v1.NodeDescriptor
+	7,   // 39: vowdb.v1.HeartbeatRequest.node:type_name -> vowdb.v1.NodeDescriptor
+	49,  // 40: vowdb.v1.HeartbeatResponse.nodes:type_name -> vowdb.v1.NodeStatus
+	9,   // 41: vowdb.v1.MetaCommandRequest.cmd:type_name -> vowdb.v1.Command
+	62,  // 42: vowdb.v1.CheckConsistencyResponse.replicas:type_name -> vowdb.v1.ReplicaChecksum
+	1,   // 43: vowdb.v1.ErrorDetail.code:type_name -> vowdb.v1.ErrorDetail.Code
+	6,   // 44: vowdb.v1.ErrorDetail.desc:type_name -> vowdb.v1.RangeDescriptor
+	69,  // 45: vowdb.v1.ErrorDetail.abort:type_name -> vowdb.v1.TxnAbort
+	2,   // 46: vowdb.v1.TxnAbort.reason:type_name -> vowdb.v1.TxnAbort.Reason
+	32,  // 47: vowdb.v1.BatchOp.get:type_name -> vowdb.v1.GetRequest
+	34,  // 48: vowdb.v1.BatchOp.put:type_name -> vowdb.v1.PutRequest
+	36,  // 49: vowdb.v1.BatchOp.delete:type_name -> vowdb.v1.DeleteRequest
+	40,  // 50: vowdb.v1.BatchOp.cas:type_name -> vowdb.v1.CasRequest
+	70,  // 51: vowdb.v1.BatchRequest.ops:type_name -> vowdb.v1.BatchOp
+	68,  // 52: vowdb.v1.BatchResult.error:type_name -> vowdb.v1.ErrorDetail
+	33,  // 53: vowdb.v1.BatchResult.get:type_name -> vowdb.v1.GetResponse
+	41,  // 54: vowdb.v1.BatchResult.cas:type_name -> vowdb.v1.CasResponse
+	72,  // 55: vowdb.v1.BatchResponse.results:type_name -> vowdb.v1.BatchResult
+	3,   // 56: vowdb.v1.TxnOpRequest.kind:type_name -> vowdb.v1.TxnOpRequest.Kind
+	30,  // 57: vowdb.v1.TxnOpResponse.kvs:type_name -> vowdb.v1.KeyValue
+	13,  // 58: vowdb.v1.TxnCommitRequest.participants:type_name -> vowdb.v1.TxnParticipant
+	4,   // 59: vowdb.v1.TxnCommitResponse.outcome:type_name -> vowdb.v1.TxnCommitResponse.Outcome
+	69,  // 60: vowdb.v1.TxnCommitResponse.abort:type_name -> vowdb.v1.TxnAbort
+	13,  // 61: vowdb.v1.TxnRollbackRequest.participants:type_name -> vowdb.v1.TxnParticipant
+	13,  // 62: vowdb.v1.TxnMessage.participants:type_name -> vowdb.v1.TxnParticipant
+	80,  // 63: vowdb.v1.TxnDeliverRequest.msgs:type_name -> vowdb.v1.TxnMessage
+	9,   // 64: vowdb.v1.TxnProposeRequest.cmd:type_name -> vowdb.v1.Command
+	0,   // 65: vowdb.v1.TxnProposeResponse.state:type_name -> vowdb.v1.TxnState
+	0,   // 66: vowdb.v1.TxnStatusResponse.state:type_name -> vowdb.v1.TxnState
+	89,  // 67: vowdb.v1.TxnListResponse.txns:type_name -> vowdb.v1.TxnInfo
+	92,  // 68: vowdb.v1.LocksResponse.waits:type_name -> vowdb.v1.LockWait
+	93,  // 69: vowdb.v1.LocksResponse.deadlocks:type_name -> vowdb.v1.Deadlock
+	95,  // 70: vowdb.v1.LocksResponse.held:type_name -> vowdb.v1.LockHold
+	97,  // 71: vowdb.v1.WaitsReport.edges:type_name -> vowdb.v1.WaitsEdge
+	93,  // 72: vowdb.v1.WaitsReportResponse.victims:type_name -> vowdb.v1.Deadlock
+	28,  // 73: vowdb.v1.Raft.Stream:input_type -> vowdb.v1.RaftBatch
+	71,  // 74: vowdb.v1.KV.Batch:input_type -> vowdb.v1.BatchRequest
+	32,  // 75: vowdb.v1.KV.Get:input_type -> vowdb.v1.GetRequest
+	34,  // 76: vowdb.v1.KV.Put:input_type -> vowdb.v1.PutRequest
+	36,  // 77: vowdb.v1.KV.Delete:input_type -> vowdb.v1.DeleteRequest
+	38,  // 78: vowdb.v1.KV.Scan:input_type -> vowdb.v1.ScanRequest
+	40,  // 79: vowdb.v1.KV.CompareAndSwap:input_type -> vowdb.v1.CasRequest
+	74,  // 80: vowdb.v1.Txn.Op:input_type -> vowdb.v1.TxnOpRequest
+	76,  // 81: vowdb.v1.Txn.Commit:input_type -> vowdb.v1.TxnCommitRequest
+	78,  // 82: vowdb.v1.Txn.Rollback:input_type -> vowdb.v1.TxnRollbackRequest
+	87,  // 83: vowdb.v1.Txn.Status:input_type -> vowdb.v1.TxnStatusRequest
+	90,  // 84: vowdb.v1.Txn.List:input_type -> vowdb.v1.TxnListRequest
+	94,  // 85: vowdb.v1.Txn.Locks:input_type -> vowdb.v1.LocksRequest
+	81,  // 86: vowdb.v1.Txn.Deliver:input_type -> vowdb.v1.TxnDeliverRequest
+	83,  // 87: vowdb.v1.Txn.Propose:input_type -> vowdb.v1.TxnProposeRequest
+	85,  // 88: vowdb.v1.Txn.CoordinatorStatus:input_type -> vowdb.v1.CoordinatorStatusRequest
+	98,  // 89: vowdb.v1.Txn.ReportWaits:input_type -> vowdb.v1.WaitsReport
+	42,  // 90: vowdb.v1.Admin.Lookup:input_type -> vowdb.v1.LookupRequest
+	45,  // 91: vowdb.v1.Admin.ListRanges:input_type -> vowdb.v1.ListRangesRequest
+	48,  // 92: vowdb.v1.Admin.ListNodes:input_type -> vowdb.v1.ListNodesRequest
+	51,  // 93: vowdb.v1.Admin.Split:input_type -> vowdb.v1.SplitRequest
+	53,  // 94: vowdb.v1.Admin.Init:input_type -> vowdb.v1.InitRequest
+	55,  // 95: vowdb.v1.Admin.Join:input_type -> vowdb.v1.JoinRequest
+	57,  // 96: vowdb.v1.Admin.Heartbeat:input_type -> vowdb.v1.HeartbeatRequest
+	59,  // 97: vowdb.v1.Admin.MetaCommand:input_type -> vowdb.v1.MetaCommandRequest
+	66,  // 98: vowdb.v1.Admin.Ident:input_type -> vowdb.v1.IdentRequest
+	61,  // 99: vowdb.v1.Admin.CheckConsistency:input_type -> vowdb.v1.CheckConsistencyRequest
+	64,  // 100: vowdb.v1.Admin.RangeChecksum:input_type -> vowdb.v1.RangeChecksumRequest
+	29,  // 101: vowdb.v1.Raft.Stream:output_type -> vowdb.v1.RaftBatchAck
+	73,  // 102: vowdb.v1.KV.Batch:output_type -> vowdb.v1.BatchResponse
+	33,  // 103: vowdb.v1.KV.Get:output_type -> vowdb.v1.GetResponse
+	35,  // 104: vowdb.v1.KV.Put:output_type -> vowdb.v1.PutResponse
+	37,  // 105: vowdb.v1.KV.Delete:output_type -> vowdb.v1.DeleteResponse
+	39,  // 106: vowdb.v1.KV.Scan:output_type -> vowdb.v1.ScanResponse
+	41,  // 107: vowdb.v1.KV.CompareAndSwap:output_type -> vowdb.v1.CasResponse
+	75,  // 108: vowdb.v1.Txn.Op:output_type -> vowdb.v1.TxnOpResponse
+	77,  // 109: vowdb.v1.Txn.Commit:output_type -> vowdb.v1.TxnCommitResponse
+	79,  // 110: vowdb.v1.Txn.Rollback:output_type -> vowdb.v1.TxnRollbackResponse
+	88,  // 111: vowdb.v1.Txn.Status:output_type -> vowdb.v1.TxnStatusResponse
+	91,  // 112: vowdb.v1.Txn.List:output_type -> vowdb.v1.TxnListResponse
+	96,  // 113: vowdb.v1.Txn.Locks:output_type -> vowdb.v1.LocksResponse
+	82,  // 114: vowdb.v1.Txn.Deliver:output_type -> vowdb.v1.TxnDeliverResponse
+	84,  // 115: vowdb.v1.Txn.Propose:output_type -> vowdb.v1.TxnProposeResponse
+	86,  // 116: vowdb.v1.Txn.CoordinatorStatus:output_type -> vowdb.v1.CoordinatorStatusResponse
+	99,  // 117: vowdb.v1.Txn.ReportWaits:output_type -> vowdb.v1.WaitsReportResponse
+	44,  // 118: vowdb.v1.Admin.Lookup:output_type -> vowdb.v1.LookupResponse
+	47,  // 119: vowdb.v1.Admin.ListRanges:output_type -> vowdb.v1.ListRangesResponse
+	50,  // 120: vowdb.v1.Admin.ListNodes:output_type -> vowdb.v1.ListNodesResponse
+	52,  // 121: vowdb.v1.Admin.Split:output_type -> vowdb.v1.SplitResponse
+	54,  // 122: vowdb.v1.Admin.Init:output_type -> vowdb.v1.InitResponse
+	56,  // 123: vowdb.v1.Admin.Join:output_type -> vowdb.v1.JoinResponse
+	58,  // 124: vowdb.v1.Admin.Heartbeat:output_type -> vowdb.v1.HeartbeatResponse
+	60,  // 125: vowdb.v1.Admin.MetaCommand:output_type -> vowdb.v1.MetaCommandResponse
+	67,  // 126: vowdb.v1.Admin.Ident:output_type -> vowdb.v1.IdentResponse
+	63,  // 127: vowdb.v1.Admin.CheckConsistency:output_type -> vowdb.v1.CheckConsistencyResponse
+	65,  // 128: vowdb.v1.Admin.RangeChecksum:output_type -> vowdb.v1.RangeChecksumResponse
+	101, // [101:129] is the sub-list for method output_type
+	73,  // [73:101] is the sub-list for method input_type
+	73,  // [73:73] is the sub-list for extension type_name
+	73,  // [73:73] is the sub-list for extension extendee
+	0,   // [0:73] is the sub-list for field type_name
 }
 
 func init() { file_api_vowdbpb_vowdb_proto_init() }
@@ -6552,8 +7069,9 @@ func file_api_vowdbpb_vowdb_proto_init() {
 		(*Command_ResolveTxn)(nil),
 		(*Command_OnePhaseTxn)(nil),
 		(*Command_TxnRecordCas)(nil),
+		(*Command_ComputeChecksum)(nil),
 	}
-	file_api_vowdbpb_vowdb_proto_msgTypes[59].OneofWrappers = []any{
+	file_api_vowdbpb_vowdb_proto_msgTypes[65].OneofWrappers = []any{
 		(*BatchOp_Get)(nil),
 		(*BatchOp_Put)(nil),
 		(*BatchOp_Delete)(nil),
@@ -6565,7 +7083,7 @@ func file_api_vowdbpb_vowdb_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_api_vowdbpb_vowdb_proto_rawDesc), len(file_api_vowdbpb_vowdb_proto_rawDesc)),
 			NumEnums:      5,
-			NumMessages:   88,
+			NumMessages:   95,
 			NumExtensions: 0,
 			NumServices:   4,
 		},

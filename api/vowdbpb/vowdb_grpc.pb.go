@@ -863,15 +863,17 @@ var Txn_ServiceDesc = grpc.ServiceDesc{
 }
 
 const (
-	Admin_Lookup_FullMethodName      = "/vowdb.v1.Admin/Lookup"
-	Admin_ListRanges_FullMethodName  = "/vowdb.v1.Admin/ListRanges"
-	Admin_ListNodes_FullMethodName   = "/vowdb.v1.Admin/ListNodes"
-	Admin_Split_FullMethodName       = "/vowdb.v1.Admin/Split"
-	Admin_Init_FullMethodName        = "/vowdb.v1.Admin/Init"
-	Admin_Join_FullMethodName        = "/vowdb.v1.Admin/Join"
-	Admin_Heartbeat_FullMethodName   = "/vowdb.v1.Admin/Heartbeat"
-	Admin_MetaCommand_FullMethodName = "/vowdb.v1.Admin/MetaCommand"
-	Admin_Ident_FullMethodName       = "/vowdb.v1.Admin/Ident"
+	Admin_Lookup_FullMethodName           = "/vowdb.v1.Admin/Lookup"
+	Admin_ListRanges_FullMethodName       = "/vowdb.v1.Admin/ListRanges"
+	Admin_ListNodes_FullMethodName        = "/vowdb.v1.Admin/ListNodes"
+	Admin_Split_FullMethodName            = "/vowdb.v1.Admin/Split"
+	Admin_Init_FullMethodName             = "/vowdb.v1.Admin/Init"
+	Admin_Join_FullMethodName             = "/vowdb.v1.Admin/Join"
+	Admin_Heartbeat_FullMethodName        = "/vowdb.v1.Admin/Heartbeat"
+	Admin_MetaCommand_FullMethodName      = "/vowdb.v1.Admin/MetaCommand"
+	Admin_Ident_FullMethodName            = "/vowdb.v1.Admin/Ident"
+	Admin_CheckConsistency_FullMethodName = "/vowdb.v1.Admin/CheckConsistency"
+	Admin_RangeChecksum_FullMethodName    = "/vowdb.v1.Admin/RangeChecksum"
 )
 
 // AdminClient is the client API for Admin service.
@@ -888,6 +890,10 @@ type AdminClient interface {
 	// MetaCommand proposes a command to the meta range; only its leader serves it.
 	MetaCommand(ctx context.Context, in *MetaCommandRequest, opts ...grpc.CallOption) (*MetaCommandResponse, error)
 	Ident(ctx context.Context, in *IdentRequest, opts ...grpc.CallOption) (*IdentResponse, error)
+	// CheckConsistency compares the replicas of one range (vowdb range check).
+	CheckConsistency(ctx context.Context, in *CheckConsistencyRequest, opts ...grpc.CallOption) (*CheckConsistencyResponse, error)
+	// RangeChecksum is node to node: one replica's checksum for CheckConsistency.
+	RangeChecksum(ctx context.Context, in *RangeChecksumRequest, opts ...grpc.CallOption) (*RangeChecksumResponse, error)
 }
 
 type adminClient struct {
@@ -988,6 +994,26 @@ func (c *adminClient) Ident(ctx context.Context, in *IdentRequest, opts ...grpc.
 	return out, nil
 }
 
+func (c *adminClient) CheckConsistency(ctx context.Context, in *CheckConsistencyRequest, opts ...grpc.CallOption) (*CheckConsistencyResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CheckConsistencyResponse)
+	err := c.cc.Invoke(ctx, Admin_CheckConsistency_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminClient) RangeChecksum(ctx context.Context, in *RangeChecksumRequest, opts ...grpc.CallOption) (*RangeChecksumResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RangeChecksumResponse)
+	err := c.cc.Invoke(ctx, Admin_RangeChecksum_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AdminServer is the server API for Admin service.
 // All implementations must embed UnimplementedAdminServer
 // for forward compatibility.
@@ -1002,6 +1028,10 @@ type AdminServer interface {
 	// MetaCommand proposes a command to the meta range; only its leader serves it.
 	MetaCommand(context.Context, *MetaCommandRequest) (*MetaCommandResponse, error)
 	Ident(context.Context, *IdentRequest) (*IdentResponse, error)
+	// CheckConsistency compares the replicas of one range (vowdb range check).
+	CheckConsistency(context.Context, *CheckConsistencyRequest) (*CheckConsistencyResponse, error)
+	// RangeChecksum is node to node: one replica's checksum for CheckConsistency.
+	RangeChecksum(context.Context, *RangeChecksumRequest) (*RangeChecksumResponse, error)
 	mustEmbedUnimplementedAdminServer()
 }
 
@@ -1038,6 +1068,12 @@ func (UnimplementedAdminServer) MetaCommand(context.Context, *MetaCommandRequest
 }
 func (UnimplementedAdminServer) Ident(context.Context, *IdentRequest) (*IdentResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Ident not implemented")
+}
+func (UnimplementedAdminServer) CheckConsistency(context.Context, *CheckConsistencyRequest) (*CheckConsistencyResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method CheckConsistency not implemented")
+}
+func (UnimplementedAdminServer) RangeChecksum(context.Context, *RangeChecksumRequest) (*RangeChecksumResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RangeChecksum not implemented")
 }
 func (UnimplementedAdminServer) mustEmbedUnimplementedAdminServer() {}
 func (UnimplementedAdminServer) testEmbeddedByValue()               {}
@@ -1222,6 +1258,42 @@ func _Admin_Ident_Handler(srv interface{}, ctx context.Context, dec func(interfa
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Admin_CheckConsistency_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CheckConsistencyRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).CheckConsistency(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_CheckConsistency_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).CheckConsistency(ctx, req.(*CheckConsistencyRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Admin_RangeChecksum_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RangeChecksumRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).RangeChecksum(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_RangeChecksum_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).RangeChecksum(ctx, req.(*RangeChecksumRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Admin_ServiceDesc is the grpc.ServiceDesc for Admin service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -1264,6 +1336,14 @@ var Admin_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Ident",
 			Handler:    _Admin_Ident_Handler,
+		},
+		{
+			MethodName: "CheckConsistency",
+			Handler:    _Admin_CheckConsistency_Handler,
+		},
+		{
+			MethodName: "RangeChecksum",
+			Handler:    _Admin_RangeChecksum_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

@@ -25,6 +25,10 @@ type Result struct {
 	Left, Right *vowdbpb.RangeDescriptor
 	// TxnState is the transaction state after a txn command.
 	TxnState vowdbpb.TxnState
+	// Checksum (ComputeChecksum) is the range's checksum at Index, the
+	// command's log index.
+	Checksum []byte
+	Index    uint64
 }
 
 // batchRW is the state the range state machine reads and writes: an indexed
@@ -121,6 +125,9 @@ func applyCommand(b batchRW, desc *vowdbpb.RangeDescriptor, cmd *vowdbpb.Command
 		return (&rangeState{b, desc}).onePhase(op.OnePhaseTxn)
 	case *vowdbpb.Command_TxnRecordCas:
 		return (&rangeState{b, desc}).recordCAS(op.TxnRecordCas)
+	case *vowdbpb.Command_ComputeChecksum:
+		sum, err := Checksum(b, desc)
+		return Result{Checksum: sum}, err
 	case *vowdbpb.Command_PutDescriptor:
 		if !desc.GetIsMeta() {
 			return Result{Err: fmt.Errorf("%w: descriptor write outside the meta range", ErrInvalidCommand)}, nil

@@ -4,7 +4,8 @@
 //
 // A Replica is not safe for concurrent use: the node's scheduler (package
 // multiraft) is the only goroutine that touches it, except for the fields
-// published through atomics for readers (descriptor, leader, applied index).
+// published through atomics for readers (descriptor, leader, applied index,
+// and the newest consistency checksums, see checksum.go).
 //
 // # Components
 //

@@ -129,6 +129,9 @@ type Replica struct {
 	pendingResults []pendingResult
 
 	status atomic.Pointer[Status]
+	// checksums are the newest results of ComputeChecksum commands
+	// (checksum.go), published for readers.
+	checksums atomic.Pointer[[]IndexedChecksum]
 }
 
 type indexedReads struct {
@@ -525,6 +528,10 @@ func (r *Replica) Apply(rd *raft.Ready, b *pebble.Batch) ([]SplitEvent, error) {
 			res, err := applyCommand(b, r.desc, &cmd)
 			if err != nil {
 				return nil, err
+			}
+			if res.Checksum != nil {
+				res.Index = e.Index
+				r.rememberChecksum(e.Index, res.Checksum)
 			}
 			if res.Right != nil {
 				if err := WriteInitialState(r.eng, b, res.Right); err != nil {
