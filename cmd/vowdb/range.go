@@ -10,7 +10,7 @@ import (
 
 func newRangeCmd(g *globals) *cobra.Command {
 	cf := &clientFlags{}
-	cmd := newGroupCmd("range", "Inspect and split ranges")
+	cmd := newGroupCmd("range", "Inspect, split and check ranges")
 	cf.register(cmd.PersistentFlags())
 	ls := &cobra.Command{
 		Use:   "ls",
@@ -48,6 +48,6 @@ yet and show as - and 0).`,
 			})
 		},
 	}
-	cmd.AddCommand(ls, split)
+	cmd.AddCommand(ls, split, newRangeCheckCmd(g, cf))
 	return cmd
 }
