@@ -912,7 +912,10 @@ type TxnInfo struct {
 	Age         time.Duration
 }
 
-// Txns lists the transactions in flight in the cluster.
+// Txns lists the transactions in flight in the cluster: ACTIVE (running
+// statements), PREPARED (an in-memory vote or a durable prepare record),
+// COMMITTING (its coordinator is committing it) or PENDING (its
+// transaction record is undecided).
 func (db *DB) Txns(ctx context.Context) ([]TxnInfo, error) {
 	var resp *vowdbpb.TxnListResponse
 	err := db.anyNode(ctx, func(ctx context.Context, c vowdbpb.TxnClient) error {
@@ -949,9 +952,37 @@ type Deadlock struct {
 	At     time.Time
 }
 
+// HeldLock is a lock granted to a transaction and still held.
+type HeldLock struct {
+	Holder TxnID // 0: a single-key operation outside any transaction
+	Key    []byte
+	// Point: a lock on Key alone. Otherwise the lock covers [Key,
+	// EndKey), as a scan's does; an empty EndKey means +infinity.
+	Point  bool
+	EndKey []byte
+	Mode   string
+	Range  uint64
+	Node   uint64
+}
+
+// LockReport is the state of the cluster's lock tables, as `vowdb locks`
+// shows it.
+type LockReport struct {
+	Held      []HeldLock
+	Waits     []LockWait
+	Deadlocks []Deadlock
+}
+
 // Locks returns who waits for whom across the cluster, and the recent
 // deadlocks with their cycles.
 func (db *DB) Locks(ctx context.Context) ([]LockWait, []Deadlock, error) {
+	rep, err := db.LockTable(ctx)
+	return rep.Waits, rep.Deadlocks, err
+}
+
+// LockTable returns every lock held in the leaders' lock tables, who waits
+// for whom, and the recent deadlocks with their cycles.
+func (db *DB) LockTable(ctx context.Context) (LockReport, error) {
 	var resp *vowdbpb.LocksResponse
 	err := db.anyNode(ctx, func(ctx context.Context, c vowdbpb.TxnClient) error {
 		var err error
@@ -959,7 +990,11 @@ func (db *DB) Locks(ctx context.Context) ([]LockWait, []Deadlock, error) {
 		return err
 	})
 	if err != nil {
-		return nil, nil, err
+		return LockReport{}, err
+	}
+	held := make([]HeldLock, len(resp.Held))
+	for i, h := range resp.Held {
+		held[i] = HeldLock{Holder: TxnID(h.Holder), Key: h.Key, Point: h.Point, EndKey: h.EndKey, Mode: h.Mode, Range: h.RangeId, Node: h.NodeId}
 	}
 	waits := make([]LockWait, len(resp.Waits))
 	for i, w := range resp.Waits {
@@ -973,5 +1008,5 @@ func (db *DB) Locks(ctx context.Context) ([]LockWait, []Deadlock, error) {
 			dls[i].Cycle = append(dls[i].Cycle, TxnID(t))
 		}
 	}
-	return waits, dls, nil
+	return LockReport{Held: held, Waits: waits, Deadlocks: dls}, nil
 }

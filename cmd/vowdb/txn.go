@@ -201,7 +201,7 @@ func newLocksCmd(g *globals) *cobra.Command {
 	cf := &clientFlags{}
 	cmd := &cobra.Command{
 		Use:   "locks",
-		Short: "List lock waits and recent deadlocks",
+		Short: "List lock waits, recent deadlocks and held locks",
 		Long: `Locks shows who waits for whom across the cluster, longest wait first: the
 waiting transaction (- for a single-key operation outside any transaction),
 the one holding the lock (- if unknown), the key, the lock mode asked for
@@ -211,18 +211,27 @@ where it waits.
 Then it lists the recent deadlocks, newest first: when each was broken, its
 waits-for cycle, and the victim that was aborted to break it.
 
-With -w json it prints {"waits": [...], "deadlocks": [...]}: waits have
-"waiter", "holder" (transaction ids as strings; null for - ), "key" or
-"key_base64", "mode", "waited_seconds", "range" and "node"; deadlocks have
-"time" (RFC 3339, UTC), "cycle" and "victim".`,
+Last it lists every lock held in the range leaders' lock tables: the
+holder (- for a single-key operation outside any transaction), the key,
+END (- for a lock on the key alone; else the lock covers [KEY, END), as a
+scan's does; <max> is the end of the keyspace), the mode, and the range
+and node.
+
+With -w json it prints {"waits": [...], "deadlocks": [...], "held": [...]}:
+waits have "waiter", "holder" (transaction ids as strings; null for - ),
+"key" or "key_base64", "mode", "waited_seconds", "range" and "node";
+deadlocks have "time" (RFC 3339, UTC), "cycle" and "victim"; held locks
+have "holder", "key" or "key_base64", "end_key" or "end_key_base64" (absent
+for a lock on the key alone; "" for the end of the keyspace), "mode",
+"range" and "node".`,
 		Args: usageArgs(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return cf.withDB(cmd.Context(), func(ctx context.Context, db *vowdb.DB) error {
-				waits, deadlocks, err := db.Locks(ctx)
+				rep, err := db.LockTable(ctx)
 				if err != nil {
 					return err
 				}
-				return writeLocks(cmd.OutOrStdout(), string(g.format), time.Now(), waits, deadlocks)
+				return writeLocks(cmd.OutOrStdout(), string(g.format), time.Now(), rep)
 			})
 		},
 	}
@@ -273,9 +282,21 @@ type deadlockJSON struct {
 	Victim string   `json:"victim"`
 }
 
+type heldLockJSON struct {
+	Holder       *string `json:"holder"`
+	Key          *string `json:"key,omitempty"`
+	KeyBase64    *string `json:"key_base64,omitempty"`
+	EndKey       *string `json:"end_key,omitempty"`
+	EndKeyBase64 *string `json:"end_key_base64,omitempty"`
+	Mode         string  `json:"mode"`
+	Range        uint64  `json:"range"`
+	Node         uint64  `json:"node"`
+}
+
 type locksJSON struct {
 	Waits     []lockWaitJSON `json:"waits"`
 	Deadlocks []deadlockJSON `json:"deadlocks"`
+	Held      []heldLockJSON `json:"held"`
 }
 
 // txnIDJSON renders a transaction id for JSON; 0 (none or unknown) is null.
@@ -313,11 +334,21 @@ func txnCycle(cycle []vowdb.TxnID) string {
 	return strings.Join(append(parts, parts[0]), " -> ")
 }
 
-// writeLocks prints the lock waits, then the deadlocks (locks). A table
-// prints both headers even when there is nothing to show.
-func writeLocks(w io.Writer, format string, now time.Time, waits []vowdb.LockWait, deadlocks []vowdb.Deadlock) error {
+// writeLocks prints the lock waits, the deadlocks, then the held locks
+// (locks). A table prints every header even when there is nothing to show.
+func writeLocks(w io.Writer, format string, now time.Time, rep vowdb.LockReport) error {
+	waits, deadlocks := rep.Waits, rep.Deadlocks
 	if format == formatJSON {
-		out := locksJSON{Waits: make([]lockWaitJSON, 0, len(waits)), Deadlocks: make([]deadlockJSON, 0, len(deadlocks))}
+		out := locksJSON{Waits: make([]lockWaitJSON, 0, len(waits)), Deadlocks: make([]deadlockJSON, 0, len(deadlocks)),
+			Held: make([]heldLockJSON, 0, len(rep.Held))}
+		for _, h := range rep.Held {
+			j := heldLockJSON{Holder: txnIDJSON(h.Holder), Mode: h.Mode, Range: h.Range, Node: h.Node}
+			j.Key, j.KeyBase64 = jsonBytes(h.Key)
+			if !h.Point {
+				j.EndKey, j.EndKeyBase64 = jsonBytes(h.EndKey)
+			}
+			out.Held = append(out.Held, j)
+		}
 		for _, l := range waits {
 			j := lockWaitJSON{Waiter: txnIDJSON(l.Waiter), Holder: txnIDJSON(l.Holder), Mode: l.Mode,
 				WaitedSeconds: l.Wait.Seconds(), Range: l.Range, Node: l.Node}
@@ -349,5 +380,23 @@ func writeLocks(w io.Writer, format string, now time.Time, waits []vowdb.LockWai
 	for _, d := range deadlocks {
 		rows = append(rows, []string{age(now, d.At), txnCycle(d.Cycle), fmt.Sprint(d.Victim)})
 	}
-	return writeTable(w, []string{"DEADLOCK TIME", "CYCLE", "VICTIM"}, rows)
+	if err := writeTable(w, []string{"DEADLOCK TIME", "CYCLE", "VICTIM"}, rows); err != nil {
+		return err
+	}
+	if _, err := fmt.Fprintln(w); err != nil {
+		return err
+	}
+	rows = rows[:0]
+	for _, h := range rep.Held {
+		end := "-"
+		switch {
+		case !h.Point && len(h.EndKey) == 0:
+			end = "<max>"
+		case !h.Point:
+			end = tableBytes(h.EndKey)
+		}
+		rows = append(rows, []string{txnIDCell(h.Holder), tableBytes(h.Key), end, h.Mode,
+			strconv.FormatUint(h.Range, 10), nodeOrDash(h.Node)})
+	}
+	return writeTable(w, []string{"HOLDER", "KEY", "END", "MODE", "RANGE", "NODE"}, rows)
 }

@@ -166,8 +166,14 @@ func TestLocksWrite(t *testing.T) {
 		{Waiter: 0, Holder: 0, Key: []byte("\x00"), Mode: "S", Wait: time.Millisecond, Range: 4, Node: 1},
 	}
 	dls := []vowdb.Deadlock{{Cycle: []vowdb.TxnID{11, 22, 33}, Victim: 33, At: now.Add(-2 * time.Second)}}
+	held := []vowdb.HeldLock{
+		{Holder: 22, Key: []byte("k"), Point: true, Mode: "X", Range: 3, Node: 2},
+		{Holder: 44, Key: []byte("a"), EndKey: []byte("m"), Mode: "S", Range: 3, Node: 2},
+		{Holder: 0, Key: []byte("z"), Mode: "S", Range: 5, Node: 1},
+	}
+	rep := vowdb.LockReport{Held: held, Waits: waits, Deadlocks: dls}
 	var b bytes.Buffer
-	if err := writeLocks(&b, formatTable, now, waits, dls); err != nil {
+	if err := writeLocks(&b, formatTable, now, rep); err != nil {
 		t.Fatal(err)
 	}
 	want := `WAITER  HOLDER  KEY     MODE  WAITED  RANGE  NODE
@@ -176,12 +182,17 @@ func TestLocksWrite(t *testing.T) {
 
 DEADLOCK TIME  CYCLE                 VICTIM
 2s ago         11 -> 22 -> 33 -> 11  33
+
+HOLDER  KEY  END    MODE  RANGE  NODE
+22      k    -      X     3      2
+44      a    m      S     3      2
+-       z    <max>  S     5      1
 `
 	if b.String() != want {
 		t.Errorf("table:\n%s\nwant:\n%s", b.String(), want)
 	}
 	b.Reset()
-	if err := writeLocks(&b, formatJSON, now, waits, dls); err != nil {
+	if err := writeLocks(&b, formatJSON, now, rep); err != nil {
 		t.Fatal(err)
 	}
 	var j struct {
@@ -198,6 +209,13 @@ DEADLOCK TIME  CYCLE                 VICTIM
 			Cycle  []string
 			Victim string
 		}
+		Held []struct {
+			Holder      *string
+			Key         string
+			EndKey      *string `json:"end_key"`
+			Mode        string
+			Range, Node uint64
+		}
 	}
 	if err := json.Unmarshal(b.Bytes(), &j); err != nil {
 		t.Fatalf("%v:\n%s", err, b.String())
@@ -210,10 +228,15 @@ DEADLOCK TIME  CYCLE                 VICTIM
 		j.Deadlocks[0].Victim != "33" {
 		t.Errorf("deadlocks: %s", b.String())
 	}
-	// Nothing to show: both headers in a table, empty arrays in JSON.
+	if h := j.Held; len(h) != 3 || *h[0].Holder != "22" || h[0].Key != "k" || h[0].EndKey != nil || h[0].Mode != "X" ||
+		*h[1].EndKey != "m" || h[2].Holder != nil || *h[2].EndKey != "" || h[2].Range != 5 || h[2].Node != 1 {
+		t.Errorf("held: %s", b.String())
+	}
+	// Nothing to show: every header in a table, empty arrays in JSON.
 	b.Reset()
-	_ = writeLocks(&b, formatJSON, now, nil, nil)
-	if !strings.Contains(b.String(), `"waits": []`) || !strings.Contains(b.String(), `"deadlocks": []`) {
+	_ = writeLocks(&b, formatJSON, now, vowdb.LockReport{})
+	if !strings.Contains(b.String(), `"waits": []`) || !strings.Contains(b.String(), `"deadlocks": []`) ||
+		!strings.Contains(b.String(), `"held": []`) {
 		t.Errorf("empty json: %s", b.String())
 	}
 }
@@ -595,13 +618,14 @@ func TestTxnCLI(t *testing.T) {
 			}
 		}
 		code, stdout, stderr = c.run("", "locks")
-		row := false
+		row, heldRow := false, false
 		for _, l := range lines(stdout) {
 			f := strings.Fields(l)
 			row = row || (len(f) == 7 && f[0] == wid && f[1] == hid && f[2] == "lk/a" && f[3] == "X")
+			heldRow = heldRow || (len(f) == 6 && f[0] == hid && f[1] == "lk/a" && f[2] == "-" && f[3] == "X")
 		}
-		if code != 0 || !strings.HasPrefix(stdout, "WAITER ") || !strings.Contains(stdout, "DEADLOCK TIME") || !row {
-			t.Fatalf("locks: %d (want a row %s %s lk/a X)\n%s%s", code, wid, hid, stdout, stderr)
+		if code != 0 || !strings.HasPrefix(stdout, "WAITER ") || !strings.Contains(stdout, "DEADLOCK TIME") || !row || !heldRow {
+			t.Fatalf("locks: %d (want a wait row %s %s lk/a X and a held row %s lk/a - X)\n%s%s", code, wid, hid, hid, stdout, stderr)
 		}
 		code, stdout, _ = c.run("", "locks", "-w", "json")
 		var locks struct {

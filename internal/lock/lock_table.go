@@ -219,6 +219,9 @@ func (t *Table) Held(txn TxnID) []Lock {
 	return out
 }
 
+// AllHeld returns a copy of every granted lock, in the order granted.
+func (t *Table) AllHeld() []Lock { return append([]Lock(nil), t.held...) }
+
 // Waiting reports whether txn has a waiting request.
 func (t *Table) Waiting(txn TxnID) bool {
 	for _, w := range t.queue {

@@ -328,7 +328,7 @@ func (s *txnService) List(ctx context.Context, req *vowdbpb.TxnListRequest) (*vo
 		return nil, err
 	}
 	if req.Local {
-		return &vowdbpb.TxnListResponse{Txns: l.localTxns()}, nil
+		return &vowdbpb.TxnListResponse{Txns: append(l.localTxns(), l.durableTxns(ctx)...)}, nil
 	}
 	var mu sync.Mutex
 	byID := map[uint64]*vowdbpb.TxnInfo{}
@@ -417,7 +417,15 @@ func (s *txnService) Locks(ctx context.Context, req *vowdbpb.LocksRequest) (*vow
 		defer mu.Unlock()
 		out.Waits = append(out.Waits, resp.Waits...)
 		out.Deadlocks = append(out.Deadlocks, resp.Deadlocks...)
+		out.Held = append(out.Held, resp.Held...)
 		return nil
+	})
+	sort.Slice(out.Held, func(i, j int) bool {
+		a, b := out.Held[i], out.Held[j]
+		if a.RangeId != b.RangeId {
+			return a.RangeId < b.RangeId
+		}
+		return string(a.Key) < string(b.Key)
 	})
 	sort.Slice(out.Waits, func(i, j int) bool { return out.Waits[i].WaitMicros > out.Waits[j].WaitMicros })
 	sort.Slice(out.Deadlocks, func(i, j int) bool { return out.Deadlocks[i].UnixMs > out.Deadlocks[j].UnixMs })
@@ -425,7 +433,7 @@ func (s *txnService) Locks(ctx context.Context, req *vowdbpb.LocksRequest) (*vow
 }
 
 func (l *txnLayer) localLocks() *vowdbpb.LocksResponse {
-	out := &vowdbpb.LocksResponse{}
+	out := &vowdbpb.LocksResponse{Held: l.heldLocks()}
 	for _, tr := range l.tenures() {
 		tr.mu.Lock()
 		for id, w := range tr.waiters {
