@@ -567,13 +567,30 @@ func (c *Cluster) WaitReady(ctx context.Context, timeout time.Duration) error {
 
 // Audit is the post-run audit: every node is running and answers /readyz,
 // and every range has a leader (retried up to timeout while the cluster
-// settles). It returns a one-line description of what it checked.
+// settles); then no lock is held or awaited and no transaction is in
+// flight, and the replicas of every range agree (see audit.go for the
+// checks and their settle times). It returns a description of what it
+// checked, or an error naming everything left behind.
 func (c *Cluster) Audit(ctx context.Context, timeout time.Duration) (string, error) {
 	n, err := c.poll(ctx, timeout, true)
 	if err != nil {
 		return "", err
 	}
-	return fmt.Sprintf("%d nodes answer /readyz; vowdb range ls shows a leader for each of %d ranges", len(c.nodes), n), nil
+	done := []string{fmt.Sprintf("%d nodes answer /readyz; vowdb range ls shows a leader for each of %d ranges", len(c.nodes), n)}
+	a := c.auditor()
+	var errs []error
+	for _, step := range []func(context.Context) (string, error){a.settled, a.consistent} {
+		s, err := step(ctx)
+		if err != nil {
+			errs = append(errs, err)
+		} else {
+			done = append(done, s)
+		}
+	}
+	if len(errs) > 0 {
+		return "", errors.Join(errs...)
+	}
+	return strings.Join(done, "\n"), nil
 }
 
 func (c *Cluster) poll(ctx context.Context, timeout time.Duration, all bool) (int, error) {

@@ -41,7 +41,9 @@
 // configured duration under the schedule, then heals everything, restarts
 // every stopped node, waits until the cluster is ready, runs the
 // workload's final reads and an audit (every node answers /readyz and every
-// range has a leader), and runs the checks. The output directory holds
+// range has a leader; no lock held or awaited and no transaction in
+// flight, after a bounded settle time; the replicas of every range agree,
+// by `vowdb range check`), and runs the checks. The output directory holds
 // history.jsonl, faults.log (every fault and process event, on the
 // history's clock), summary.txt and nodes/ (each node's data and log).
 // Every process is stopped by PID and the network removed, also on error
