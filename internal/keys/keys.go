@@ -14,6 +14,10 @@ const (
 	prefixUser       = 'u'
 )
 
+// BootCountKey holds how many times the node's scheduler started (8 bytes,
+// big-endian); it names each start's proposals (replica.Config.Incarnation).
+var BootCountKey = []byte("sboot")
+
 // StoreIdentKey holds the node's StoreIdent.
 var StoreIdentKey = []byte("sident")
 

@@ -2,9 +2,11 @@ package multiraft
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -64,8 +66,11 @@ type Scheduler struct {
 	}
 	wake chan struct{}
 
-	// replicas is owned by the loop goroutine.
+	// replicas is owned by the loop goroutine; order is the same replicas
+	// sorted by range id, the order in which every loop pass visits them
+	// (so a pass is deterministic for a simulator that drives Round).
 	replicas map[uint64]*replica.Replica
+	order    []*replica.Replica
 	// published is a copy of the replica list for other goroutines.
 	published atomic.Pointer[[]*replica.Replica]
 
@@ -93,12 +98,17 @@ func New(cfg Config, eng *storage.Engine, sender Sender) (*Scheduler, error) {
 	s := &Scheduler{cfg: cfg, eng: eng, sender: sender, log: cfg.Logger, m: cfg.Metrics,
 		wake: make(chan struct{}, 1), replicas: map[uint64]*replica.Replica{},
 		stop: make(chan struct{}), done: make(chan struct{})}
+	boot, err := bumpBootCount(eng)
+	if err != nil {
+		return nil, err
+	}
+	s.cfg.Replica.Incarnation = boot
 	ids, err := storedRangeIDs(eng)
 	if err != nil {
 		return nil, err
 	}
 	for _, id := range ids {
-		r, err := replica.Open(eng, id, cfg.Replica)
+		r, err := replica.Open(eng, id, s.cfg.Replica)
 		if err != nil {
 			return nil, err
 		}
@@ -106,6 +116,26 @@ func New(cfg Config, eng *storage.Engine, sender Sender) (*Scheduler, error) {
 	}
 	s.publish()
 	return s, nil
+}
+
+// bumpBootCount increments the node's durable boot counter and returns the
+// new value, synced before any replica opens.
+func bumpBootCount(eng *storage.Engine) (uint64, error) {
+	var n uint64
+	v, err := eng.Get(keys.BootCountKey)
+	switch {
+	case err == nil && len(v) == 8:
+		n = binary.BigEndian.Uint64(v)
+	case err != nil && !errors.Is(err, storage.ErrNotFound):
+		return 0, err
+	}
+	n++
+	b := eng.NewBatch()
+	if err := b.Set(keys.BootCountKey, binary.BigEndian.AppendUint64(nil, n), nil); err != nil {
+		_ = b.Close()
+		return 0, err
+	}
+	return n, eng.Commit(b, true)
 }
 
 // storedRangeIDs lists ranges that have a descriptor or hard state on disk.
@@ -131,6 +161,14 @@ func storedRangeIDs(eng *storage.Engine) ([]uint64, error) {
 	})
 	return ids, err
 }
+
+// Round runs one pass of the loop on the caller's goroutine (tick: also
+// tick every replica) and reports a storage failure instead of stopping
+// the node. It is for a driver that runs the loop itself, such as the
+// deterministic simulator (package sim); never call it on a Started
+// scheduler. A pass visits replicas in range order and sends to nodes in
+// node order, so the same inputs give the same outputs.
+func (s *Scheduler) Round(tick bool) error { return s.round(tick) }
 
 // Start runs the loop until Stop.
 func (s *Scheduler) Start() { go s.run() }
@@ -265,6 +303,7 @@ func (s *Scheduler) publish() {
 		list = append(list, r)
 	}
 	sort.Slice(list, func(i, j int) bool { return list[i].RangeID < list[j].RangeID })
+	s.order = list
 	s.published.Store(&list)
 	s.m.Ranges.Set(float64(len(list)))
 }
@@ -336,7 +375,7 @@ func (s *Scheduler) round(tick bool) error {
 		}
 	}
 	for _, to := range unreach {
-		for _, r := range s.replicas {
+		for _, r := range s.order {
 			r.ReportUnreachable(to)
 		}
 	}
@@ -357,7 +396,7 @@ func (s *Scheduler) round(tick bool) error {
 		r.QueueRead(rr.r)
 	}
 	leaders := 0
-	for _, r := range s.replicas {
+	for _, r := range s.order {
 		r.FlushProposals()
 		r.FlushReads()
 		if tick {
@@ -474,7 +513,13 @@ func (s *Scheduler) send(msgs []rangeMsg) error {
 		}
 		out[m.msg.To] = append(out[m.msg.To], &vowdbpb.RaftMessage{RangeId: m.rangeID, Msg: data, Snapshot: m.msg.Type == raftpb.MsgSnap})
 	}
-	for to, batch := range out {
+	tos := make([]uint64, 0, len(out))
+	for to := range out {
+		tos = append(tos, to)
+	}
+	slices.Sort(tos)
+	for _, to := range tos {
+		batch := out[to]
 		s.m.RaftMsgsSent.Add(float64(len(batch)))
 		s.sender.Send(to, batch)
 	}
@@ -492,7 +537,7 @@ func (s *Scheduler) processReady() (bool, error) {
 	var ready []readyReplica
 	b := s.eng.NewBatch()
 	mustSync := false
-	for _, r := range s.replicas {
+	for _, r := range s.order {
 		if !r.HasReady() {
 			continue
 		}
@@ -581,7 +626,7 @@ func (s *Scheduler) processReady() (bool, error) {
 	if len(splits) > 0 {
 		s.publish()
 	}
-	for _, r := range s.replicas {
+	for _, r := range s.order {
 		if r.HasReady() {
 			return true, nil
 		}

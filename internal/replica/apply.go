@@ -66,6 +66,11 @@ func applyCommand(b batchRW, desc *vowdbpb.RangeDescriptor, cmd *vowdbpb.Command
 		return nil
 	}
 	switch op := cmd.Op.(type) {
+	case nil:
+		// A barrier: it changes nothing, and once it applies every entry
+		// before it in the log has applied. A new transaction tenure
+		// proposes one before it reads the prepare records.
+		return Result{}, nil
 	case *vowdbpb.Command_Put:
 		if err := inRange(op.Put.Key); err != nil {
 			return Result{Err: err}, nil

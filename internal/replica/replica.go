@@ -36,8 +36,23 @@ type Config struct {
 	// ProposalTimeoutTicks: a proposal that has not applied after this many
 	// ticks is answered as ambiguous (it may still apply later).
 	ProposalTimeoutTicks int
-	Logger               *slog.Logger
-	Metrics              *metrics.Node
+	// ExternalElections: elections start only when the driver calls
+	// Campaign, never from ticks, and CheckQuorum is off (a leader steps
+	// down only on hearing a higher term). It is for the deterministic
+	// simulator (package sim): etcd raft draws its randomized election
+	// timeouts from crypto/rand, so the simulator keeps election timers
+	// itself, seeded. ReadIndex stays safe (it confirms leadership with a
+	// heartbeat quorum, never by lease).
+	ExternalElections bool
+	// Incarnation must differ on every start of the node (the scheduler
+	// keeps a durable boot counter). Proposal ids and ReadIndex contexts
+	// start at Incarnation<<32, so an entry or a read answer issued before
+	// a restart can never be matched to a request made after it (with a
+	// counter restarting at zero, a replayed old entry would answer a new
+	// proposal with the old command's result).
+	Incarnation uint64
+	Logger      *slog.Logger
+	Metrics     *metrics.Node
 }
 
 // ErrAmbiguous means a proposal was accepted by Raft but its outcome is
@@ -152,12 +167,14 @@ func Open(eng *storage.Engine, rangeID uint64, cfg Config) (*Replica, error) {
 		return nil, err
 	}
 	r := &Replica{
-		RangeID:    rangeID,
-		cfg:        cfg,
-		eng:        eng,
-		metrics:    cfg.Metrics,
-		proposals:  map[uint64]*Proposal{},
-		readsByCtx: map[uint64][]*Read{},
+		RangeID:        rangeID,
+		cfg:            cfg,
+		eng:            eng,
+		metrics:        cfg.Metrics,
+		proposals:      map[uint64]*Proposal{},
+		readsByCtx:     map[uint64][]*Read{},
+		nextProposalID: cfg.Incarnation << 32,
+		nextReadCtx:    cfg.Incarnation << 32,
 	}
 	ms := raft.NewMemoryStorage()
 	r.storage = &raftStorage{MemoryStorage: ms, r: r}
@@ -200,6 +217,10 @@ func Open(eng *storage.Engine, rangeID uint64, cfg Config) (*Replica, error) {
 		// Proposals are made only on the leader and tracked there; a
 		// follower must drop, not forward, a stray proposal.
 		DisableProposalForwarding: true,
+	}
+	if cfg.ExternalElections {
+		rc.ElectionTick = 1 << 24
+		rc.CheckQuorum = false
 	}
 	rn, err := raft.NewRawNode(rc)
 	if err != nil {

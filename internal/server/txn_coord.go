@@ -9,6 +9,7 @@ import (
 	"github.com/vowdb/vowdb/internal/failpoint"
 	"github.com/vowdb/vowdb/internal/lock"
 	"github.com/vowdb/vowdb/internal/txn"
+	"github.com/vowdb/vowdb/internal/txnwire"
 )
 
 // coordDriver runs the node's 2PC coordinator (package txn): it starts
@@ -170,19 +171,13 @@ func (d *coordDriver) advanceLocked(rd txn.Ready) {
 func (d *coordDriver) cas(r txn.DecisionRecord) {
 	ctx, cancel := context.WithTimeout(d.l.n.ctx, d.l.n.cfg.RequestTimeout)
 	defer cancel()
-	ps := make([]uint64, len(r.Participants))
-	for i, p := range r.Participants {
-		ps[i] = uint64(p)
-	}
-	cmd := &vowdbpb.Command{Op: &vowdbpb.Command_TxnRecordCas{TxnRecordCas: &vowdbpb.TxnRecordCasOp{
-		TxnId: txnKeyID(r.Txn, r.Attempt), AnchorKey: r.AnchorKey, Expect: vowdbpb.TxnState_TXN_UNKNOWN,
-		NewState: decisionState(r.Decision), ParticipantRangeIds: ps, CoordinatorNodeId: d.l.n.nodeID()}}}
+	cmd := txnwire.DecisionCommand(r, d.l.n.nodeID())
 	recorded := txn.DecisionPending
 	if r.Decision == txn.DecisionCommitted {
 		failpoint.Hit(failpoint.TxnBeforeDecision)
 	}
 	if resp, err := d.l.proposeAt(ctx, r.AnchorKey, cmd); err == nil {
-		recorded = stateDecision(resp.State)
+		recorded = txnwire.StateDecision(resp.State)
 		if r.Decision == txn.DecisionCommitted {
 			failpoint.Hit(failpoint.TxnAfterDecision)
 		}
@@ -201,8 +196,7 @@ func (d *coordDriver) end(ends []txn.EndRecord) {
 	ctx, cancel := context.WithTimeout(d.l.n.ctx, d.l.n.cfg.RequestTimeout)
 	defer cancel()
 	for _, e := range ends {
-		cmd := &vowdbpb.Command{Op: &vowdbpb.Command_TxnRecordCas{TxnRecordCas: &vowdbpb.TxnRecordCasOp{
-			TxnId: txnKeyID(e.Txn, e.Attempt), AnchorKey: e.AnchorKey, End: true}}}
+		cmd := txnwire.EndCommand(e)
 		if _, err := d.l.proposeAt(ctx, e.AnchorKey, cmd); err != nil {
 			// The record stays un-ended; the anchor's recovery finishes it.
 			d.l.n.log.Debug("txn end not recorded", "txn", e.Txn, "err", err)

@@ -18,6 +18,7 @@ import (
 	"github.com/vowdb/vowdb/internal/storage"
 	"github.com/vowdb/vowdb/internal/transport"
 	"github.com/vowdb/vowdb/internal/txn"
+	"github.com/vowdb/vowdb/internal/txnwire"
 )
 
 // txnLayer is a node's share of cross-range transactions: the participant
@@ -116,16 +117,19 @@ func (l *txnLayer) build(ctx context.Context, sched *multiraft.Scheduler, r *rep
 	if st.LeaderID != l.n.nodeID() {
 		return nil, l.n.notLeader(st)
 	}
-	// A ReadIndex read returns once everything committed before this term
-	// is applied, so the prepare records below are complete (rule 6).
-	rd := replica.NewRead()
-	sched.Read(r.RangeID, rd)
+	// A barrier entry proposed in this term applies only after every entry
+	// before it in the log, so the prepare records read below are complete
+	// (rule 6): also those an earlier tenure of the same raft term proposed
+	// and gave up waiting for, which a ReadIndex read could miss because
+	// they may still be uncommitted when it returns.
+	barrier := replica.NewProposal(&vowdbpb.Command{})
+	sched.Propose(r.RangeID, barrier)
 	ctx, cancel := context.WithTimeout(ctx, l.n.cfg.RequestTimeout)
 	defer cancel()
 	select {
-	case err := <-rd.Done:
-		if err != nil {
-			return nil, l.n.replicaErr(r, err)
+	case res := <-barrier.Done:
+		if res.Err != nil {
+			return nil, l.n.replicaErr(r, res.Err)
 		}
 	case <-ctx.Done():
 		return nil, l.n.replicaErr(r, ctx.Err())
@@ -140,7 +144,7 @@ func (l *txnLayer) build(ctx context.Context, sched *multiraft.Scheduler, r *rep
 	}
 	var prepared []txn.PrepareRecord
 	for id, p := range recs {
-		if rec, ok := prepareFromPB(r.RangeID, []byte(id), p); ok {
+		if rec, ok := txnwire.PrepareFromPB(r.RangeID, []byte(id), p); ok {
 			prepared = append(prepared, rec)
 		}
 	}

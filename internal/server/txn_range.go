@@ -14,6 +14,7 @@ import (
 	"github.com/vowdb/vowdb/internal/multiraft"
 	"github.com/vowdb/vowdb/internal/replica"
 	"github.com/vowdb/vowdb/internal/txn"
+	"github.com/vowdb/vowdb/internal/txnwire"
 )
 
 // plainTxnBit marks the lock-table ids of non-transactional operations,
@@ -318,7 +319,7 @@ func (tr *txnRange) confirmReadOnly(votes []txn.Message) {
 func (tr *txnRange) persist(rd txn.Ready) {
 	ps := make([]*replica.Proposal, len(rd.Records))
 	for i, rec := range rd.Records {
-		ps[i] = replica.NewProposal(recordCommand(rec))
+		ps[i] = replica.NewProposal(txnwire.RecordCommand(rec))
 		tr.sched.Propose(tr.id, ps[i])
 	}
 	var failure string
@@ -329,7 +330,7 @@ func (tr *txnRange) persist(rd txn.Ready) {
 		case res := <-p.Done:
 			if res.Err != nil {
 				failure = fmt.Sprintf("%v: %v", rd.Records[i], res.Err)
-			} else if want := expectedState(rd.Records[i]); res.TxnState != want {
+			} else if want := txnwire.ExpectedState(rd.Records[i]); res.TxnState != want {
 				failure = fmt.Sprintf("%v applied as %v, want %v", rd.Records[i], res.TxnState, want)
 				tr.l.n.log.Error("txn record applied unexpectedly", "range", tr.id, "record", rd.Records[i].String(),
 					"state", res.TxnState.String())
@@ -365,16 +366,6 @@ func (tr *txnRange) persist(rd txn.Ready) {
 	}
 	tr.part.Advance(rd)
 	tr.pumpLocked()
-}
-
-func expectedState(r txn.Record) vowdbpb.TxnState {
-	switch r.(type) {
-	case txn.PrepareRecord:
-		return vowdbpb.TxnState_TXN_PENDING
-	case txn.CommitRecord:
-		return vowdbpb.TxnState_TXN_COMMITTED
-	}
-	return vowdbpb.TxnState_TXN_ABORTED
 }
 
 // step hands a protocol message to the participant.

@@ -15,6 +15,7 @@ import (
 	"github.com/vowdb/vowdb/internal/replica"
 	"github.com/vowdb/vowdb/internal/transport"
 	"github.com/vowdb/vowdb/internal/txn"
+	"github.com/vowdb/vowdb/internal/txnwire"
 )
 
 // This file moves transaction protocol messages and record commands
@@ -36,16 +37,16 @@ func (l *txnLayer) send(msgs []txn.Message) {
 			continue
 		}
 		if target == l.n.nodeID() {
-			l.dispatch(msgToPB(m))
+			l.dispatch(txnwire.MsgToPB(m))
 			continue
 		}
-		byNode[target] = append(byNode[target], msgToPB(m))
+		byNode[target] = append(byNode[target], txnwire.MsgToPB(m))
 	}
 	for node, ms := range byNode {
 		go func() {
 			if err := l.deliverTo(node, ms); err != nil {
 				for _, m := range ms {
-					l.undeliverable(msgFromPB(m))
+					l.undeliverable(txnwire.MsgFromPB(m))
 				}
 			}
 		}()
@@ -86,7 +87,7 @@ func (l *txnLayer) undeliverable(m txn.Message) {
 
 // dispatch handles a message that arrived at this node.
 func (l *txnLayer) dispatch(pm *vowdbpb.TxnMessage) {
-	m := msgFromPB(pm)
+	m := txnwire.MsgFromPB(pm)
 	if m.To.Node != 0 {
 		if uint64(m.To.Node) == l.n.nodeID() {
 			l.coord.step(m)
@@ -348,20 +349,18 @@ func (l *txnLayer) inquire(m txn.Message) {
 		return
 	}
 	d := txn.DecisionPending
-	rec, err := replica.TxnRecord(l.n.eng, r.RangeID, txnKeyID(m.Txn, m.Attempt))
+	rec, err := replica.TxnRecord(l.n.eng, r.RangeID, txnwire.KeyID(m.Txn, m.Attempt))
 	if err != nil {
 		return
 	}
 	if rec != nil {
-		d = stateDecision(rec.State)
+		d = txnwire.StateDecision(rec.State)
 	}
 	if d == txn.DecisionPending && l.coordinatorGone(ctx, uint64(m.Coordinator), m.Txn, m.Attempt) {
-		cmd := &vowdbpb.Command{Op: &vowdbpb.Command_TxnRecordCas{TxnRecordCas: &vowdbpb.TxnRecordCasOp{
-			TxnId: txnKeyID(m.Txn, m.Attempt), AnchorKey: m.AnchorKey, Expect: vowdbpb.TxnState_TXN_UNKNOWN,
-			NewState: vowdbpb.TxnState_TXN_ABORTED, ParticipantRangeIds: rangeIDs(m.Participants),
-			CoordinatorNodeId: uint64(m.Coordinator)}}}
+		cmd := txnwire.CASCommand(m.Txn, m.Attempt, m.AnchorKey, txn.DecisionAborted,
+			txnwire.RangeIDs(m.Participants), uint64(m.Coordinator))
 		if resp, err := l.proposeAt(ctx, m.AnchorKey, cmd); err == nil {
-			d = stateDecision(resp.State)
+			d = txnwire.StateDecision(resp.State)
 			if resp.Swapped {
 				l.n.log.Info("txn presumed aborted: coordinator gone", "txn", m.Txn, "attempt", m.Attempt,
 					"coordinator", m.Coordinator)
@@ -522,25 +521,15 @@ func (l *txnLayer) restore() {
 			continue
 		}
 		for _, rec := range all {
-			d := stateDecision(rec.State)
-			if rec.Ended || d == txn.DecisionPending {
+			dr, ok := txnwire.UnendedDecision(tr.id, rec)
+			if !ok {
 				continue
 			}
 			k := string(rec.TxnId)
 			seen[k] = prev[k] + 1
-			if seen[k] < 2 {
-				continue
+			if seen[k] >= 2 {
+				recs = append(recs, dr)
 			}
-			id, attempt, ok := parseTxnKeyID(rec.TxnId)
-			if !ok {
-				continue
-			}
-			var ps []txn.RangeID
-			for _, p := range rec.ParticipantRangeIds {
-				ps = append(ps, txn.RangeID(p))
-			}
-			recs = append(recs, txn.DecisionRecord{Txn: id, Attempt: attempt, Anchor: txn.RangeID(tr.id),
-				AnchorKey: rec.AnchorKey, Decision: d, Participants: ps, Coordinator: txn.NodeID(rec.CoordinatorNodeId)})
 		}
 	}
 	l.mu.Lock()

@@ -16,6 +16,7 @@ import (
 	"github.com/vowdb/vowdb/internal/replica"
 	"github.com/vowdb/vowdb/internal/transport"
 	"github.com/vowdb/vowdb/internal/txn"
+	"github.com/vowdb/vowdb/internal/txnwire"
 )
 
 // msgRollback is a TxnMessage type outside package txn's: a client's
@@ -75,7 +76,7 @@ func (s *txnService) Commit(ctx context.Context, req *vowdbpb.TxnCommitRequest) 
 		}
 	}
 	res, err := l.coord.commit(ctx, txn.CommitRequest{Txn: lock.TxnID(req.TxnId), Attempt: req.Attempt,
-		Participants: participantsFromPB(req.Participants), Anchor: txn.RangeID(req.AnchorRangeId), AnchorKey: req.AnchorKey})
+		Participants: txnwire.ParticipantsFromPB(req.Participants), Anchor: txn.RangeID(req.AnchorRangeId), AnchorKey: req.AnchorKey})
 	if errors.Is(err, txn.ErrInvalid) {
 		return nil, transport.Invalid("%v", err)
 	}
@@ -289,8 +290,8 @@ func (l *txnLayer) localStatus(ctx context.Context, id lock.TxnID) (*vowdbpb.Txn
 		// record alone means in flight.
 		out.CoveredRangeIds = append(out.CoveredRangeIds, r.RangeID)
 		per := map[uint64]vowdbpb.TxnState{}
-		err := replica.TxnStates(l.n.eng, r.RangeID, txnIDPrefix(id), func(kind byte, kid []byte, st vowdbpb.TxnState) {
-			_, attempt, ok := parseTxnKeyID(kid)
+		err := replica.TxnStates(l.n.eng, r.RangeID, txnwire.IDPrefix(id), func(kind byte, kid []byte, st vowdbpb.TxnState) {
+			_, attempt, ok := txnwire.ParseKeyID(kid)
 			if !ok {
 				return
 			}
