@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The test suite: exactly what CI runs (.ci/run calls this script).
 #   gofmt, go vet (with and without failpoints), generated code up to date,
-#   go test -race on every package, and the failpoint crash tests.
+#   go test -race on every package, the deterministic simulation's seed
+#   budget, and the failpoint crash tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -25,6 +26,9 @@ fi
 
 echo "== go test -race"
 go test -race -count=1 -timeout 20m ./...
+
+echo "== deterministic simulation (internal/sim: 1,000 seeds without -race, and the regression seeds)"
+go test -count=1 -v -run 'TestSimulationSeeds|TestRegressionSeeds' ./internal/sim | grep -v '^=== '
 
 echo "== failpoint crash tests"
 go test -race -count=1 -tags failpoints ./internal/failpoint/ ./internal/multiraft/
