@@ -254,6 +254,11 @@ func (l *txnLayer) op(ctx context.Context, req *vowdbpb.TxnOpRequest) (*vowdbpb.
 		tr.mu.Unlock()
 		return nil, abortStatus(&vowdbpb.TxnAbort{Reason: vowdbpb.TxnAbort_STATE_LOST, RangeId: tr.id}, "range %d lost its transaction state (leader change)", tr.id)
 	}
+	if a, ok := tr.rolledBack[id]; ok && req.Attempt <= a {
+		tr.mu.Unlock()
+		return nil, abortStatus(&vowdbpb.TxnAbort{Reason: vowdbpb.TxnAbort_ROLLBACK, RangeId: tr.id},
+			"transaction %d attempt %d was rolled back", id, req.Attempt)
+	}
 	if m := tr.meta[id]; m != nil && m.attempt < req.Attempt && tr.part.State(id) == txn.StateActive {
 		tr.releaseLocked(id) // the older attempt aborted: its locks go before the new attempt takes any
 	}

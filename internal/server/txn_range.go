@@ -51,7 +51,12 @@ type txnRange struct {
 	waiters map[lock.TxnID]*waiter
 	aborted map[lock.TxnID]*vowdbpb.TxnAbort // why ACTIVE txns were aborted here (bounded)
 	abOrder []lock.TxnID
-	pumping bool
+	// rolledBack: the highest attempt of each id its client rolled back
+	// before any operation of it arrived here (bounded); later operations
+	// of those attempts are refused.
+	rolledBack map[lock.TxnID]uint64
+	rbOrder    []lock.TxnID
+	pumping    bool
 }
 
 // txnMeta is what the leader knows of a txn from its operations.

@@ -126,14 +126,48 @@ func (s *txnService) Rollback(ctx context.Context, req *vowdbpb.TxnRollbackReque
 	return &vowdbpb.TxnRollbackResponse{}, nil
 }
 
-// rollback aborts an ACTIVE attempt here at its client's request.
+// rollback aborts an ACTIVE attempt here at its client's request. A
+// rollback that arrives before any operation of the attempt (the client
+// gave up on an operation still in flight) is remembered, so that the late
+// operation is refused instead of taking locks that nobody would release
+// before the attempt's deadline.
 func (tr *txnRange) rollback(id lock.TxnID, attempt uint64) {
 	tr.mu.Lock()
 	defer tr.mu.Unlock()
-	if m := tr.meta[id]; tr.dead || m == nil || m.attempt != attempt {
+	if tr.dead {
 		return
 	}
-	tr.abortLocked(id, &vowdbpb.TxnAbort{Reason: vowdbpb.TxnAbort_ROLLBACK, RangeId: tr.id})
+	ab := &vowdbpb.TxnAbort{Reason: vowdbpb.TxnAbort_ROLLBACK, RangeId: tr.id}
+	if m := tr.meta[id]; m == nil || m.attempt < attempt {
+		if tr.part.State(id) != txn.StatePrepared {
+			tr.rememberRollback(id, attempt)
+			tr.rememberAbort(id, ab)
+		}
+		if m == nil {
+			return
+		}
+	}
+	if m := tr.meta[id]; m.attempt == attempt {
+		tr.abortLocked(id, ab)
+	}
+}
+
+// rememberRollback records that attempts up to attempt of id were rolled
+// back (bounded like the abort memory).
+func (tr *txnRange) rememberRollback(id lock.TxnID, attempt uint64) {
+	if tr.rolledBack == nil {
+		tr.rolledBack = map[lock.TxnID]uint64{}
+	}
+	if _, ok := tr.rolledBack[id]; !ok {
+		tr.rbOrder = append(tr.rbOrder, id)
+	}
+	if attempt > tr.rolledBack[id] {
+		tr.rolledBack[id] = attempt
+	}
+	for len(tr.rbOrder) > maxAbortMemory {
+		delete(tr.rolledBack, tr.rbOrder[0])
+		tr.rbOrder = tr.rbOrder[1:]
+	}
 }
 
 func (s *txnService) Deliver(ctx context.Context, req *vowdbpb.TxnDeliverRequest) (*vowdbpb.TxnDeliverResponse, error) {

@@ -10,7 +10,13 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+
 	"github.com/vowdb/vowdb"
+	"github.com/vowdb/vowdb/api/vowdbpb"
 )
 
 // splitAt splits the keyspace at each key.
@@ -636,5 +642,58 @@ func TestTxnLockWaitTimeout(t *testing.T) {
 	}
 	if err := holder.Commit(ctx); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestTxnRollbackBeforeOperation: a client that gave up on an operation
+// still in flight rolls its attempt back; if the rollback reaches the range
+// first, the late operation must be refused, not take locks that nobody
+// releases before the attempt's deadline.
+func TestTxnRollbackBeforeOperation(t *testing.T) {
+	c, db := startCluster(t, 1)
+	ctx := context.Background()
+	// A first transaction makes the range's tenure exist, so the rollback
+	// below is handled before its RPC returns.
+	if err := db.Transact(ctx, func(ctx context.Context, tx *vowdb.Txn) error {
+		return tx.Put(ctx, []byte("warm"), []byte("1"))
+	}); err != nil {
+		t.Fatal(err)
+	}
+	conn, err := grpc.NewClient(c.Endpoints()[0], grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	tc := vowdbpb.NewTxnClient(conn)
+	rs, err := db.Ranges(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rangeID uint64
+	for _, r := range rs {
+		if !r.Meta {
+			rangeID = r.ID
+		}
+	}
+	const id, attempt = 777, 1
+	if _, err := tc.Rollback(ctx, &vowdbpb.TxnRollbackRequest{TxnId: id, Attempt: attempt,
+		Participants: []*vowdbpb.TxnParticipant{{RangeId: rangeID}}}); err != nil {
+		t.Fatal(err)
+	}
+	_, err = tc.Op(ctx, &vowdbpb.TxnOpRequest{TxnId: id, Attempt: attempt, Kind: vowdbpb.TxnOpRequest_PUT,
+		Key: []byte("k"), Value: []byte("late"), GatewayNodeId: 1})
+	if status.Code(err) != codes.Aborted {
+		t.Fatalf("operation after its attempt's rollback: %v, want an abort", err)
+	}
+	// Nothing holds k: a plain write goes through at once.
+	pctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	if err := db.Put(pctx, []byte("k"), []byte("plain")); err != nil {
+		t.Fatalf("the refused operation left a lock: %v", err)
+	}
+	// A new attempt of the same id is served.
+	if _, err := tc.Op(ctx, &vowdbpb.TxnOpRequest{TxnId: id, Attempt: attempt + 1, Kind: vowdbpb.TxnOpRequest_GET,
+		Key: []byte("k"), GatewayNodeId: 1}); err != nil {
+		t.Fatalf("next attempt: %v", err)
 	}
 }
