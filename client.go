@@ -165,7 +165,16 @@ func (db *DB) endpoints() []string {
 // admin calls fn on the first endpoint that answers.
 func (db *DB) admin(ctx context.Context, fn func(ctx context.Context, c vowdbpb.AdminClient) error) error {
 	var lastErr, memberErr error // memberErr: last error from a node that is a cluster member
-	eps := db.endpoints()
+	// Nodes that recently let a request time out (paused, cut off) go last.
+	var eps, stale []string
+	for _, ep := range db.endpoints() {
+		if db.isSuspectAddr(ep) {
+			stale = append(stale, ep)
+		} else {
+			eps = append(eps, ep)
+		}
+	}
+	eps = append(eps, stale...)
 	for i, ep := range eps {
 		// Give each endpoint a share of the time left, so one slow or
 		// partitioned node cannot use up the whole deadline.
@@ -347,6 +356,7 @@ func (db *DB) send(ctx context.Context, key []byte, write bool, call func(ctx co
 	}
 	var lastErr error
 	skip := map[uint64]bool{} // replicas that could not be reached this attempt
+	refreshed := false        // the route was looked up again because only suspects were left
 	for attempt := 0; ; attempt++ {
 		if attempt > 0 {
 			backoff := time.Duration(min(attempt, 8)) * 10 * time.Millisecond
@@ -393,6 +403,15 @@ func (db *DB) send(ctx context.Context, key []byte, write bool, call func(ctx co
 				}
 				target = rd.NodeId
 				break
+			}
+			if target == 0 && fallback != 0 && !refreshed {
+				// Every replica this route names is suspect. The cached
+				// descriptor may be stale (say, cached while the range had
+				// one voter): look it up again before falling back on a
+				// node that just let a request time out.
+				refreshed = true
+				db.evict(r.desc.RangeId)
+				continue
 			}
 			if target == 0 {
 				target = fallback
