@@ -313,20 +313,21 @@ func (l *txnLayer) op(ctx context.Context, req *vowdbpb.TxnOpRequest) (*vowdbpb.
 	return resp, nil
 }
 
-// readUnderLock serves a read with its S lock held: a ReadIndex read, then
-// the engine, then a check that the tenure (and so the lock) survived.
+// readUnderLock serves a read with its S lock held, from the leader's
+// applied state, then checks that the tenure (and so the lock) survived.
+//
+// No ReadIndex round is needed: within a tenure every write to a key goes
+// through this leader's lock table and its lock is released only after the
+// write applied here, and everything committed before the tenure applied
+// before it was built (the barrier). A leader deposed without knowing it
+// may serve a stale value, but such a read can never commit: a writing
+// participant's prepare record cannot commit in its tenure's term once
+// another leader exists (and the tenure ends if the term moved when it
+// applies), and a READ-ONLY vote is sent only after a ReadIndex round
+// confirms the term (rules 8, 9). So the confirmation happens once, at
+// the vote, instead of once per read.
 func (l *txnLayer) readUnderLock(ctx context.Context, tr *txnRange, req *vowdbpb.TxnOpRequest, span lock.Span, resp *vowdbpb.TxnOpResponse) error {
 	n := l.n
-	rd := replica.NewRead()
-	tr.sched.Read(tr.id, rd)
-	select {
-	case err := <-rd.Done:
-		if err != nil {
-			return n.replicaErr(tr.r, err)
-		}
-	case <-ctx.Done():
-		return n.replicaErr(tr.r, ctx.Err())
-	}
 	if req.Kind == vowdbpb.TxnOpRequest_GET {
 		v, err := n.eng.Get(keys.UserKey(req.Key))
 		switch {

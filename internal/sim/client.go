@@ -175,6 +175,12 @@ func (c *client) opDone(req uint64, key string, write bool, r opReply) {
 	}
 	c.w.event("client %d t%d %s %s: range %d tenure %x found %v %q", c.id, t.id, map[bool]string{false: "get", true: "put"}[write], key, r.rangeID, r.term, r.found, r.value)
 	p := t.parts[r.rangeID]
+	if p != nil && p.Term != r.term {
+		// As the Go client: the range changed leaders since the first
+		// operation there, so the locks taken then are gone (rule 8).
+		c.abort("participant lost state")
+		return
+	}
 	if p == nil {
 		p = &txn.Participation{Range: txn.RangeID(r.rangeID), Term: r.term}
 		t.parts[r.rangeID] = p

@@ -194,13 +194,19 @@ func (n *node) dispatch(m txn.Message, hops int) {
 	}
 }
 
-// rollback aborts an ACTIVE attempt at the client's request.
+// rollback aborts an ACTIVE attempt at the client's request; as in the
+// server, a rollback that arrives before the attempt's first operation is
+// remembered and that operation refused.
 func (n *node) rollback(id lock.TxnID, attempt uint64, rangeID uint64) {
 	tr := n.current(rangeID)
 	if tr == nil {
 		return
 	}
-	if m := tr.meta[id]; m != nil && m.attempt == attempt {
+	m := tr.meta[id]
+	if (m == nil || m.attempt < attempt) && tr.part.State(id) != txn.StatePrepared && attempt > tr.rolledBack[id] {
+		tr.rolledBack[id] = attempt
+	}
+	if m != nil && m.attempt == attempt {
 		tr.abort(id, "rollback")
 	}
 }

@@ -28,6 +28,7 @@ type tenure struct {
 	part       *txn.Participant
 	meta       map[lock.TxnID]*tmeta
 	waiters    map[lock.TxnID]*waiter
+	rolledBack map[lock.TxnID]uint64 // attempts rolled back before their first operation
 	pumping    bool
 }
 
@@ -98,7 +99,8 @@ func (n *node) build(rangeID uint64) {
 			return
 		}
 		tr := &tenure{n: n, rangeID: rangeID, raftTerm: st.Term, term: term, start: st2.Desc.StartKey,
-			end: st2.Desc.EndKey, part: part, meta: map[lock.TxnID]*tmeta{}, waiters: map[lock.TxnID]*waiter{}}
+			end: st2.Desc.EndKey, part: part, meta: map[lock.TxnID]*tmeta{}, waiters: map[lock.TxnID]*waiter{},
+			rolledBack: map[lock.TxnID]uint64{}}
 		for _, lk := range relock {
 			tr.locks.Acquire(lk.Txn, lk.Span, lk.Mode)
 		}
@@ -157,6 +159,10 @@ func (n *node) op(id lock.TxnID, attempt, age uint64, key, value []byte, write b
 	if write {
 		mode, wr = lock.X, &txn.Write{Key: key, Value: value}
 	}
+	if attempt <= tr.rolledBack[id] {
+		reply(opReply{abort: "rolled back"})
+		return
+	}
 	if m := tr.meta[id]; m != nil && m.attempt < attempt && tr.part.State(id) == txn.StateActive {
 		tr.release(id)
 	}
@@ -178,23 +184,19 @@ func (n *node) op(id lock.TxnID, attempt, age uint64, key, value []byte, write b
 			reply(resp)
 			return
 		}
-		n.readIndex(tr.rangeID, func(err error) {
-			if err == nil && (tr.dead || n.current(tr.rangeID) != tr) {
-				err = errors.New("tenure ended during the read")
-			}
-			if err != nil {
-				reply(opReply{abort: "read failed: " + err.Error()})
-				return
-			}
-			v, err := n.eng.Get(keys.UserKey(key))
-			switch {
-			case err == nil:
-				resp.found, resp.value = true, v
-			case !errors.Is(err, storage.ErrNotFound):
-				n.w.fail("node %d: read %q: %v", n.id, key, err)
-			}
-			reply(resp)
-		})
+		// As the server: no ReadIndex per read; the vote confirms the term.
+		if tr.dead || n.current(tr.rangeID) != tr {
+			reply(opReply{abort: "tenure ended before the read"})
+			return
+		}
+		v, err := n.eng.Get(keys.UserKey(key))
+		switch {
+		case err == nil:
+			resp.found, resp.value = true, v
+		case !errors.Is(err, storage.ErrNotFound):
+			n.w.fail("node %d: read %q: %v", n.id, key, err)
+		}
+		reply(resp)
 	}
 	if n.w.cfg.Bug == "no-locks" {
 		done("")

@@ -192,6 +192,12 @@ func (c *Coordinator) onVote(t *ctxn, r RangeID, v Vote) {
 	if _, ok := t.votes[r]; ok {
 		return // a range votes once; a later, different vote is a late message
 	}
+	if _, w := t.writers[r]; w && v == VoteReadOnly {
+		// The client wrote on r, yet r holds no write of this attempt: a
+		// leader that never saw the writes (or lost them) answered. Its
+		// vote cannot stand for them (rules 3, 8).
+		v = VoteNo
+	}
 	t.votes[r] = v
 	if v == VoteNo {
 		c.abort(t, ReasonVotedNo, r)

@@ -279,3 +279,15 @@ func TestCoordinatorRejects(t *testing.T) {
 		t.Fatalf("prepare at a coordinator: %v", err)
 	}
 }
+
+// TestCoordinatorReadOnlyVoteFromAWriterIsNo: a range the client wrote on
+// that answers READ-ONLY has not got the writes (a leader that never saw
+// them answered): the txn aborts rather than commit without them.
+//
+// Ref: DESIGN.md rules 3, 8.
+func TestCoordinatorReadOnlyVoteFromAWriterIsNo(t *testing.T) {
+	c := started(t, req3)
+	votes(t, c, 7, map[RangeID]Vote{1: VoteYes, 2: VoteReadOnly, 3: VoteYes})
+	expect(t, round(c), "persist r1 DecisionRecord t7.1 CAS→ABORTED [1 3]",
+		"result t7.1 aborted 2PC (voted NO r2)")
+}
