@@ -215,9 +215,54 @@ func (a *Append) txn(ctx context.Context, db *vowdb.DB, process int, rng *rand.R
 	return OpType(op.Type)
 }
 
-// Final implements Workload: nothing more to read; every ok transaction's
-// reads are the observations the checker needs.
-func (a *Append) Final(ctx context.Context, endpoints []string) error { return nil }
+// Final implements Workload: one transaction reads every key the run used,
+// after everything healed. It goes into the history like any other read, so
+// an acknowledged append missing from it is a realtime cycle (the append
+// completed before the read began, yet the read did not see it): no
+// acknowledged append can be lost unnoticed at the end of a run.
+func (a *Append) Final(ctx context.Context, endpoints []string) error {
+	a.mu.Lock()
+	var keys []string
+	for s, g := range a.gens {
+		for i := 0; i <= g; i++ {
+			keys = append(keys, fmt.Sprintf("%s%d/%d", appendPrefix, s, i))
+		}
+	}
+	a.mu.Unlock()
+	db, err := openDB(ctx, endpoints, 10*time.Second)
+	if err != nil {
+		return fmt.Errorf("append final read: %w", err)
+	}
+	defer db.Close()
+	for {
+		invoke := a.rec.Now()
+		var reads []check.Mop
+		err := db.Transact(ctx, func(ctx context.Context, tx *vowdb.Txn) error {
+			reads = reads[:0]
+			for _, k := range keys {
+				v, err := tx.Get(ctx, []byte(k))
+				if err != nil && !errors.Is(err, vowdb.ErrNotFound) {
+					return err
+				}
+				l, err := parseList(v)
+				if err != nil {
+					return err
+				}
+				reads = append(reads, check.Read(k, l...))
+			}
+			return nil
+		})
+		if err == nil {
+			complete := a.rec.Now()
+			a.log.record(a.rec, check.Op{Process: 1 << 20, Type: check.OK, F: "txn", Invoke: int64(invoke),
+				Complete: int64(complete), Txn: reads}, complete)
+			return nil
+		}
+		if !sleepCtx(ctx, 200*time.Millisecond) {
+			return fmt.Errorf("append final read: %w (last error: %v)", ctx.Err(), err)
+		}
+	}
+}
 
 // Check implements Workload: internal/check.ListAppend over the history,
 // with realtime edges (vowdb's transactions are strictly serializable:
