@@ -545,7 +545,12 @@ func (s *Scheduler) processReady() (bool, error) {
 		if err != nil {
 			return false, err
 		}
-		mustSync = mustSync || rd.MustSync
+		// etcd raft's MustSync covers entries, term and vote, not a
+		// snapshot: the follower acknowledges the snapshot's index as soon
+		// as this round's messages go out, so a crash must not lose it
+		// (a leader would then send a commit index beyond the log, and
+		// raft panics).
+		mustSync = mustSync || rd.MustSync || !raft.IsEmptySnap(rd.Snapshot)
 		ready = append(ready, readyReplica{r, rd})
 	}
 	if len(ready) == 0 {

@@ -206,6 +206,7 @@ func (c *client) commitDone(req uint64, res txn.Result) {
 	}
 	switch res.Outcome {
 	case txn.OutcomeCommitted:
+		c.w.saw("committed " + res.Path.String())
 		c.finish(check.OK, "")
 	case txn.OutcomeAborted:
 		c.finish(check.Fail, res.String())

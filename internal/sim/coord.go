@@ -139,6 +139,12 @@ func (n *node) proposeAt(rangeID uint64, cmd *vowdbpb.Command, cb func(replica.R
 // cooperative termination (rule 5).
 func (n *node) sendTxn(m txn.Message) {
 	w, from := n.w, n.id
+	switch m.Type {
+	case txn.MsgInquire:
+		w.saw("inquire")
+	case txn.MsgInquirePeer:
+		w.saw("inquire-peer (cooperative termination)")
+	}
 	target := uint64(m.To.Node)
 	if m.To.Range != 0 {
 		target = n.leaderHint(uint64(m.To.Range))
@@ -244,6 +250,7 @@ func (n *node) inquire(m txn.Message) {
 				return
 			}
 			if res.Swapped {
+				n.w.saw("presumed abort")
 				n.w.event("node %d: t%d.%d presumed aborted, coordinator %d gone", n.id, m.Txn, m.Attempt, m.Coordinator)
 			}
 			answer(txnwire.StateDecision(res.TxnState))
@@ -290,6 +297,7 @@ func (n *node) restore() {
 	}
 	n.restoreSeen = seen
 	if len(recs) > 0 {
+		n.w.saw("restore of decided records")
 		n.w.event("node %d restores %d decided records", n.id, len(recs))
 		n.coord.Restore(recs)
 		n.pumpCoord()
@@ -331,6 +339,7 @@ func (w *world) detectDeadlocks() {
 		d.Report(n.id, edges)
 	}
 	for _, v := range d.Detect(func(id lock.TxnID) deadlock.TxnInfo { return info[id] }) {
+		w.saw("global deadlock victim")
 		w.event("detector on node %d: victim t%d of cycle %v", host.id, v.Txn, v.Cycle)
 		for _, n := range reached {
 			for _, id := range sortedKeys(n.tenures) {

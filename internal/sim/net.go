@@ -125,6 +125,7 @@ func (s raftSender) Send(to uint64, msgs []*vowdbpb.RaftMessage) {
 	}
 	var onDrop func()
 	if len(snaps) > 0 {
+		w.saw("snapshot")
 		onDrop = func() { report(false) }
 	}
 	w.sendOrDrop(from, to, 0, "raft", func() {

@@ -75,7 +75,7 @@ func (n *node) open() error {
 	}
 	cfg := multiraft.Config{NodeID: n.id, Logger: quietLog, Metrics: metrics.New(),
 		Replica: replica.Config{NodeID: n.id, ElectionTicks: electionTicks, HeartbeatTicks: heartbeatTicks,
-			LogKeepEntries: 200, ProposalTimeoutTicks: proposalTicks, ExternalElections: true,
+			LogKeepEntries: 8, ProposalTimeoutTicks: proposalTicks, ExternalElections: true,
 			Logger: quietLog, Metrics: metrics.New()}}
 	sched, err := multiraft.New(cfg, eng, raftSender{w: n.w, from: n})
 	if err != nil {
@@ -109,6 +109,7 @@ func (n *node) bootstrap(descs []*vowdbpb.RangeDescriptor) error {
 
 // crash stops the node: its disk keeps only what was synced.
 func (n *node) crash() {
+	n.w.saw("crash")
 	n.w.event("crash node %d", n.id)
 	crashed := n.fs.CrashClone(vfs.CrashCloneCfg{})
 	n.close()

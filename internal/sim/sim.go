@@ -65,6 +65,9 @@ type Report struct {
 	// Transactions by client outcome.
 	Committed, Failed, Ambiguous int
 	Crashes, Partitions          int
+	// Paths counts how often each protocol path ran (see world.saw), so
+	// tests can check that the seeds exercise what they are meant to.
+	Paths map[string]int
 	// Failure is empty when every check passed.
 	Failure string
 	// Last holds the last events, for a failure's report.
@@ -134,7 +137,7 @@ type rangeInfo struct {
 func Run(cfg Config) (rep *Report) {
 	cfg.defaults()
 	w := &world{cfg: cfg, rng: rand.New(rand.NewPCG(cfg.Seed, 0x5eed)), trace: fnv.New64a(),
-		rep: &Report{Seed: cfg.Seed, Workload: cfg.Workload}}
+		rep: &Report{Seed: cfg.Seed, Workload: cfg.Workload, Paths: map[string]int{}}}
 	defer func() {
 		if p := recover(); p != nil {
 			w.fail("panic: %v", p)
@@ -190,6 +193,9 @@ func (w *world) event(format string, args ...any) {
 		fmt.Fprintln(w.cfg.Trace, s)
 	}
 }
+
+// saw counts one run of a protocol path.
+func (w *world) saw(path string) { w.rep.Paths[path]++ }
 
 func (w *world) fail(format string, args ...any) {
 	if w.failed == "" {

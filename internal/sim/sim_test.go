@@ -188,3 +188,27 @@ func TestReplay(t *testing.T) {
 		t.Fail()
 	}
 }
+
+// TestSimulationCoversTheProtocol: a modest budget of seeds runs every
+// path the simulator is there to exercise — crashes and snapshots, the
+// three commit paths, inquiry, cooperative termination, presumed abort,
+// recovery of decided records, tenures rebuilt with prepared txns, and the
+// deadlock detector — so a change that quietly stops a path from running
+// fails here rather than going unnoticed.
+func TestSimulationCoversTheProtocol(t *testing.T) {
+	total := map[string]int{}
+	for seed := uint64(1); seed <= 150; seed++ {
+		for k, v := range Run(configFor(seed)).Paths {
+			total[k] += v
+		}
+	}
+	for _, p := range []string{"crash", "snapshot", "committed 2PC", "committed 1PC", "committed read-only",
+		"inquire", "inquire-peer (cooperative termination)", "presumed abort", "restore of decided records",
+		"tenure rebuilt with prepared txns", "global deadlock victim", "range abort: lock wait timeout",
+		"range abort: deadline", "range abort: rollback"} {
+		if total[p] == 0 {
+			t.Errorf("no seed ran %q", p)
+		}
+	}
+	t.Logf("paths over 150 seeds: %v", total)
+}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/vowdb/vowdb/api/vowdbpb"
 	"github.com/vowdb/vowdb/internal/deadlock"
@@ -108,6 +109,9 @@ func (n *node) build(rangeID uint64) {
 			old.kill("replaced")
 		}
 		n.tenures[rangeID] = tr
+		if len(prepared) > 0 {
+			n.w.saw("tenure rebuilt with prepared txns")
+		}
 		n.w.event("node %d range %d tenure %x built, %d prepared", n.id, rangeID, term, len(prepared))
 		tr.pump()
 	})
@@ -230,6 +234,7 @@ func (tr *tenure) abort(id lock.TxnID, why string) bool {
 		delete(tr.waiters, id)
 		w.done(why)
 	}
+	tr.n.w.saw("range abort: " + strings.SplitN(why, " (", 2)[0])
 	tr.n.w.event("range %d aborts t%d: %s", tr.rangeID, id, why)
 	tr.release(id)
 	tr.pump()
