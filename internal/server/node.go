@@ -252,7 +252,9 @@ func (n *Node) becomeMember(id *vowdbpb.StoreIdent, bootstrap func(*multiraft.Sc
 			return err
 		}
 	}
-	n.txns.coord.setNode(id.NodeId)
+	if err := n.txns.gw.SetNode(id.NodeId); err != nil {
+		return err
+	}
 	n.ident.Store(id)
 	s.Start()
 	n.sched.Store(s)

@@ -21,11 +21,10 @@ import (
 func (l *txnLayer) heldLocks() []*vowdbpb.LockHold {
 	var out []*vowdbpb.LockHold
 	for _, tr := range l.tenures() {
-		tr.mu.Lock()
-		if !tr.dead {
-			for _, lk := range tr.locks.AllHeld() {
+		{
+			for _, lk := range tr.Held() {
 				h := &vowdbpb.LockHold{Holder: uint64(lk.Txn), Key: lk.Span.Start, Mode: lk.Mode.String(),
-					RangeId: tr.id, NodeId: l.n.nodeID()}
+					RangeId: tr.Range(), NodeId: l.n.nodeID()}
 				if lk.Txn&plainTxnBit != 0 {
 					h.Holder = 0 // a single-key operation outside any transaction
 				}
@@ -37,7 +36,6 @@ func (l *txnLayer) heldLocks() []*vowdbpb.LockHold {
 				out = append(out, h)
 			}
 		}
-		tr.mu.Unlock()
 	}
 	return out
 }

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"fmt"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -18,19 +17,19 @@ import (
 	"github.com/vowdb/vowdb/internal/storage"
 	"github.com/vowdb/vowdb/internal/transport"
 	"github.com/vowdb/vowdb/internal/txn"
-	"github.com/vowdb/vowdb/internal/txnwire"
+	"github.com/vowdb/vowdb/internal/txnhost"
 )
 
 // txnLayer is a node's share of cross-range transactions: the participant
-// tenures of the ranges it leads (txn_range.go), the coordinator of the
-// txns it is the gateway of (txn_coord.go), the deadlock detector when it
+// tenures of the ranges it leads and the gateway of the txns it coordinates
+// (package txnhost, hosted by txn_host.go), the deadlock detector when it
 // leads the meta range, and the routing of protocol messages between them.
 type txnLayer struct {
-	n     *Node
-	coord *coordDriver
+	n  *Node
+	gw *txnhost.Gateway
 
 	mu       sync.Mutex
-	ranges   map[uint64]*txnRange
+	ranges   map[uint64]*txnhost.Tenure
 	building map[uint64]bool
 	descs    map[uint64]*vowdbpb.RangeDescriptor
 	leaders  map[uint64]uint64 // leader hints that came with descs
@@ -49,7 +48,8 @@ type txnLayer struct {
 		reported map[uint64]time.Time
 		history  []*vowdbpb.Deadlock
 	}
-	restoreSeen map[string]int
+	restoreMu sync.Mutex // serializes restore scans
+	restorer  txnhost.Restorer
 }
 
 // Transaction timing. A tick drives the participants' inquiry timers and
@@ -66,49 +66,48 @@ const (
 )
 
 func newTxnLayer(n *Node) *txnLayer {
-	l := &txnLayer{n: n, ranges: map[uint64]*txnRange{}, building: map[uint64]bool{},
-		descs: map[uint64]*vowdbpb.RangeDescriptor{}, leaders: map[uint64]uint64{}, restoreSeen: map[string]int{}}
+	l := &txnLayer{n: n, ranges: map[uint64]*txnhost.Tenure{}, building: map[uint64]bool{},
+		descs: map[uint64]*vowdbpb.RangeDescriptor{}, leaders: map[uint64]uint64{}}
 	l.det.info = map[lock.TxnID]deadlock.TxnInfo{}
 	l.det.reported = map[uint64]time.Time{}
-	l.coord = newCoordDriver(l)
+	gw, err := txnhost.NewGateway(gatewayHost{l}, 0, txnhost.GatewayConfig{ResendTicks: resendTicks,
+		VoteTimeoutTicks: voteTimeoutTicks, DecideTimeoutTicks: voteTimeoutTicks})
+	if err != nil {
+		panic(err) // the configuration above is valid
+	}
+	l.gw = gw
 	return l
 }
 
-func (l *txnLayer) dropRange(tr *txnRange) {
+func (l *txnLayer) dropRange(tr *txnhost.Tenure) {
 	l.mu.Lock()
-	if l.ranges[tr.id] == tr {
-		delete(l.ranges, tr.id)
+	if l.ranges[tr.Range()] == tr {
+		delete(l.ranges, tr.Range())
 	}
 	l.mu.Unlock()
 }
 
 // rangeFor returns the current tenure of the local leader r, building one
 // from the durable prepare records if there is none.
-func (l *txnLayer) rangeFor(ctx context.Context, sched *multiraft.Scheduler, r *replica.Replica) (*txnRange, error) {
+func (l *txnLayer) rangeFor(ctx context.Context, sched *multiraft.Scheduler, r *replica.Replica) (*txnhost.Tenure, error) {
 	st := r.Status()
 	l.mu.Lock()
 	tr := l.ranges[r.RangeID]
 	l.mu.Unlock()
-	if tr != nil && tr.current(st) {
+	if tr != nil && tr.Current(st) {
 		return tr, nil
 	}
 	return l.build(ctx, sched, r)
 }
 
-// current reports whether tr is the live tenure for the replica status st.
-func (tr *txnRange) current(st *replica.Status) bool {
-	return tr.raftTerm == st.Term && bytes.Equal(st.Desc.GetStartKey(), tr.start) &&
-		bytes.Equal(st.Desc.GetEndKey(), tr.end) && !tr.isDead()
-}
-
-func (l *txnLayer) build(ctx context.Context, sched *multiraft.Scheduler, r *replica.Replica) (*txnRange, error) {
+func (l *txnLayer) build(ctx context.Context, sched *multiraft.Scheduler, r *replica.Replica) (*txnhost.Tenure, error) {
 	l.buildMu.Lock()
 	defer l.buildMu.Unlock()
 	st := r.Status()
 	l.mu.Lock()
 	old := l.ranges[r.RangeID]
 	l.mu.Unlock()
-	if old != nil && old.current(st) {
+	if old != nil && old.Current(st) {
 		return old, nil
 	}
 	if st.Desc == nil || st.Desc.IsMeta {
@@ -142,45 +141,30 @@ func (l *txnLayer) build(ctx context.Context, sched *multiraft.Scheduler, r *rep
 	if err != nil {
 		return nil, err
 	}
-	var prepared []txn.PrepareRecord
-	for id, p := range recs {
-		if rec, ok := txnwire.PrepareFromPB(r.RangeID, []byte(id), p); ok {
-			prepared = append(prepared, rec)
-		}
-	}
+	prepared := txnhost.PreparedFromRecords(r.RangeID, recs)
 	tenure := st.Term<<16 | (l.gen.Add(1) & 0xffff)
-	part, relock, err := txn.NewParticipant(txn.ParticipantConfig{Range: txn.RangeID(r.RangeID), Term: tenure,
-		InquireTicks: inquireTicks, MaxFinished: maxFinishedTxns}, prepared)
+	tr, err := txnhost.NewTenure(tenureHost{l}, txnhost.Config{Range: r.RangeID, RaftTerm: st.Term, Tenure: tenure,
+		Start: st2.Desc.StartKey, End: st2.Desc.EndKey, Prepared: prepared, InquireTicks: inquireTicks,
+		MaxFinished: maxFinishedTxns, MaxTxnBytes: l.n.cfg.MaxTxnBytes})
 	if err != nil {
 		return nil, err
-	}
-	tr := &txnRange{l: l, id: r.RangeID, raftTerm: st.Term, tenure: tenure, start: st2.Desc.StartKey,
-		end: st2.Desc.EndKey, sched: sched, r: r, part: part, meta: map[lock.TxnID]*txnMeta{},
-		waiters: map[lock.TxnID]*waiter{}, aborted: map[lock.TxnID]*vowdbpb.TxnAbort{}}
-	for _, lk := range relock {
-		tr.locks.Acquire(lk.Txn, lk.Span, lk.Mode)
 	}
 	l.mu.Lock()
 	l.ranges[r.RangeID] = tr
 	l.mu.Unlock()
 	if old != nil {
-		old.mu.Lock()
-		old.killLocked("replaced by a new tenure")
-		old.mu.Unlock()
+		old.Kill("replaced by a new tenure")
 	}
-	tr.mu.Lock()
-	tr.pumpLocked()
-	tr.mu.Unlock()
 	if len(prepared) > 0 {
 		l.n.log.Info("txn tenure rebuilt prepared transactions", "range", r.RangeID, "prepared", len(prepared))
 	}
 	return tr, nil
 }
 
-func (l *txnLayer) tenures() []*txnRange {
+func (l *txnLayer) tenures() []*txnhost.Tenure {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	out := make([]*txnRange, 0, len(l.ranges))
+	out := make([]*txnhost.Tenure, 0, len(l.ranges))
 	for _, tr := range l.ranges {
 		out = append(out, tr)
 	}
@@ -192,19 +176,7 @@ func abortStatus(ab *vowdbpb.TxnAbort, format string, args ...any) error {
 	return transport.Status(&vowdbpb.ErrorDetail{Code: vowdbpb.ErrorDetail_TXN_ABORTED, Abort: ab}, format, args...)
 }
 
-func describeAbort(ab *vowdbpb.TxnAbort) string {
-	s := "transaction aborted: " + ab.Reason.String()
-	if ab.Key != nil {
-		s += fmt.Sprintf(" on key %q", ab.Key)
-	}
-	if ab.ConflictingTxnId != 0 {
-		s += fmt.Sprintf(" (conflicting txn %d)", ab.ConflictingTxnId)
-	}
-	if len(ab.Cycle) > 0 {
-		s += fmt.Sprintf(" cycle %v", ab.Cycle)
-	}
-	return s
-}
+func describeAbort(ab *vowdbpb.TxnAbort) string { return txnhost.DescribeAbort(ab) }
 
 // op runs one transactional operation on this node, the leader of its key.
 func (l *txnLayer) op(ctx context.Context, req *vowdbpb.TxnOpRequest) (*vowdbpb.TxnOpResponse, error) {
@@ -240,8 +212,8 @@ func (l *txnLayer) op(ctx context.Context, req *vowdbpb.TxnOpRequest) (*vowdbpb.
 		mode, w = lock.X, &txn.Write{Key: req.Key, Delete: true}
 	case vowdbpb.TxnOpRequest_SCAN:
 		end := req.EndKey
-		if len(tr.end) > 0 && (len(end) == 0 || bytes.Compare(tr.end, end) < 0) {
-			end = tr.end
+		if _, trEnd := tr.Span(); len(trEnd) > 0 && (len(end) == 0 || bytes.Compare(trEnd, end) < 0) {
+			end = trEnd
 		}
 		span = lock.Span{Start: req.Key, End: end}
 	}
@@ -249,62 +221,54 @@ func (l *txnLayer) op(ctx context.Context, req *vowdbpb.TxnOpRequest) (*vowdbpb.
 		return nil, abortStatus(&vowdbpb.TxnAbort{Reason: vowdbpb.TxnAbort_DEADLINE}, "transaction %d ran past its deadline", id)
 	}
 
-	tr.mu.Lock()
-	if tr.dead {
-		tr.mu.Unlock()
-		return nil, abortStatus(&vowdbpb.TxnAbort{Reason: vowdbpb.TxnAbort_STATE_LOST, RangeId: tr.id}, "range %d lost its transaction state (leader change)", tr.id)
-	}
-	if a, ok := tr.rolledBack[id]; ok && req.Attempt <= a {
-		tr.mu.Unlock()
-		return nil, abortStatus(&vowdbpb.TxnAbort{Reason: vowdbpb.TxnAbort_ROLLBACK, RangeId: tr.id},
-			"transaction %d attempt %d was rolled back", id, req.Attempt)
-	}
-	if m := tr.meta[id]; m != nil && m.attempt < req.Attempt && tr.part.State(id) == txn.StateActive {
-		tr.releaseLocked(id) // the older attempt aborted: its locks go before the new attempt takes any
-	}
-	if m := tr.meta[id]; w != nil && m != nil && m.attempt == req.Attempt && m.bytes+len(req.Key)+len(req.Value) > n.cfg.MaxTxnBytes {
-		ab := &vowdbpb.TxnAbort{Reason: vowdbpb.TxnAbort_CONFLICT, Key: req.Key, RangeId: tr.id}
-		tr.abortLocked(id, ab)
-		tr.mu.Unlock()
-		return nil, transport.Status(&vowdbpb.ErrorDetail{Code: vowdbpb.ErrorDetail_TXN_LIMIT, Abort: ab},
-			"transaction %d writes more than %d bytes on range %d; it was aborted", id, n.cfg.MaxTxnBytes, tr.id)
-	}
-	if err := tr.part.Admit(txn.Op{Txn: id, Attempt: req.Attempt, Span: span, Mode: mode, Write: w}); err != nil {
-		ab := tr.aborted[id]
-		tr.mu.Unlock()
-		if errors.Is(err, txn.ErrVowed) {
-			return nil, transport.Invalid("transaction %d is already committing on range %d: no more operations", id, tr.id)
-		}
-		if ab != nil {
-			return nil, abortStatus(ab, "%s", describeAbort(ab))
-		}
-		return nil, abortStatus(&vowdbpb.TxnAbort{Reason: vowdbpb.TxnAbort_STATE_LOST, RangeId: tr.id},
-			"transaction %d attempt %d is already finished on range %d", id, req.Attempt, tr.id)
-	}
-	m := tr.meta[id]
-	if m == nil || m.attempt != req.Attempt {
-		m = &txnMeta{attempt: req.Attempt, age: uint64(req.BeginUnixNanos), gateway: req.GatewayNodeId,
-			deadline: time.Now().Add(n.cfg.MaxTxnDuration)}
-		if req.DeadlineUnixMs > 0 && time.UnixMilli(req.DeadlineUnixMs).Before(m.deadline) {
-			m.deadline = time.UnixMilli(req.DeadlineUnixMs)
-		}
-		tr.meta[id] = m
-	}
-	if w != nil {
-		m.bytes += len(req.Key) + len(req.Value)
-	}
-	tr.pumpLocked()
-	tr.mu.Unlock()
-
 	timeout := time.Duration(req.LockTimeoutMs) * time.Millisecond
 	if timeout <= 0 {
 		timeout = n.cfg.LockTimeout
 	}
-	waited, ab := tr.acquire(ctx, id, span, mode, timeout)
-	if ab != nil {
-		return nil, abortStatus(ab, "%s", describeAbort(ab))
+	deadline := time.Now().Add(n.cfg.MaxTxnDuration)
+	if req.DeadlineUnixMs > 0 && time.UnixMilli(req.DeadlineUnixMs).Before(deadline) {
+		deadline = time.UnixMilli(req.DeadlineUnixMs)
 	}
-	resp := &vowdbpb.TxnOpResponse{RangeId: tr.id, Term: tr.tenure, LockWaitMicros: waited.Microseconds(), RangeEnd: tr.end}
+	type granted struct {
+		waited time.Duration
+		ab     *vowdbpb.TxnAbort
+	}
+	ch := make(chan granted, 1)
+	now := time.Now()
+	err = tr.Do(now, txnhost.Op{Txn: id, Attempt: req.Attempt, Span: span, Mode: mode, Write: w,
+		Age: uint64(req.BeginUnixNanos), Gateway: req.GatewayNodeId, Deadline: deadline, LockTimeout: timeout},
+		func(waited time.Duration, ab *vowdbpb.TxnAbort) { ch <- granted{waited, ab} })
+	if err != nil {
+		var ref *txnhost.Refusal
+		if !errors.As(err, &ref) {
+			return nil, err
+		}
+		switch {
+		case ref.Vowed:
+			return nil, transport.Invalid("%s", ref.Msg)
+		case ref.Limit:
+			return nil, transport.Status(&vowdbpb.ErrorDetail{Code: vowdbpb.ErrorDetail_TXN_LIMIT, Abort: ref.Abort}, "%s", ref.Msg)
+		default:
+			return nil, abortStatus(ref.Abort, "%s", ref.Msg)
+		}
+	}
+	var g granted
+	timer := time.NewTimer(timeout)
+	select {
+	case g = <-ch:
+	case <-timer.C:
+		tr.GiveUp(time.Now(), id)
+		g = <-ch
+	case <-ctx.Done():
+		tr.GiveUp(time.Now(), id)
+		g = <-ch
+	}
+	timer.Stop()
+	if g.ab != nil {
+		return nil, abortStatus(g.ab, "%s", describeAbort(g.ab))
+	}
+	resp := &vowdbpb.TxnOpResponse{RangeId: tr.Range(), Term: tr.Number(), LockWaitMicros: g.waited.Microseconds()}
+	_, resp.RangeEnd = tr.Span()
 	if req.Kind == vowdbpb.TxnOpRequest_GET || req.Kind == vowdbpb.TxnOpRequest_SCAN {
 		if err := l.readUnderLock(ctx, tr, req, span, resp); err != nil {
 			return nil, err
@@ -326,7 +290,7 @@ func (l *txnLayer) op(ctx context.Context, req *vowdbpb.TxnOpRequest) (*vowdbpb.
 // applies), and a READ-ONLY vote is sent only after a ReadIndex round
 // confirms the term (rules 8, 9). So the confirmation happens once, at
 // the vote, instead of once per read.
-func (l *txnLayer) readUnderLock(ctx context.Context, tr *txnRange, req *vowdbpb.TxnOpRequest, span lock.Span, resp *vowdbpb.TxnOpResponse) error {
+func (l *txnLayer) readUnderLock(ctx context.Context, tr *txnhost.Tenure, req *vowdbpb.TxnOpRequest, span lock.Span, resp *vowdbpb.TxnOpResponse) error {
 	n := l.n
 	if req.Kind == vowdbpb.TxnOpRequest_GET {
 		v, err := n.eng.Get(keys.UserKey(req.Key))
@@ -351,11 +315,9 @@ func (l *txnLayer) readUnderLock(ctx context.Context, tr *txnRange, req *vowdbpb
 			return err
 		}
 	}
-	tr.mu.Lock()
-	dead := tr.dead
-	tr.mu.Unlock()
-	if dead || tr.r.Status().Term != tr.raftTerm {
-		return abortStatus(&vowdbpb.TxnAbort{Reason: vowdbpb.TxnAbort_STATE_LOST, RangeId: tr.id}, "range %d lost its leader during the read", tr.id)
+	if st := (tenureHost{l}).Status(tr.Range()); tr.Dead() || st == nil || st.Term != tr.RaftTerm() {
+		return abortStatus(&vowdbpb.TxnAbort{Reason: vowdbpb.TxnAbort_STATE_LOST, RangeId: tr.Range()},
+			"range %d lost its leader during the read", tr.Range())
 	}
 	return nil
 }
@@ -376,11 +338,7 @@ func (l *txnLayer) plainLockTry(ctx context.Context, sched *multiraft.Scheduler,
 		return
 	}
 	id := plainTxnBit | lock.TxnID(l.plainID.Add(1))
-	release := func() {
-		tr.mu.Lock()
-		tr.releaseLocked(id)
-		tr.mu.Unlock()
-	}
+	release := func() { tr.Release(id) }
 	fail := func(ab *vowdbpb.TxnAbort) {
 		if ab.Reason == vowdbpb.TxnAbort_STATE_LOST && tries > 1 {
 			// The tenure ended (split, leader change): its locks are gone,
@@ -392,21 +350,34 @@ func (l *txnLayer) plainLockTry(ctx context.Context, sched *multiraft.Scheduler,
 		// which the client maps to ErrUnavailable for plain operations).
 		cb(nil, abortStatus(ab, "key %q is locked by transaction %d: %s; nothing was written", span.Start, ab.ConflictingTxnId, ab.Reason))
 	}
-	w, ab := tr.request(id, span, mode)
-	switch {
-	case ab != nil:
-		fail(ab)
-	case w == nil:
+	timeout := l.n.cfg.RequestTimeout
+	waiting := make(chan struct{})
+	var once sync.Once
+	tr.Lock(time.Now(), id, span, mode, timeout, func(_ time.Duration, ab *vowdbpb.TxnAbort) {
+		once.Do(func() { close(waiting) })
+		if ab != nil {
+			fail(ab)
+			return
+		}
 		cb(release, nil)
+	})
+	select {
+	case <-waiting:
+		return
 	default:
-		go func() {
-			if _, ab := tr.wait(ctx, id, w, l.n.cfg.RequestTimeout); ab != nil {
-				fail(ab)
-				return
-			}
-			cb(release, nil)
-		}()
 	}
+	// Still waiting: give up at the timeout or when the caller does.
+	go func() {
+		t := time.NewTimer(timeout)
+		defer t.Stop()
+		select {
+		case <-waiting:
+		case <-t.C:
+			tr.GiveUp(time.Now(), id)
+		case <-ctx.Done():
+			tr.GiveUp(time.Now(), id)
+		}
+	}()
 }
 
 // loop drives ticks, tenure upkeep, deadlock reports and recovery.
@@ -420,9 +391,9 @@ func (l *txnLayer) loop() {
 			return
 		case now := <-t.C:
 			for _, tr := range l.tenures() {
-				tr.tick(now)
+				tr.Tick(now)
 			}
-			l.coord.tick()
+			l.gw.Tick()
 			if now.Sub(lastBuild) >= 500*time.Millisecond {
 				lastBuild = now
 				l.buildMissing()
@@ -455,7 +426,7 @@ func (l *txnLayer) buildMissing() {
 		l.mu.Lock()
 		tr := l.ranges[r.RangeID]
 		l.mu.Unlock()
-		if tr != nil && tr.current(st) {
+		if tr != nil && tr.Current(st) {
 			continue
 		}
 		l.mu.Lock()

@@ -15,6 +15,7 @@ import (
 	"github.com/vowdb/vowdb/internal/replica"
 	"github.com/vowdb/vowdb/internal/transport"
 	"github.com/vowdb/vowdb/internal/txn"
+	"github.com/vowdb/vowdb/internal/txnhost"
 	"github.com/vowdb/vowdb/internal/txnwire"
 )
 
@@ -77,12 +78,7 @@ func (l *txnLayer) undeliverable(m txn.Message) {
 	if tr == nil {
 		return
 	}
-	tr.mu.Lock()
-	defer tr.mu.Unlock()
-	if !tr.dead {
-		tr.part.Unreachable(m.To.Range)
-		tr.pumpLocked()
-	}
+	tr.Unreachable(m.To.Range)
 }
 
 // dispatch handles a message that arrived at this node.
@@ -90,7 +86,7 @@ func (l *txnLayer) dispatch(pm *vowdbpb.TxnMessage) {
 	m := txnwire.MsgFromPB(pm)
 	if m.To.Node != 0 {
 		if uint64(m.To.Node) == l.n.nodeID() {
-			l.coord.step(m)
+			_ = l.gw.Step(m)
 		}
 		return
 	}
@@ -109,20 +105,20 @@ func (l *txnLayer) dispatch(pm *vowdbpb.TxnMessage) {
 		return
 	}
 	if m.Type == txn.MsgInquire {
-		go l.inquire(m)
+		txnhost.AnswerInquiry(anchorHost{tenureHost{l}}, m)
 		return
 	}
-	handle := func(tr *txnRange) {
+	handle := func(tr *txnhost.Tenure) {
 		if m.Type == msgRollback {
-			tr.rollback(m.Txn, m.Attempt)
-		} else {
-			tr.step(m)
+			tr.Rollback(m.Txn, m.Attempt)
+		} else if err := tr.Step(m); err != nil {
+			l.n.log.Debug("txn message refused", "range", tr.Range(), "msg", m.String(), "err", err)
 		}
 	}
 	l.mu.Lock()
 	tr := l.ranges[r.RangeID]
 	l.mu.Unlock()
-	if tr != nil && tr.current(r.Status()) {
+	if tr != nil && tr.Current(r.Status()) {
 		handle(tr)
 		return
 	}
@@ -338,46 +334,13 @@ func isNotSent(err error) bool {
 	return err != nil && status.Code(err) == codes.Unavailable && !hasDetail
 }
 
-// inquire answers a prepared participant's question at the anchor range
-// (rule 5): the txn record's decision, or a presumed abort by CAS when the
-// record is undecided and its coordinator is proven gone (rule 4).
-func (l *txnLayer) inquire(m txn.Message) {
-	ctx, cancel := context.WithTimeout(l.n.ctx, 5*time.Second)
-	defer cancel()
-	r, err := l.n.read(ctx, m.AnchorKey)
-	if err != nil {
-		return
-	}
-	d := txn.DecisionPending
-	rec, err := replica.TxnRecord(l.n.eng, r.RangeID, txnwire.KeyID(m.Txn, m.Attempt))
-	if err != nil {
-		return
-	}
-	if rec != nil {
-		d = txnwire.StateDecision(rec.State)
-	}
-	if d == txn.DecisionPending && l.coordinatorGone(ctx, uint64(m.Coordinator), m.Txn, m.Attempt) {
-		cmd := txnwire.CASCommand(m.Txn, m.Attempt, m.AnchorKey, txn.DecisionAborted,
-			txnwire.RangeIDs(m.Participants), uint64(m.Coordinator))
-		if resp, err := l.proposeAt(ctx, m.AnchorKey, cmd); err == nil {
-			d = txnwire.StateDecision(resp.State)
-			if resp.Swapped {
-				l.n.log.Info("txn presumed aborted: coordinator gone", "txn", m.Txn, "attempt", m.Attempt,
-					"coordinator", m.Coordinator)
-			}
-		}
-	}
-	l.send([]txn.Message{{Type: txn.MsgInquireResp, Txn: m.Txn, Attempt: m.Attempt,
-		From: txn.Addr{Range: m.To.Range}, To: m.From, Decision: d}})
-}
-
 // coordinatorGone reports whether the coordinator of (id, attempt) can no
 // longer ask for COMMITTED: it says it does not have the attempt (it
 // restarted or gave up), or it is unreachable and the cluster's liveness
 // says it is down.
 func (l *txnLayer) coordinatorGone(ctx context.Context, node uint64, id lock.TxnID, attempt uint64) bool {
 	if node == l.n.nodeID() {
-		return !l.coord.has(id, attempt)
+		return !l.gw.Has(id, attempt)
 	}
 	conn, err := l.n.trans.NodeConn(node)
 	if err == nil {
@@ -400,7 +363,7 @@ func (l *txnLayer) reportWaits() {
 	}
 	var edges []*vowdbpb.WaitsEdge
 	for _, tr := range l.tenures() {
-		edges = append(edges, tr.edges()...)
+		edges = append(edges, tr.Edges()...)
 	}
 	// An empty report is sent once, to clear what the detector holds.
 	if len(edges) == 0 && !l.reportedEdges.Swap(false) {
@@ -428,11 +391,7 @@ func (l *txnLayer) reportWaits() {
 			vic.Cycle = append(vic.Cycle, lock.TxnID(t))
 		}
 		for _, tr := range l.tenures() {
-			tr.mu.Lock()
-			if _, waits := tr.waiters[vic.Txn]; waits && !tr.dead {
-				tr.abortVictimLocked(vic)
-			}
-			tr.mu.Unlock()
+			tr.AbortVictim(time.Now(), vic)
 		}
 	}
 }
@@ -503,39 +462,21 @@ func (l *txnLayer) recordDeadlockPB(dl *vowdbpb.Deadlock) {
 // only once it was seen un-ended in two scans, to leave a live
 // coordinator time to finish it itself.
 func (l *txnLayer) restore() {
-	s := l.n.sched.Load()
-	if s == nil {
+	if l.n.sched.Load() == nil {
 		return
 	}
-	seen := map[string]int{}
-	l.mu.Lock()
-	prev := l.restoreSeen
-	l.mu.Unlock()
-	var recs []txn.DecisionRecord
+	var ranges []uint64
 	for _, tr := range l.tenures() {
-		if tr.isDead() {
-			continue
-		}
-		all, err := replica.TxnRecords(l.n.eng, tr.id)
-		if err != nil {
-			continue
-		}
-		for _, rec := range all {
-			dr, ok := txnwire.UnendedDecision(tr.id, rec)
-			if !ok {
-				continue
-			}
-			k := string(rec.TxnId)
-			seen[k] = prev[k] + 1
-			if seen[k] >= 2 {
-				recs = append(recs, dr)
-			}
+		if !tr.Dead() {
+			ranges = append(ranges, tr.Range())
 		}
 	}
-	l.mu.Lock()
-	l.restoreSeen = seen
-	l.mu.Unlock()
+	l.restoreMu.Lock()
+	defer l.restoreMu.Unlock()
+	recs := l.restorer.Scan(ranges, func(rangeID uint64) ([]*vowdbpb.TxnRecord, error) {
+		return replica.TxnRecords(l.n.eng, rangeID)
+	})
 	if len(recs) > 0 {
-		l.coord.restore(recs)
+		l.gw.Restore(recs)
 	}
 }

@@ -75,7 +75,7 @@ func (s *txnService) Commit(ctx context.Context, req *vowdbpb.TxnCommitRequest) 
 			writers++
 		}
 	}
-	res, err := l.coord.commit(ctx, txn.CommitRequest{Txn: lock.TxnID(req.TxnId), Attempt: req.Attempt,
+	res, err := l.commit(ctx, txn.CommitRequest{Txn: lock.TxnID(req.TxnId), Attempt: req.Attempt,
 		Participants: txnwire.ParticipantsFromPB(req.Participants), Anchor: txn.RangeID(req.AnchorRangeId), AnchorKey: req.AnchorKey})
 	if errors.Is(err, txn.ErrInvalid) {
 		return nil, transport.Invalid("%v", err)
@@ -126,50 +126,6 @@ func (s *txnService) Rollback(ctx context.Context, req *vowdbpb.TxnRollbackReque
 	return &vowdbpb.TxnRollbackResponse{}, nil
 }
 
-// rollback aborts an ACTIVE attempt here at its client's request. A
-// rollback that arrives before any operation of the attempt (the client
-// gave up on an operation still in flight) is remembered, so that the late
-// operation is refused instead of taking locks that nobody would release
-// before the attempt's deadline.
-func (tr *txnRange) rollback(id lock.TxnID, attempt uint64) {
-	tr.mu.Lock()
-	defer tr.mu.Unlock()
-	if tr.dead {
-		return
-	}
-	ab := &vowdbpb.TxnAbort{Reason: vowdbpb.TxnAbort_ROLLBACK, RangeId: tr.id}
-	if m := tr.meta[id]; m == nil || m.attempt < attempt {
-		if tr.part.State(id) != txn.StatePrepared {
-			tr.rememberRollback(id, attempt)
-			tr.rememberAbort(id, ab)
-		}
-		if m == nil {
-			return
-		}
-	}
-	if m := tr.meta[id]; m.attempt == attempt {
-		tr.abortLocked(id, ab)
-	}
-}
-
-// rememberRollback records that attempts up to attempt of id were rolled
-// back (bounded like the abort memory).
-func (tr *txnRange) rememberRollback(id lock.TxnID, attempt uint64) {
-	if tr.rolledBack == nil {
-		tr.rolledBack = map[lock.TxnID]uint64{}
-	}
-	if _, ok := tr.rolledBack[id]; !ok {
-		tr.rbOrder = append(tr.rbOrder, id)
-	}
-	if attempt > tr.rolledBack[id] {
-		tr.rolledBack[id] = attempt
-	}
-	for len(tr.rbOrder) > maxAbortMemory {
-		delete(tr.rolledBack, tr.rbOrder[0])
-		tr.rbOrder = tr.rbOrder[1:]
-	}
-}
-
 func (s *txnService) Deliver(ctx context.Context, req *vowdbpb.TxnDeliverRequest) (*vowdbpb.TxnDeliverResponse, error) {
 	l, err := s.layer()
 	if err != nil {
@@ -197,7 +153,7 @@ func (s *txnService) CoordinatorStatus(ctx context.Context, req *vowdbpb.Coordin
 	if err != nil {
 		return nil, err
 	}
-	return &vowdbpb.CoordinatorStatusResponse{Running: l.coord.has(lock.TxnID(req.TxnId), req.Attempt)}, nil
+	return &vowdbpb.CoordinatorStatusResponse{Running: l.gw.Has(lock.TxnID(req.TxnId), req.Attempt)}, nil
 }
 
 func (s *txnService) ReportWaits(ctx context.Context, req *vowdbpb.WaitsReport) (*vowdbpb.WaitsReportResponse, error) {
@@ -341,15 +297,13 @@ func (l *txnLayer) localStatus(ctx context.Context, id lock.TxnID) (*vowdbpb.Txn
 		}
 	}
 	for _, tr := range l.tenures() {
-		tr.mu.Lock()
-		if m := tr.meta[id]; m != nil && !tr.dead {
-			if st := tr.part.State(id); st == txn.StateActive || st == txn.StatePrepared {
-				note(vowdbpb.TxnState_TXN_PENDING, m.attempt)
+		for _, v := range tr.Txns() {
+			if v.Txn == id {
+				note(vowdbpb.TxnState_TXN_PENDING, v.Attempt)
 			}
 		}
-		tr.mu.Unlock()
 	}
-	for _, info := range l.coord.infos() {
+	for _, info := range l.committingInfos() {
 		if lock.TxnID(info.TxnId) == id {
 			note(vowdbpb.TxnState_TXN_PENDING, info.Attempt)
 		}
@@ -412,23 +366,17 @@ func dedup(xs []uint64) []uint64 {
 }
 
 func (l *txnLayer) localTxns() []*vowdbpb.TxnInfo {
-	out := l.coord.infos()
+	out := l.committingInfos()
 	now := time.Now().UnixNano()
 	for _, tr := range l.tenures() {
-		tr.mu.Lock()
-		for id, m := range tr.meta {
-			st := tr.part.State(id)
-			if st != txn.StateActive && st != txn.StatePrepared {
-				continue
-			}
+		for _, v := range tr.Txns() {
 			age := int64(0)
-			if m.age > 0 {
-				age = (now - int64(m.age)) / 1000
+			if v.Age > 0 {
+				age = (now - int64(v.Age)) / 1000
 			}
-			out = append(out, &vowdbpb.TxnInfo{TxnId: uint64(id), Attempt: m.attempt, CoordinatorNodeId: m.gateway,
-				State: st.String(), ParticipantRangeIds: []uint64{tr.id}, AgeMicros: age, NodeId: l.n.nodeID()})
+			out = append(out, &vowdbpb.TxnInfo{TxnId: uint64(v.Txn), Attempt: v.Attempt, CoordinatorNodeId: v.Gateway,
+				State: v.State.String(), ParticipantRangeIds: []uint64{tr.Range()}, AgeMicros: age, NodeId: l.n.nodeID()})
 		}
-		tr.mu.Unlock()
 	}
 	return out
 }
@@ -470,19 +418,14 @@ func (s *txnService) Locks(ctx context.Context, req *vowdbpb.LocksRequest) (*vow
 func (l *txnLayer) localLocks() *vowdbpb.LocksResponse {
 	out := &vowdbpb.LocksResponse{Held: l.heldLocks()}
 	for _, tr := range l.tenures() {
-		tr.mu.Lock()
-		for id, w := range tr.waiters {
-			lw := &vowdbpb.LockWait{Waiter: uint64(id), Key: w.span.Start, Mode: w.mode.String(),
-				WaitMicros: time.Since(w.since).Microseconds(), RangeId: tr.id, NodeId: l.n.nodeID()}
-			if len(w.blockers) > 0 {
-				lw.Holder = uint64(w.blockers[0])
-			}
-			if id&plainTxnBit != 0 {
+		for _, w := range tr.Waits() {
+			lw := &vowdbpb.LockWait{Waiter: uint64(w.Waiter), Key: w.Key, Mode: w.Mode.String(),
+				WaitMicros: time.Since(w.Since).Microseconds(), RangeId: tr.Range(), NodeId: l.n.nodeID(), Holder: uint64(w.Holder)}
+			if w.Waiter&plainTxnBit != 0 {
 				lw.Waiter = 0 // a single-key operation outside any transaction
 			}
 			out.Waits = append(out.Waits, lw)
 		}
-		tr.mu.Unlock()
 	}
 	l.det.Lock()
 	out.Deadlocks = append(out.Deadlocks, l.det.history...)

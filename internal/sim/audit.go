@@ -72,7 +72,7 @@ func (n *node) rangeLeftovers(rangeID uint64) string {
 	if tr == nil {
 		return fmt.Sprintf("range %d: leader node %d has no tenure yet", rangeID, n.id)
 	}
-	if held, waiting := tr.locks.Len(); held+waiting > 0 {
+	if held, waiting := len(tr.Held()), len(tr.Waits()); held+waiting > 0 {
 		return fmt.Sprintf("range %d: %d locks held, %d waiting", rangeID, held, waiting)
 	}
 	prep, err := replica.PrepareRecords(n.eng, rangeID)

@@ -10,7 +10,7 @@ import (
 	"github.com/vowdb/vowdb/internal/lock"
 	"github.com/vowdb/vowdb/internal/replica"
 	"github.com/vowdb/vowdb/internal/txn"
-	"github.com/vowdb/vowdb/internal/txnwire"
+	"github.com/vowdb/vowdb/internal/txnhost"
 )
 
 func sortedKeys[K cmp.Ordered, V any](m map[K]V) []K {
@@ -32,71 +32,21 @@ func (n *node) txnTick() {
 	}
 	for _, id := range sortedKeys(n.tenures) {
 		if tr := n.tenures[id]; tr != nil {
-			tr.tick()
+			tr.Tick(simTime(n.w.now))
 		}
 	}
-	n.coord.Tick()
-	n.pumpCoord()
+	n.gw.Tick()
 	if n.w.now%restorePeriod == 0 {
 		n.restore()
 	}
 }
 
-// commit hands a client's commit to this node's coordinator.
+// commit hands a client's commit to this node's gateway.
 func (n *node) commit(req txn.CommitRequest, reply func(txn.Result)) {
-	if err := n.coord.Commit(req); err != nil {
+	if err := n.gw.Commit(simTime(n.w.now), req, reply); err != nil {
 		// A duplicated request: the first copy's result answers the client.
 		n.w.event("node %d: commit t%d.%d refused: %v", n.id, req.Txn, req.Attempt, err)
-		return
 	}
-	n.commits[attemptKey{req.Txn, req.Attempt}] = reply
-	n.pumpCoord()
-}
-
-// pumpCoord carries out the coordinator's Ready as the server's coordDriver
-// does: results to the waiting clients, messages out, the decision as a
-// compare-and-set at the anchor range, END records in the background.
-func (n *node) pumpCoord() {
-	for n.up && n.coord.HasReady() {
-		rd := n.coord.Ready()
-		for _, res := range rd.Results {
-			k := attemptKey{res.Txn, res.Attempt}
-			if reply := n.commits[k]; reply != nil {
-				delete(n.commits, k)
-				reply(res)
-			}
-		}
-		for _, m := range rd.Messages {
-			n.sendTxn(m)
-		}
-		for _, r := range rd.Records {
-			switch r := r.(type) {
-			case txn.DecisionRecord:
-				n.cas(r)
-			case txn.EndRecord:
-				n.proposeAt(uint64(r.Anchor), txnwire.EndCommand(r), func(replica.Result, error) {})
-			}
-		}
-		n.coord.Advance(rd)
-	}
-}
-
-// cas records the decision and reports who won; any error leaves it
-// unknown (never retried, as package txn requires).
-func (n *node) cas(r txn.DecisionRecord) {
-	epoch := n.epoch
-	n.proposeAt(uint64(r.Anchor), txnwire.DecisionCommand(r, n.id), func(res replica.Result, err error) {
-		if n.epoch != epoch || !n.up {
-			return
-		}
-		recorded := txn.DecisionPending
-		if err == nil {
-			recorded = txnwire.StateDecision(res.TxnState)
-		}
-		n.w.event("node %d: decision t%d.%d %v recorded as %v (%v)", n.id, r.Txn, r.Attempt, r.Decision, recorded, err)
-		n.coord.CASResult(r.Txn, r.Attempt, recorded)
-		n.pumpCoord()
-	})
 }
 
 // leaderHint names the node this node believes leads rangeID: its own
@@ -158,8 +108,7 @@ func (n *node) sendTxn(m txn.Message) {
 				return
 			}
 			if tr := n.current(uint64(m.From.Range)); tr != nil {
-				tr.part.Unreachable(m.To.Range)
-				tr.pump()
+				tr.Unreachable(m.To.Range)
 			}
 		})
 		return
@@ -171,9 +120,7 @@ func (n *node) sendTxn(m txn.Message) {
 func (n *node) dispatch(m txn.Message, hops int) {
 	if m.To.Node != 0 {
 		if uint64(m.To.Node) == n.id {
-			if n.coord.Step(m) == nil {
-				n.pumpCoord()
-			}
+			_ = n.gw.Step(m)
 		}
 		return
 	}
@@ -187,7 +134,7 @@ func (n *node) dispatch(m txn.Message, hops int) {
 		return
 	}
 	if m.Type == txn.MsgInquire {
-		n.inquire(m)
+		txnhost.AnswerInquiry(nodeHost{n}, m)
 		return
 	}
 	tr := n.current(rangeID)
@@ -195,67 +142,16 @@ func (n *node) dispatch(m txn.Message, hops int) {
 		n.build(rangeID) // the sender resends
 		return
 	}
-	if err := tr.part.Step(m); err == nil {
-		tr.pump()
-	}
+	_ = tr.Step(m)
 }
 
 // rollback aborts an ACTIVE attempt at the client's request; as in the
 // server, a rollback that arrives before the attempt's first operation is
 // remembered and that operation refused.
 func (n *node) rollback(id lock.TxnID, attempt uint64, rangeID uint64) {
-	tr := n.current(rangeID)
-	if tr == nil {
-		return
+	if tr := n.current(rangeID); tr != nil {
+		tr.Rollback(id, attempt)
 	}
-	m := tr.meta[id]
-	if (m == nil || m.attempt < attempt) && tr.part.State(id) != txn.StatePrepared && attempt > tr.rolledBack[id] {
-		tr.rolledBack[id] = attempt
-	}
-	if m != nil && m.attempt == attempt {
-		tr.abort(id, "rollback")
-	}
-}
-
-// inquire answers an Inquire at the anchor range's leader: the txn record's
-// decision; undecided with the coordinator proven gone: CAS ABORTED (rule 4).
-func (n *node) inquire(m txn.Message) {
-	rangeID := uint64(m.To.Range)
-	epoch := n.epoch
-	n.readIndex(rangeID, func(err error) {
-		if err != nil || n.epoch != epoch {
-			return
-		}
-		rec, err := replica.TxnRecord(n.eng, rangeID, txnwire.KeyID(m.Txn, m.Attempt))
-		if err != nil {
-			n.w.fail("node %d: txn record: %v", n.id, err)
-			return
-		}
-		answer := func(d txn.Decision) {
-			n.sendTxn(txn.Message{Type: txn.MsgInquireResp, Txn: m.Txn, Attempt: m.Attempt,
-				From: txn.Addr{Range: m.To.Range}, To: m.From, Decision: d})
-		}
-		if rec != nil {
-			answer(txnwire.StateDecision(rec.State))
-			return
-		}
-		if !n.coordinatorGone(uint64(m.Coordinator), m.Txn, m.Attempt) {
-			answer(txn.DecisionPending)
-			return
-		}
-		cmd := txnwire.CASCommand(m.Txn, m.Attempt, m.AnchorKey, txn.DecisionAborted,
-			txnwire.RangeIDs(m.Participants), uint64(m.Coordinator))
-		n.propose(rangeID, cmd, func(res replica.Result) {
-			if res.Err != nil || n.epoch != epoch {
-				return
-			}
-			if res.Swapped {
-				n.w.saw("presumed abort")
-				n.w.event("node %d: t%d.%d presumed aborted, coordinator %d gone", n.id, m.Txn, m.Attempt, m.Coordinator)
-			}
-			answer(txnwire.StateDecision(res.TxnState))
-		})
-	})
 }
 
 // coordinatorGone models the server's CoordinatorStatus call: a reachable
@@ -269,38 +165,23 @@ func (n *node) coordinatorGone(node uint64, id lock.TxnID, attempt uint64) bool 
 	if n.w.net.cut[[2]uint64{n.id, node}] {
 		return false
 	}
-	return !c.coord.Has(id, attempt)
+	return !c.gw.Has(id, attempt)
 }
 
 // restore hands decided, un-ended txn records anchored at ranges this node
 // leads to its coordinator once they were seen twice (rule 6).
 func (n *node) restore() {
-	seen := map[string]int{}
-	var recs []txn.DecisionRecord
-	for _, rangeID := range sortedKeys(n.tenures) {
-		all, err := replica.TxnRecords(n.eng, rangeID)
+	recs := n.restorer.Scan(sortedKeys(n.tenures), func(rangeID uint64) ([]*vowdbpb.TxnRecord, error) {
+		recs, err := replica.TxnRecords(n.eng, rangeID)
 		if err != nil {
 			n.w.fail("node %d: txn records: %v", n.id, err)
-			return
 		}
-		for _, rec := range all {
-			dr, ok := txnwire.UnendedDecision(rangeID, rec)
-			if !ok {
-				continue
-			}
-			k := string(rec.TxnId)
-			seen[k] = n.restoreSeen[k] + 1
-			if seen[k] >= 2 {
-				recs = append(recs, dr)
-			}
-		}
-	}
-	n.restoreSeen = seen
+		return recs, err
+	})
 	if len(recs) > 0 {
 		n.w.saw("restore of decided records")
 		n.w.event("node %d restores %d decided records", n.id, len(recs))
-		n.coord.Restore(recs)
-		n.pumpCoord()
+		n.gw.Restore(recs)
 	}
 }
 
@@ -328,23 +209,26 @@ func (w *world) detectDeadlocks() {
 		reached = append(reached, n)
 		var edges []lock.Edge
 		for _, id := range sortedKeys(n.tenures) {
-			tr := n.tenures[id]
-			for _, e := range tr.locks.WaitsFor() {
-				edges = append(edges, e)
-				wi, hi := tr.info(e.Waiter), tr.info(e.Holder)
-				info[e.Waiter] = deadlock.TxnInfo{Age: wi.Age, Prepared: wi.Prepared || info[e.Waiter].Prepared}
-				info[e.Holder] = deadlock.TxnInfo{Age: hi.Age, Prepared: hi.Prepared || info[e.Holder].Prepared}
+			for _, e := range n.tenures[id].Edges() {
+				wt, ht := lock.TxnID(e.Waiter), lock.TxnID(e.Holder)
+				edges = append(edges, lock.Edge{Waiter: wt, Holder: ht})
+				info[wt] = deadlock.TxnInfo{Age: e.WaiterAge, Prepared: e.WaiterPrepared || info[wt].Prepared}
+				info[ht] = deadlock.TxnInfo{Age: e.HolderAge, Prepared: e.HolderPrepared || info[ht].Prepared}
 			}
 		}
 		d.Report(n.id, edges)
 	}
 	for _, v := range d.Detect(func(id lock.TxnID) deadlock.TxnInfo { return info[id] }) {
+		if info[v.Txn].Prepared {
+			w.fail("deadlock detector chose prepared txn %d as victim (cycle %v)", v.Txn, v.Cycle)
+			return
+		}
 		w.saw("global deadlock victim")
 		w.event("detector on node %d: victim t%d of cycle %v", host.id, v.Txn, v.Cycle)
 		for _, n := range reached {
 			for _, id := range sortedKeys(n.tenures) {
-				if tr := n.tenures[id]; tr != nil && tr.waiters[v.Txn] != nil {
-					tr.abortVictim(v)
+				if tr := n.tenures[id]; tr != nil {
+					tr.AbortVictim(simTime(w.now), v)
 				}
 			}
 		}

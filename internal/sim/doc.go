@@ -10,21 +10,22 @@
 //	per node   storage.Engine (Pebble on a crashable in-memory vfs.MemFS)
 //	           multiraft.Scheduler, driven by Round instead of its goroutine
 //	           replica.Replica per range: etcd raft RawNode + range state machine
-//	           txn.Coordinator (the node as gateway)
-//	           per range it leads: lock.Table + txn.Participant (a tenure)
+//	           txnhost.Gateway: txn.Coordinator and its driver (the node as gateway)
+//	           per range it leads a txnhost.Tenure: lock.Table, txn.Participant
+//	           and its driver
 //	cluster    deadlock.Detector on the lowest-numbered live node
 //	checkers   check.Bank, check.LedgerCheck, check.ListAppend (strict
 //	           serializability) and an audit of every replica's final state
 //
-// The tenure, coordinator and routing glue in this package follows the
-// server's (internal/server txn_*.go) step for step: tenures are built after
-// a ReadIndex round from the durable prepare records, records go through the
-// range's Raft log and are confirmed to the core only once applied, READ-ONLY
-// votes wait for a ReadIndex round, decisions are compare-and-set commands
-// built by package txnwire, inquiries presume abort only when the
-// coordinator is proven gone, and decided un-ended records are restored into
-// a coordinator. What the server does with goroutines, mutexes and gRPC the
-// simulator does with callbacks run by its one loop.
+// The tenures and the gateway are the server's own drivers (package
+// txnhost); this package is their host (tenure.go): proposals and ReadIndex
+// rounds report from a later poll, messages cross the simulated network, the
+// clock is the tick. The routing between nodes is this package's own, modelled
+// on the server's: messages go to a range's leader (forwarded at most twice),
+// an inquiry is answered at the anchor from the txn record and presumes abort
+// only when the coordinator is proven gone, decided un-ended records are
+// restored into the gateway, and the detector collects every reachable
+// node's waits-for edges.
 //
 // # Determinism
 //

@@ -9,12 +9,12 @@ import (
 	"github.com/cockroachdb/pebble/v2/vfs"
 
 	"github.com/vowdb/vowdb/api/vowdbpb"
-	"github.com/vowdb/vowdb/internal/lock"
+
 	"github.com/vowdb/vowdb/internal/metrics"
 	"github.com/vowdb/vowdb/internal/multiraft"
 	"github.com/vowdb/vowdb/internal/replica"
 	"github.com/vowdb/vowdb/internal/storage"
-	"github.com/vowdb/vowdb/internal/txn"
+	"github.com/vowdb/vowdb/internal/txnhost"
 )
 
 var quietLog = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -38,17 +38,11 @@ type node struct {
 	electionDue map[uint64]int64 // range → tick at which this replica campaigns
 	props       []*pendingProp
 	reads       []*pendingRead
-	tenures     map[uint64]*tenure
+	tenures     map[uint64]*txnhost.Tenure
 	building    map[uint64]bool
-	coord       *txn.Coordinator
-	commits     map[attemptKey]func(txn.Result) // client commits waiting for a result
-	restoreSeen map[string]int
+	gw          *txnhost.Gateway
+	restorer    txnhost.Restorer
 	lastLeader  map[uint64]uint64 // range → leader last seen, for the trace
-}
-
-type attemptKey struct {
-	txn     lock.TxnID
-	attempt uint64
 }
 
 type pendingProp struct {
@@ -85,11 +79,10 @@ func (n *node) open() error {
 	n.eng, n.sched, n.up = eng, sched, true
 	n.electionDue = map[uint64]int64{}
 	n.props, n.reads = nil, nil
-	n.tenures, n.building = map[uint64]*tenure{}, map[uint64]bool{}
-	n.commits = map[attemptKey]func(txn.Result){}
-	n.restoreSeen = map[string]int{}
+	n.tenures, n.building = map[uint64]*txnhost.Tenure{}, map[uint64]bool{}
+	n.restorer = txnhost.Restorer{}
 	n.lastLeader = map[uint64]uint64{}
-	n.coord, err = txn.NewCoordinator(txn.CoordinatorConfig{Node: txn.NodeID(n.id), ResendTicks: resendTicks,
+	n.gw, err = txnhost.NewGateway(nodeHost{n}, n.id, txnhost.GatewayConfig{ResendTicks: resendTicks,
 		VoteTimeoutTicks: voteTimeout, DecideTimeoutTicks: decideTimeout})
 	return err
 }
@@ -123,8 +116,8 @@ func (n *node) close() {
 	if n.eng != nil {
 		_ = n.eng.Close()
 	}
-	n.eng, n.sched, n.coord = nil, nil, nil
-	n.tenures, n.props, n.reads, n.commits = nil, nil, nil, nil
+	n.eng, n.sched, n.gw = nil, nil, nil
+	n.tenures, n.props, n.reads = nil, nil, nil
 }
 
 func (n *node) restart() {

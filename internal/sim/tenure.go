@@ -1,10 +1,9 @@
 package sim
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
-	"strings"
+	"time"
 
 	"github.com/vowdb/vowdb/api/vowdbpb"
 	"github.com/vowdb/vowdb/internal/deadlock"
@@ -13,38 +12,109 @@ import (
 	"github.com/vowdb/vowdb/internal/replica"
 	"github.com/vowdb/vowdb/internal/storage"
 	"github.com/vowdb/vowdb/internal/txn"
+	"github.com/vowdb/vowdb/internal/txnhost"
 	"github.com/vowdb/vowdb/internal/txnwire"
 )
 
-// tenure is the transaction side of one range on its leader for one leader
-// tenure, as the server's txnRange: lock table, participant, waiters.
-type tenure struct {
-	n          *node
-	rangeID    uint64
-	raftTerm   uint64
-	term       uint64 // the tenure number clients and PREPAREs carry (rule 8)
-	start, end []byte
-	dead       bool
-	locks      lock.Table
-	part       *txn.Participant
-	meta       map[lock.TxnID]*tmeta
-	waiters    map[lock.TxnID]*waiter
-	rolledBack map[lock.TxnID]uint64 // attempts rolled back before their first operation
-	pumping    bool
+// The transaction side of each node is the server's own code (package
+// txnhost): a Tenure per led range and a Gateway. This file is the
+// simulated node as their host: proposals and ReadIndex rounds report from
+// a later poll, messages go through the simulated network, and the clock is
+// the tick.
+
+// tickDuration maps the simulated tick onto the drivers' clock.
+const tickDuration = 10 * time.Millisecond
+
+// simTime is tick as a time for the drivers.
+func simTime(tick int64) time.Time { return time.Unix(0, 0).Add(time.Duration(tick) * tickDuration) }
+
+// nodeHost is a simulated node as txnhost.Host and txnhost.GatewayHost. Its
+// callbacks belong to one incarnation: a crash drops them with the node's
+// pending proposals and reads.
+type nodeHost struct{ n *node }
+
+var (
+	_ txnhost.Host        = nodeHost{}
+	_ txnhost.GatewayHost = nodeHost{}
+	_ txnhost.AnchorHost  = nodeHost{}
+)
+
+func (h nodeHost) NodeID() uint64 { return h.n.id }
+
+func (h nodeHost) Status(rangeID uint64) *replica.Status { return h.n.status(rangeID) }
+
+func (h nodeHost) Propose(rangeID uint64, cmd *vowdbpb.Command, done func(replica.Result)) {
+	h.n.propose(rangeID, cmd, done)
 }
 
-type tmeta struct {
-	attempt  uint64
-	age      uint64
-	deadline int64
+func (h nodeHost) ConfirmLeadership(rangeID uint64, done func(error)) { h.n.readIndex(rangeID, done) }
+
+func (h nodeHost) Send(msgs []txn.Message) {
+	for _, m := range msgs {
+		h.n.sendTxn(m)
+	}
 }
 
-type waiter struct {
-	span     lock.Span
-	mode     lock.Mode
-	timeout  int64
-	blockers []lock.TxnID
-	done     func(abort string) // "" granted
+func (h nodeHost) TenureEnded(t *txnhost.Tenure, why string) {
+	n := h.n
+	if n.tenures[t.Range()] == t {
+		delete(n.tenures, t.Range())
+	}
+	n.w.event("node %d range %d tenure %x ended: %s", n.id, t.Range(), t.Number(), why)
+}
+
+func (h nodeHost) Aborted(t *txnhost.Tenure, id lock.TxnID, ab *vowdbpb.TxnAbort) {
+	why := abortWhy(ab)
+	h.n.w.saw("range abort: " + why)
+	h.n.w.event("range %d aborts t%d: %s", t.Range(), id, txnhost.DescribeAbort(ab))
+}
+
+func (h nodeHost) LocalDeadlock(v deadlock.Victim) {
+	h.n.w.event("node %d: local deadlock, victim t%d of cycle %v", h.n.id, v.Txn, v.Cycle)
+}
+
+func (h nodeHost) Invariant(t *txnhost.Tenure, msg string) {
+	h.n.w.fail("node %d range %d: %s", h.n.id, t.Range(), msg)
+}
+
+func (h nodeHost) ProposeAt(anchor txn.RangeID, _ []byte, cmd *vowdbpb.Command, done func(vowdbpb.TxnState, error)) {
+	h.n.proposeAt(uint64(anchor), cmd, func(res replica.Result, err error) { done(res.TxnState, err) })
+}
+
+func (h nodeHost) DecisionUnknown(r txn.DecisionRecord, err error) {
+	h.n.w.event("node %d: decision t%d.%d %v outcome unknown: %v", h.n.id, r.Txn, r.Attempt, r.Decision, err)
+}
+
+func (h nodeHost) TxnRecord(rangeID uint64, id lock.TxnID, attempt uint64) (*vowdbpb.TxnRecord, error) {
+	rec, err := replica.TxnRecord(h.n.eng, rangeID, txnwire.KeyID(id, attempt))
+	if err != nil {
+		h.n.w.fail("node %d: txn record: %v", h.n.id, err)
+	}
+	return rec, err
+}
+
+func (h nodeHost) CoordinatorGone(node uint64, id lock.TxnID, attempt uint64, done func(bool)) {
+	done(h.n.coordinatorGone(node, id, attempt))
+}
+
+func (h nodeHost) PresumedAbort(m txn.Message) {
+	h.n.w.saw("presumed abort")
+	h.n.w.event("node %d: t%d.%d presumed aborted, coordinator %d gone", h.n.id, m.Txn, m.Attempt, m.Coordinator)
+}
+
+// abortWhy names an abort reason the way the coverage counts it.
+func abortWhy(ab *vowdbpb.TxnAbort) string {
+	switch ab.Reason {
+	case vowdbpb.TxnAbort_LOCK_TIMEOUT:
+		return "lock wait timeout"
+	case vowdbpb.TxnAbort_DEADLINE:
+		return "deadline"
+	case vowdbpb.TxnAbort_ROLLBACK:
+		return "rollback"
+	case vowdbpb.TxnAbort_DEADLOCK:
+		return "deadlock victim"
+	}
+	return ab.Reason.String()
 }
 
 // opReply is a range's answer to a client operation.
@@ -57,10 +127,9 @@ type opReply struct {
 	rangeID uint64
 }
 
-// build starts building a tenure for rangeID once a barrier entry proposed
-// in this term applied: every entry before it has applied then, so the
-// prepare records read afterwards are complete (rule 6), including those of
-// an earlier tenure of the same raft term that gave up waiting for them.
+// build starts building a tenure for rangeID as the server does: once a
+// barrier entry proposed in this term applied, every entry before it has
+// applied, so the prepare records read afterwards are complete (rule 6).
 func (n *node) build(rangeID uint64) {
 	if n.building[rangeID] {
 		return
@@ -85,67 +154,39 @@ func (n *node) build(rangeID uint64) {
 			n.w.fail("node %d range %d: prepare records: %v", n.id, rangeID, err)
 			return
 		}
-		var prepared []txn.PrepareRecord
-		for _, id := range sortedKeys(recs) {
-			if rec, ok := txnwire.PrepareFromPB(rangeID, []byte(id), recs[id]); ok {
-				prepared = append(prepared, rec)
-			}
-		}
+		prepared := txnhost.PreparedFromRecords(rangeID, recs)
 		n.w.tenureGen++
 		term := st.Term<<16 | (n.w.tenureGen & 0xffff)
-		part, relock, err := txn.NewParticipant(txn.ParticipantConfig{Range: txn.RangeID(rangeID), Term: term,
-			InquireTicks: inquireTicks, MaxFinished: maxFinishedTxns}, prepared)
+		tr, err := txnhost.NewTenure(nodeHost{n}, txnhost.Config{Range: rangeID, RaftTerm: st.Term, Tenure: term,
+			Start: st2.Desc.StartKey, End: st2.Desc.EndKey, Prepared: prepared, InquireTicks: inquireTicks,
+			MaxFinished: maxFinishedTxns, BugNoLocks: n.w.cfg.Bug == "no-locks"})
 		if err != nil {
-			n.w.fail("node %d range %d: new participant: %v", n.id, rangeID, err)
+			n.w.fail("node %d range %d: new tenure: %v", n.id, rangeID, err)
 			return
 		}
-		tr := &tenure{n: n, rangeID: rangeID, raftTerm: st.Term, term: term, start: st2.Desc.StartKey,
-			end: st2.Desc.EndKey, part: part, meta: map[lock.TxnID]*tmeta{}, waiters: map[lock.TxnID]*waiter{},
-			rolledBack: map[lock.TxnID]uint64{}}
-		for _, lk := range relock {
-			tr.locks.Acquire(lk.Txn, lk.Span, lk.Mode)
-		}
 		if old := n.tenures[rangeID]; old != nil {
-			old.kill("replaced")
+			old.Kill("replaced")
 		}
 		n.tenures[rangeID] = tr
 		if len(prepared) > 0 {
 			n.w.saw("tenure rebuilt with prepared txns")
 		}
 		n.w.event("node %d range %d tenure %x built, %d prepared", n.id, rangeID, term, len(prepared))
-		tr.pump()
 	})
 }
 
 // current returns the live tenure of rangeID if this node still leads it
 // in the tenure's term.
-func (n *node) current(rangeID uint64) *tenure {
+func (n *node) current(rangeID uint64) *txnhost.Tenure {
 	tr := n.tenures[rangeID]
-	if tr == nil || tr.dead {
+	if tr == nil || tr.Dead() {
 		return nil
 	}
-	st := n.status(rangeID)
-	if st == nil || st.Term != tr.raftTerm || st.LeaderID != n.id {
-		tr.kill("leadership lost")
+	if !tr.Current(n.status(rangeID)) {
+		tr.Kill("leadership lost")
 		return nil
 	}
 	return tr
-}
-
-func (tr *tenure) kill(why string) {
-	if tr.dead {
-		return
-	}
-	tr.dead = true
-	for _, id := range sortedKeys(tr.waiters) {
-		w := tr.waiters[id]
-		delete(tr.waiters, id)
-		w.done("participant lost state")
-	}
-	if tr.n.tenures[tr.rangeID] == tr {
-		delete(tr.n.tenures, tr.rangeID)
-	}
-	tr.n.w.event("node %d range %d tenure %x ended: %s", tr.n.id, tr.rangeID, tr.term, why)
 }
 
 // op serves one client operation (rule 9: locks are taken when the op is
@@ -163,33 +204,20 @@ func (n *node) op(id lock.TxnID, attempt, age uint64, key, value []byte, write b
 	if write {
 		mode, wr = lock.X, &txn.Write{Key: key, Value: value}
 	}
-	if attempt <= tr.rolledBack[id] {
-		reply(opReply{abort: "rolled back"})
-		return
-	}
-	if m := tr.meta[id]; m != nil && m.attempt < attempt && tr.part.State(id) == txn.StateActive {
-		tr.release(id)
-	}
-	if err := tr.part.Admit(txn.Op{Txn: id, Attempt: attempt, Span: lock.Point(key), Mode: mode, Write: wr}); err != nil {
-		reply(opReply{abort: "refused: " + err.Error()})
-		return
-	}
-	if m := tr.meta[id]; m == nil || m.attempt != attempt {
-		tr.meta[id] = &tmeta{attempt: attempt, age: age, deadline: n.w.now + maxTxnTicks}
-	}
-	tr.pump()
-	done := func(abort string) {
-		if abort != "" {
-			reply(opReply{abort: abort})
+	op := txnhost.Op{Txn: id, Attempt: attempt, Span: lock.Point(key), Mode: mode, Write: wr, Age: age,
+		Deadline: simTime(n.w.now + maxTxnTicks), LockTimeout: lockTimeout * tickDuration}
+	err := tr.Do(simTime(n.w.now), op, func(_ time.Duration, ab *vowdbpb.TxnAbort) {
+		if ab != nil {
+			reply(opReply{abort: txnhost.DescribeAbort(ab)})
 			return
 		}
-		resp := opReply{term: tr.term, rangeID: tr.rangeID}
+		resp := opReply{term: tr.Number(), rangeID: tr.Range()}
 		if write {
 			reply(resp)
 			return
 		}
 		// As the server: no ReadIndex per read; the vote confirms the term.
-		if tr.dead || n.current(tr.rangeID) != tr {
+		if n.current(tr.Range()) != tr {
 			reply(opReply{abort: "tenure ended before the read"})
 			return
 		}
@@ -201,160 +229,8 @@ func (n *node) op(id lock.TxnID, attempt, age uint64, key, value []byte, write b
 			n.w.fail("node %d: read %q: %v", n.id, key, err)
 		}
 		reply(resp)
+	})
+	if err != nil {
+		reply(opReply{abort: fmt.Sprintf("refused: %v", err)})
 	}
-	if n.w.cfg.Bug == "no-locks" {
-		done("")
-		return
-	}
-	granted, blockers := tr.locks.Acquire(id, lock.Point(key), mode)
-	if granted {
-		done("")
-		return
-	}
-	tr.waiters[id] = &waiter{span: lock.Point(key), mode: mode, timeout: n.w.now + lockTimeout, blockers: blockers, done: done}
-	tr.breakLocalDeadlocks()
-}
-
-func (tr *tenure) release(id lock.TxnID) {
-	for _, g := range tr.locks.ReleaseAll(id) {
-		if w := tr.waiters[g.Txn]; w != nil {
-			delete(tr.waiters, g.Txn)
-			w.done("")
-		}
-	}
-}
-
-// abort aborts an ACTIVE txn on the leader's own initiative; a prepared
-// txn is never aborted this way (rule 2).
-func (tr *tenure) abort(id lock.TxnID, why string) bool {
-	if tr.part.Abort(id) != nil {
-		return false
-	}
-	if w := tr.waiters[id]; w != nil {
-		delete(tr.waiters, id)
-		w.done(why)
-	}
-	tr.n.w.saw("range abort: " + strings.SplitN(why, " (", 2)[0])
-	tr.n.w.event("range %d aborts t%d: %s", tr.rangeID, id, why)
-	tr.release(id)
-	tr.pump()
-	return true
-}
-
-func (tr *tenure) info(id lock.TxnID) deadlock.TxnInfo {
-	inf := deadlock.TxnInfo{Prepared: tr.part.State(id) == txn.StatePrepared}
-	if m := tr.meta[id]; m != nil {
-		inf.Age = m.age
-	}
-	return inf
-}
-
-func (tr *tenure) breakLocalDeadlocks() {
-	edges := tr.locks.WaitsFor()
-	if len(edges) < 2 {
-		return
-	}
-	var d deadlock.Detector
-	d.Report(tr.n.id, edges)
-	for _, v := range d.Detect(tr.info) {
-		tr.abortVictim(v)
-	}
-}
-
-func (tr *tenure) abortVictim(v deadlock.Victim) {
-	if tr.info(v.Txn).Prepared {
-		tr.n.w.fail("deadlock detector chose prepared txn %d as victim (cycle %v)", v.Txn, v.Cycle)
-		return
-	}
-	if tr.waiters[v.Txn] != nil || tr.part.State(v.Txn) == txn.StateActive {
-		tr.abort(v.Txn, fmt.Sprintf("deadlock victim (cycle %v)", v.Cycle))
-	}
-}
-
-// pump carries out the participant's Ready in the documented order: lock
-// releases and messages at once, READ-ONLY votes after a ReadIndex round,
-// records through the Raft log with one Ready in flight.
-func (tr *tenure) pump() {
-	n := tr.n
-	for !tr.pumping && !tr.dead && tr.part.HasReady() {
-		rd := tr.part.Ready()
-		for _, id := range rd.Release {
-			if st := tr.part.State(id); st != txn.StateActive && st != txn.StatePrepared {
-				tr.release(id)
-				delete(tr.meta, id)
-			}
-		}
-		var readOnly []txn.Message
-		for _, m := range rd.Messages {
-			if m.Type == txn.MsgVote && m.Vote == txn.VoteReadOnly {
-				readOnly = append(readOnly, m)
-			} else {
-				n.sendTxn(m)
-			}
-		}
-		if len(readOnly) > 0 {
-			n.readIndex(tr.rangeID, func(err error) {
-				if err == nil && n.current(tr.rangeID) == tr {
-					for _, m := range readOnly {
-						n.sendTxn(m)
-					}
-					return
-				}
-				tr.kill("read-only vote not confirmed")
-			})
-		}
-		if len(rd.Records) == 0 {
-			tr.part.Advance(rd)
-			continue
-		}
-		tr.pumping = true
-		left, failure := len(rd.Records), ""
-		for i, rec := range rd.Records {
-			n.propose(tr.rangeID, txnwire.RecordCommand(rec), func(res replica.Result) {
-				if res.Err != nil {
-					failure = fmt.Sprintf("%v: %v", rec, res.Err)
-				} else if want := txnwire.ExpectedState(rec); res.TxnState != want {
-					n.w.fail("range %d: record %v applied as %v, want %v", tr.rangeID, rd.Records[i], res.TxnState, want)
-				}
-				if left--; left > 0 {
-					return
-				}
-				tr.pumping = false
-				if failure == "" && n.current(tr.rangeID) != tr {
-					failure = "leader term changed"
-				}
-				if failure != "" {
-					tr.kill(failure)
-					return
-				}
-				tr.part.Advance(rd)
-				tr.pump()
-			})
-		}
-		return
-	}
-}
-
-// tickTenure advances the participant's clock, times out lock waits and
-// aborts ACTIVE txns past their deadline.
-func (tr *tenure) tick() {
-	n := tr.n
-	st := n.status(tr.rangeID)
-	if st == nil || st.Term != tr.raftTerm || st.LeaderID != n.id ||
-		!bytes.Equal(st.Desc.GetStartKey(), tr.start) || !bytes.Equal(st.Desc.GetEndKey(), tr.end) {
-		tr.kill("leadership or span changed")
-		return
-	}
-	tr.part.Tick()
-	for _, id := range sortedKeys(tr.waiters) {
-		if w := tr.waiters[id]; w != nil && n.w.now >= w.timeout {
-			tr.abort(id, "lock wait timeout")
-		}
-	}
-	for _, id := range sortedKeys(tr.meta) {
-		if m := tr.meta[id]; m != nil && n.w.now >= m.deadline && tr.part.State(id) == txn.StateActive {
-			tr.abort(id, "deadline")
-		}
-	}
-	tr.pump()
 }

@@ -1,0 +1,700 @@
+package txnhost
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/vowdb/vowdb/api/vowdbpb"
+	"github.com/vowdb/vowdb/internal/deadlock"
+	"github.com/vowdb/vowdb/internal/failpoint"
+	"github.com/vowdb/vowdb/internal/lock"
+	"github.com/vowdb/vowdb/internal/replica"
+	"github.com/vowdb/vowdb/internal/txn"
+	"github.com/vowdb/vowdb/internal/txnwire"
+)
+
+// PlainTxnBit marks the lock-table ids of non-transactional operations,
+// which hold one lock for one Raft round. User txn ids are below it.
+const PlainTxnBit = lock.TxnID(1) << 63
+
+// maxAbortMemory bounds how many aborted or rolled-back ids a tenure
+// remembers to explain a later operation's refusal.
+const maxAbortMemory = 10000
+
+// Host is what a Tenure needs from its node. See the package doc for the
+// rule its methods follow (no call back before returning).
+type Host interface {
+	// NodeID is this node's id.
+	NodeID() uint64
+	// Status is the status of this node's replica of rangeID, nil if none.
+	Status(rangeID uint64) *replica.Status
+	// Propose proposes cmd on rangeID's Raft log; done gets the result of
+	// applying it, or an error if it was not (or not known to be) applied.
+	Propose(rangeID uint64, cmd *vowdbpb.Command, done func(replica.Result))
+	// ConfirmLeadership runs a ReadIndex round on rangeID; done gets nil
+	// once this node's leadership in its current term is confirmed.
+	ConfirmLeadership(rangeID uint64, done func(error))
+	// Send delivers protocol messages, best effort.
+	Send(msgs []txn.Message)
+	// TenureEnded is told once when a tenure dies.
+	TenureEnded(t *Tenure, why string)
+	// Aborted is told when a tenure aborts an ACTIVE txn on its own
+	// initiative (deadlock victim, lock-wait timeout, deadline, rollback).
+	Aborted(t *Tenure, id lock.TxnID, ab *vowdbpb.TxnAbort)
+	// LocalDeadlock is told of each cycle a tenure broke in its own table.
+	LocalDeadlock(v deadlock.Victim)
+	// Invariant is told when the tenure meets a state the protocol rules
+	// out: a record applied in an unexpected state (the tenure ends), the
+	// detector naming a prepared txn as a victim (refused). Either is a bug.
+	Invariant(t *Tenure, msg string)
+}
+
+// Config is what a new tenure is built from.
+type Config struct {
+	Range    uint64
+	RaftTerm uint64 // the raft term the barrier applied in
+	Tenure   uint64 // the tenure number clients and PREPAREs carry (rule 8)
+	Start    []byte // the range's span when the tenure was built
+	End      []byte
+	// Prepared are the range's durable prepare records, read after the
+	// barrier applied (rule 6).
+	Prepared     []txn.PrepareRecord
+	InquireTicks int
+	MaxFinished  int
+	// MaxTxnBytes limits the bytes of keys and values one txn writes on
+	// the range; 0 means no limit.
+	MaxTxnBytes int
+	// BugNoLocks grants every lock at once, breaking strict two-phase
+	// locking (rule 9). Only the simulator's self-test sets it, to prove
+	// its checkers catch the anomalies that follow.
+	BugNoLocks bool
+}
+
+// Tenure is the transaction side of one range on its leader for one leader
+// tenure (package doc).
+type Tenure struct {
+	host     Host
+	id       uint64
+	raftTerm uint64
+	num      uint64
+	start    []byte
+	end      []byte
+	maxBytes int
+	noLocks  bool
+
+	mu      sync.Mutex
+	dead    bool
+	locks   lock.Table
+	part    *txn.Participant
+	meta    map[lock.TxnID]*meta
+	waiters map[lock.TxnID]*waiter
+	aborted map[lock.TxnID]*vowdbpb.TxnAbort // why ACTIVE txns were aborted here (bounded)
+	abOrder []lock.TxnID
+	// rolledBack: the highest attempt of each id its client rolled back
+	// before any operation of it arrived here (bounded); later operations
+	// of those attempts are refused.
+	rolledBack map[lock.TxnID]uint64
+	rbOrder    []lock.TxnID
+	pumping    bool
+	// fired are callbacks to run once mu is released.
+	fired []func()
+}
+
+// meta is what the leader knows of a txn from its operations.
+type meta struct {
+	bytes    int
+	attempt  uint64
+	age      uint64
+	gateway  uint64
+	deadline time.Time
+}
+
+type waiter struct {
+	span     lock.Span
+	mode     lock.Mode
+	since    time.Time
+	timeout  time.Time
+	blockers []lock.TxnID
+	done     func(waited time.Duration, ab *vowdbpb.TxnAbort)
+}
+
+// NewTenure builds a live tenure: the participant from the prepare records,
+// their X locks taken again.
+func NewTenure(h Host, cfg Config) (*Tenure, error) {
+	part, relock, err := txn.NewParticipant(txn.ParticipantConfig{Range: txn.RangeID(cfg.Range), Term: cfg.Tenure,
+		InquireTicks: cfg.InquireTicks, MaxFinished: cfg.MaxFinished}, cfg.Prepared)
+	if err != nil {
+		return nil, err
+	}
+	t := &Tenure{host: h, id: cfg.Range, raftTerm: cfg.RaftTerm, num: cfg.Tenure, start: cfg.Start, end: cfg.End,
+		maxBytes: cfg.MaxTxnBytes, noLocks: cfg.BugNoLocks, part: part, meta: map[lock.TxnID]*meta{},
+		waiters: map[lock.TxnID]*waiter{}, aborted: map[lock.TxnID]*vowdbpb.TxnAbort{}, rolledBack: map[lock.TxnID]uint64{}}
+	for _, lk := range relock {
+		t.locks.Acquire(lk.Txn, lk.Span, lk.Mode)
+	}
+	t.lock()
+	t.pumpLocked()
+	t.unlock()
+	return t, nil
+}
+
+// PreparedFromRecords converts a range's durable prepare records (as
+// replica.PrepareRecords returns them) for Config.Prepared, in key order.
+func PreparedFromRecords(rangeID uint64, recs map[string]*vowdbpb.PrepareTxnOp) []txn.PrepareRecord {
+	ids := make([]string, 0, len(recs))
+	for id := range recs {
+		ids = append(ids, id)
+	}
+	sortStrings(ids)
+	var out []txn.PrepareRecord
+	for _, id := range ids {
+		if rec, ok := txnwire.PrepareFromPB(rangeID, []byte(id), recs[id]); ok {
+			out = append(out, rec)
+		}
+	}
+	return out
+}
+
+func (t *Tenure) lock() { t.mu.Lock() }
+
+// unlock releases mu, then runs the callbacks produced meanwhile.
+func (t *Tenure) unlock() {
+	fired := t.fired
+	t.fired = nil
+	t.mu.Unlock()
+	for _, f := range fired {
+		f()
+	}
+}
+
+// Range is the range id.
+func (t *Tenure) Range() uint64 { return t.id }
+
+// Number is the tenure number (rule 8).
+func (t *Tenure) Number() uint64 { return t.num }
+
+// RaftTerm is the raft term the tenure was built in.
+func (t *Tenure) RaftTerm() uint64 { return t.raftTerm }
+
+// Span is the range's span when the tenure was built.
+func (t *Tenure) Span() (start, end []byte) { return t.start, t.end }
+
+// Dead reports whether the tenure ended.
+func (t *Tenure) Dead() bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.dead
+}
+
+// Current reports whether t is the live tenure for the replica status st:
+// same raft term and span, this node the leader, not dead.
+func (t *Tenure) Current(st *replica.Status) bool {
+	return st != nil && st.Term == t.raftTerm && st.LeaderID == t.host.NodeID() &&
+		bytes.Equal(st.Desc.GetStartKey(), t.start) && bytes.Equal(st.Desc.GetEndKey(), t.end) && !t.Dead()
+}
+
+// Kill ends the tenure.
+func (t *Tenure) Kill(why string) {
+	t.lock()
+	t.killLocked(why)
+	t.unlock()
+}
+
+func (t *Tenure) killLocked(why string) {
+	if t.dead {
+		return
+	}
+	t.dead = true
+	for _, id := range sortedIDs(t.waiters) {
+		w := t.waiters[id]
+		delete(t.waiters, id)
+		t.fire(w, &vowdbpb.TxnAbort{Reason: vowdbpb.TxnAbort_STATE_LOST, RangeId: t.id}, time.Time{})
+	}
+	h := t.host
+	t.fired = append(t.fired, func() { h.TenureEnded(t, why) })
+}
+
+// fire schedules w's callback (nil ab: granted).
+func (t *Tenure) fire(w *waiter, ab *vowdbpb.TxnAbort, now time.Time) {
+	waited := time.Duration(0)
+	if !now.IsZero() && now.After(w.since) {
+		waited = now.Sub(w.since)
+	}
+	if ab != nil && ab.WaitMicros == 0 && waited > 0 {
+		ab.WaitMicros = waited.Microseconds()
+	}
+	done := w.done
+	t.fired = append(t.fired, func() { done(waited, ab) })
+}
+
+// Op is one transactional operation on the range.
+type Op struct {
+	Txn     lock.TxnID
+	Attempt uint64
+	Span    lock.Span
+	Mode    lock.Mode
+	Write   *txn.Write // nil for a read
+	Age     uint64     // the txn's begin time, for the detector's choice
+	Gateway uint64
+	// Deadline: an ACTIVE txn still holding locks here after it is
+	// aborted (its locks would otherwise outlive a vanished client).
+	Deadline time.Time
+	// LockTimeout bounds the wait for the lock.
+	LockTimeout time.Duration
+}
+
+// Refusal is why an operation was refused before it took a lock.
+type Refusal struct {
+	Abort *vowdbpb.TxnAbort // the txn is (now) aborted here; nil when Vowed
+	Limit bool              // the txn wrote more than MaxTxnBytes here (and was aborted)
+	Vowed bool              // the txn already voted: no more operations
+	Msg   string
+}
+
+func (r *Refusal) Error() string { return r.Msg }
+
+// Do admits op (rule 9: the lock is taken when the op is issued) and
+// requests its lock. done is called exactly once, after the lock was
+// granted (ab nil) or the wait failed; a non-nil error means op was refused
+// and done is not called.
+func (t *Tenure) Do(now time.Time, op Op, done func(waited time.Duration, ab *vowdbpb.TxnAbort)) error {
+	t.lock()
+	defer t.unlock()
+	id := op.Txn
+	if t.dead {
+		return &Refusal{Abort: &vowdbpb.TxnAbort{Reason: vowdbpb.TxnAbort_STATE_LOST, RangeId: t.id},
+			Msg: fmt.Sprintf("range %d lost its transaction state (leader change)", t.id)}
+	}
+	if a, ok := t.rolledBack[id]; ok && op.Attempt <= a {
+		return &Refusal{Abort: &vowdbpb.TxnAbort{Reason: vowdbpb.TxnAbort_ROLLBACK, RangeId: t.id},
+			Msg: fmt.Sprintf("transaction %d attempt %d was rolled back", id, op.Attempt)}
+	}
+	if m := t.meta[id]; m != nil && m.attempt < op.Attempt && t.part.State(id) == txn.StateActive {
+		t.releaseLocked(id) // the older attempt aborted: its locks go before the new attempt takes any
+	}
+	size := 0
+	if op.Write != nil {
+		size = len(op.Write.Key) + len(op.Write.Value)
+	}
+	if m := t.meta[id]; t.maxBytes > 0 && size > 0 && m != nil && m.attempt == op.Attempt && m.bytes+size > t.maxBytes {
+		ab := &vowdbpb.TxnAbort{Reason: vowdbpb.TxnAbort_CONFLICT, Key: op.Span.Start, RangeId: t.id}
+		t.abortLocked(id, ab)
+		return &Refusal{Abort: ab, Limit: true,
+			Msg: fmt.Sprintf("transaction %d writes more than %d bytes on range %d; it was aborted", id, t.maxBytes, t.id)}
+	}
+	if err := t.part.Admit(txn.Op{Txn: id, Attempt: op.Attempt, Span: op.Span, Mode: op.Mode, Write: op.Write}); err != nil {
+		if errors.Is(err, txn.ErrVowed) {
+			return &Refusal{Vowed: true, Msg: fmt.Sprintf("transaction %d is already committing on range %d: no more operations", id, t.id)}
+		}
+		if ab := t.aborted[id]; ab != nil {
+			return &Refusal{Abort: ab, Msg: DescribeAbort(ab)}
+		}
+		return &Refusal{Abort: &vowdbpb.TxnAbort{Reason: vowdbpb.TxnAbort_STATE_LOST, RangeId: t.id},
+			Msg: fmt.Sprintf("transaction %d attempt %d is already finished on range %d", id, op.Attempt, t.id)}
+	}
+	m := t.meta[id]
+	if m == nil || m.attempt != op.Attempt {
+		m = &meta{attempt: op.Attempt, age: op.Age, gateway: op.Gateway, deadline: op.Deadline}
+		t.meta[id] = m
+	}
+	m.bytes += size
+	t.pumpLocked()
+	t.requestLocked(now, id, op.Span, op.Mode, op.LockTimeout, done)
+	return nil
+}
+
+// Lock takes a lock outside any transaction (id has PlainTxnBit), so a
+// single-key operation never reads or overwrites around a transaction's
+// locks. done is called exactly once; on success the caller releases the
+// lock with Release once its operation applied.
+func (t *Tenure) Lock(now time.Time, id lock.TxnID, span lock.Span, mode lock.Mode, timeout time.Duration,
+	done func(waited time.Duration, ab *vowdbpb.TxnAbort)) {
+	t.lock()
+	defer t.unlock()
+	if t.dead {
+		ab := &vowdbpb.TxnAbort{Reason: vowdbpb.TxnAbort_STATE_LOST, RangeId: t.id}
+		t.fired = append(t.fired, func() { done(0, ab) })
+		return
+	}
+	t.requestLocked(now, id, span, mode, timeout, done)
+}
+
+// Release drops every lock id holds (a plain operation's, once applied).
+func (t *Tenure) Release(id lock.TxnID) {
+	t.lock()
+	t.releaseLocked(id)
+	t.unlock()
+}
+
+func (t *Tenure) requestLocked(now time.Time, id lock.TxnID, span lock.Span, mode lock.Mode, timeout time.Duration,
+	done func(time.Duration, *vowdbpb.TxnAbort)) {
+	w := &waiter{span: span, mode: mode, since: now, timeout: now.Add(timeout), done: done}
+	if t.noLocks && id&PlainTxnBit == 0 {
+		t.fire(w, nil, now)
+		return
+	}
+	granted, blockers := t.locks.Acquire(id, span, mode)
+	if granted {
+		t.fire(w, nil, now)
+		return
+	}
+	w.blockers = blockers
+	t.waiters[id] = w
+	if id&PlainTxnBit == 0 {
+		t.breakLocalDeadlocksLocked(now)
+	}
+}
+
+// GiveUp ends id's lock wait, if it still waits, as a lock-wait timeout:
+// the txn is aborted here (a plain operation just fails).
+func (t *Tenure) GiveUp(now time.Time, id lock.TxnID) {
+	t.lock()
+	defer t.unlock()
+	if w := t.waiters[id]; w != nil {
+		t.timeoutLocked(now, id, w)
+	}
+}
+
+func (t *Tenure) timeoutLocked(now time.Time, id lock.TxnID, w *waiter) {
+	ab := &vowdbpb.TxnAbort{Reason: vowdbpb.TxnAbort_LOCK_TIMEOUT, Key: w.span.Start, LockMode: w.mode.String(),
+		WaitMicros: now.Sub(w.since).Microseconds(), RangeId: t.id}
+	if len(w.blockers) > 0 {
+		ab.ConflictingTxnId = uint64(w.blockers[0])
+	}
+	t.abortLocked(id, ab)
+}
+
+// grantLocked wakes the waiters whose requests the lock table granted.
+func (t *Tenure) grantLocked(granted []lock.Lock, now time.Time) {
+	for _, g := range granted {
+		if w := t.waiters[g.Txn]; w != nil {
+			delete(t.waiters, g.Txn)
+			t.fire(w, nil, now)
+		}
+	}
+}
+
+func (t *Tenure) releaseLocked(id lock.TxnID) {
+	t.grantLocked(t.locks.ReleaseAll(id), time.Time{})
+}
+
+// abortLocked aborts an ACTIVE txn here on the leader's own initiative
+// (deadlock victim, lock-wait timeout, deadline, rollback). A prepared txn
+// is never aborted this way (rule 2); false is returned for it.
+func (t *Tenure) abortLocked(id lock.TxnID, ab *vowdbpb.TxnAbort) bool {
+	if id&PlainTxnBit != 0 {
+		if w := t.waiters[id]; w != nil {
+			delete(t.waiters, id)
+			t.fire(w, ab, time.Time{})
+		}
+		t.releaseLocked(id)
+		return true
+	}
+	if err := t.part.Abort(id); err != nil {
+		return false
+	}
+	if w := t.waiters[id]; w != nil {
+		delete(t.waiters, id)
+		t.fire(w, ab, time.Time{})
+	}
+	t.rememberAbort(id, ab)
+	t.releaseLocked(id)
+	h := t.host
+	t.fired = append(t.fired, func() { h.Aborted(t, id, ab) })
+	t.pumpLocked()
+	return true
+}
+
+func (t *Tenure) rememberAbort(id lock.TxnID, ab *vowdbpb.TxnAbort) {
+	if _, ok := t.aborted[id]; !ok {
+		t.abOrder = append(t.abOrder, id)
+	}
+	t.aborted[id] = ab
+	for len(t.abOrder) > maxAbortMemory {
+		delete(t.aborted, t.abOrder[0])
+		t.abOrder = t.abOrder[1:]
+	}
+}
+
+func (t *Tenure) rememberRollback(id lock.TxnID, attempt uint64) {
+	if _, ok := t.rolledBack[id]; !ok {
+		t.rbOrder = append(t.rbOrder, id)
+	}
+	if attempt > t.rolledBack[id] {
+		t.rolledBack[id] = attempt
+	}
+	for len(t.rbOrder) > maxAbortMemory {
+		delete(t.rolledBack, t.rbOrder[0])
+		t.rbOrder = t.rbOrder[1:]
+	}
+}
+
+// Rollback aborts an ACTIVE attempt at its client's request. A rollback
+// that arrives before the attempt's first operation here is remembered, and
+// that operation is refused when it comes.
+func (t *Tenure) Rollback(id lock.TxnID, attempt uint64) {
+	t.lock()
+	defer t.unlock()
+	if t.dead {
+		return
+	}
+	ab := &vowdbpb.TxnAbort{Reason: vowdbpb.TxnAbort_ROLLBACK, RangeId: t.id}
+	m := t.meta[id]
+	if m == nil || m.attempt < attempt {
+		if t.part.State(id) != txn.StatePrepared {
+			t.rememberRollback(id, attempt)
+			t.rememberAbort(id, ab)
+		}
+		if m == nil {
+			return
+		}
+	}
+	if m.attempt == attempt {
+		t.abortLocked(id, ab)
+	}
+}
+
+// info is the detector's view of a txn.
+func (t *Tenure) infoLocked(id lock.TxnID) deadlock.TxnInfo {
+	inf := deadlock.TxnInfo{Prepared: t.part.State(id) == txn.StatePrepared}
+	if m := t.meta[id]; m != nil {
+		inf.Age = m.age
+	}
+	return inf
+}
+
+// breakLocalDeadlocksLocked breaks the cycles of this lock table at once;
+// cycles through several ranges are the global detector's.
+func (t *Tenure) breakLocalDeadlocksLocked(now time.Time) {
+	var edges []lock.Edge
+	for _, e := range t.locks.WaitsFor() {
+		if e.Waiter&PlainTxnBit == 0 && e.Holder&PlainTxnBit == 0 {
+			edges = append(edges, e)
+		}
+	}
+	if len(edges) < 2 {
+		return
+	}
+	var d deadlock.Detector
+	d.Report(t.host.NodeID(), edges)
+	h := t.host
+	for _, v := range d.Detect(t.infoLocked) {
+		t.fired = append(t.fired, func() { h.LocalDeadlock(v) })
+		t.abortVictimLocked(now, v)
+	}
+}
+
+// AbortVictim aborts the detector's victim v if it waits for a lock here.
+// It reports false if v is prepared here (never a victim: rule 2), or does
+// not wait here.
+func (t *Tenure) AbortVictim(now time.Time, v deadlock.Victim) bool {
+	t.lock()
+	defer t.unlock()
+	if t.dead || t.waiters[v.Txn] == nil {
+		return false
+	}
+	return t.abortVictimLocked(now, v)
+}
+
+func (t *Tenure) abortVictimLocked(now time.Time, v deadlock.Victim) bool {
+	if t.part.State(v.Txn) == txn.StatePrepared {
+		h, msg := t.host, fmt.Sprintf("deadlock victim t%d (cycle %v) is prepared here", v.Txn, v.Cycle)
+		t.fired = append(t.fired, func() { h.Invariant(t, msg) })
+		return false
+	}
+	w := t.waiters[v.Txn]
+	ab := &vowdbpb.TxnAbort{Reason: vowdbpb.TxnAbort_DEADLOCK, RangeId: t.id}
+	for _, x := range v.Cycle {
+		ab.Cycle = append(ab.Cycle, uint64(x))
+	}
+	if w != nil {
+		ab.Key, ab.LockMode = w.span.Start, w.mode.String()
+		if !now.IsZero() {
+			ab.WaitMicros = now.Sub(w.since).Microseconds()
+		}
+		if len(w.blockers) > 0 {
+			ab.ConflictingTxnId = uint64(w.blockers[0])
+		}
+	} else if t.part.State(v.Txn) != txn.StateActive {
+		return false
+	}
+	return t.abortLocked(v.Txn, ab)
+}
+
+// Step hands a protocol message to the participant.
+func (t *Tenure) Step(m txn.Message) error {
+	t.lock()
+	defer t.unlock()
+	if t.dead {
+		return fmt.Errorf("tenure of range %d ended", t.id)
+	}
+	if err := t.part.Step(m); err != nil {
+		return err
+	}
+	t.pumpLocked()
+	return nil
+}
+
+// Unreachable tells the participant that rangeID (an inquiry's anchor)
+// could not be reached: it turns to cooperative termination (rule 5).
+func (t *Tenure) Unreachable(rangeID txn.RangeID) {
+	t.lock()
+	defer t.unlock()
+	if !t.dead {
+		t.part.Unreachable(rangeID)
+		t.pumpLocked()
+	}
+}
+
+// Tick advances the participant's clock, fails lock waits past their
+// timeout and aborts ACTIVE txns past their deadline. The tenure ends if
+// this node no longer leads the range in the tenure's term and span.
+func (t *Tenure) Tick(now time.Time) {
+	t.lock()
+	defer t.unlock()
+	if t.dead {
+		return
+	}
+	if st := t.host.Status(t.id); st == nil || st.Term != t.raftTerm || st.LeaderID != t.host.NodeID() ||
+		!bytes.Equal(st.Desc.GetStartKey(), t.start) || !bytes.Equal(st.Desc.GetEndKey(), t.end) {
+		t.killLocked("leadership or span changed")
+		return
+	}
+	t.part.Tick()
+	for _, id := range sortedIDs(t.waiters) {
+		if w := t.waiters[id]; w != nil && !now.Before(w.timeout) {
+			t.timeoutLocked(now, id, w)
+		}
+	}
+	for _, id := range sortedIDs(t.meta) {
+		if m := t.meta[id]; m != nil && !m.deadline.IsZero() && now.After(m.deadline) && t.part.State(id) == txn.StateActive {
+			t.abortLocked(id, &vowdbpb.TxnAbort{Reason: vowdbpb.TxnAbort_DEADLINE, RangeId: t.id})
+		}
+	}
+	t.pumpLocked()
+}
+
+// pumpLocked carries out the participant's Ready: lock releases and
+// messages at once, READ-ONLY votes after a ReadIndex round, records
+// through Raft with one Ready in flight. Messages in a Ready never depend
+// on that Ready's records, so sending them before the records are durable
+// is the documented order's equivalent.
+func (t *Tenure) pumpLocked() {
+	for !t.pumping && !t.dead && t.part.HasReady() {
+		rd := t.part.Ready()
+		for _, id := range rd.Release {
+			// A live state means a newer attempt of the same id holds the
+			// locks now; the older attempt's were released when it started.
+			if st := t.part.State(id); st != txn.StateActive && st != txn.StatePrepared {
+				t.releaseLocked(id)
+				delete(t.meta, id)
+			}
+		}
+		var msgs, readOnly []txn.Message
+		for _, m := range rd.Messages {
+			if m.Type == txn.MsgVote && m.Vote == txn.VoteReadOnly {
+				readOnly = append(readOnly, m)
+			} else {
+				msgs = append(msgs, m)
+			}
+		}
+		if len(msgs) > 0 {
+			t.host.Send(msgs)
+		}
+		if len(readOnly) > 0 {
+			t.confirmReadOnlyLocked(readOnly)
+		}
+		if len(rd.Records) == 0 {
+			t.part.Advance(rd)
+			continue
+		}
+		t.pumping = true
+		t.persistLocked(rd)
+		return
+	}
+}
+
+// confirmReadOnlyLocked sends READ-ONLY votes only after a ReadIndex round
+// proves this node still leads the range in the tenure's term. A READ-ONLY
+// vote writes nothing to the Raft log, so without this a deposed leader
+// that has not noticed yet could vouch for S locks a new leader no longer
+// holds (rules 8, 9). Without a vote the coordinator times out and aborts.
+func (t *Tenure) confirmReadOnlyLocked(votes []txn.Message) {
+	t.host.ConfirmLeadership(t.id, func(err error) {
+		st := t.host.Status(t.id)
+		if err == nil && (st == nil || st.Term != t.raftTerm || st.LeaderID != t.host.NodeID()) {
+			err = errors.New("leadership lost")
+		}
+		if err != nil {
+			t.Kill("read-only vote not confirmed: " + err.Error())
+			return
+		}
+		t.host.Send(votes)
+	})
+}
+
+// persistLocked makes rd's records durable through the range's Raft log,
+// then confirms them to the participant. If any fails the tenure ends
+// without Advance, as package txn requires.
+func (t *Tenure) persistLocked(rd txn.Ready) {
+	left, failure := len(rd.Records), ""
+	for _, rec := range rd.Records {
+		t.host.Propose(t.id, txnwire.RecordCommand(rec), func(res replica.Result) {
+			t.lock()
+			if failure == "" {
+				if res.Err != nil {
+					failure = fmt.Sprintf("%v: %v", rec, res.Err)
+				} else if want := txnwire.ExpectedState(rec); res.TxnState != want {
+					failure = fmt.Sprintf("%v applied as %v, want %v", rec, res.TxnState, want)
+					h, msg := t.host, "record "+failure
+					t.fired = append(t.fired, func() { h.Invariant(t, msg) })
+				}
+			}
+			if left--; left > 0 {
+				t.unlock()
+				return
+			}
+			t.unlock()
+			if failure == "" {
+				// Failpoints run outside the mutex (a test may hold a
+				// goroutine there); pumping stays set meanwhile, so
+				// nothing else takes the participant's next Ready.
+				persistedFailpoints(rd)
+			}
+			t.lock()
+			t.persistedLocked(rd, failure)
+			t.unlock()
+		})
+	}
+}
+
+func persistedFailpoints(rd txn.Ready) {
+	for _, rec := range rd.Records {
+		switch r := rec.(type) {
+		case txn.PrepareRecord:
+			failpoint.Hit(failpoint.TxnAfterPrepareDurable)
+		case txn.CommitRecord:
+			if !r.OnePhase {
+				failpoint.Hit(failpoint.TxnAfterCommitApplied)
+			}
+		}
+	}
+}
+
+func (t *Tenure) persistedLocked(rd txn.Ready, failure string) {
+	t.pumping = false
+	if failure == "" {
+		if st := t.host.Status(t.id); st == nil || st.Term != t.raftTerm {
+			failure = "leader term changed"
+		}
+	}
+	if failure != "" {
+		t.killLocked(failure)
+		return
+	}
+	t.part.Advance(rd)
+	t.pumpLocked()
+}
