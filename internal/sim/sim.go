@@ -25,6 +25,9 @@ type Config struct {
 	Ticks int
 	// Faults turns on network faults, partitions and crashes.
 	Faults bool
+	// PipelineRecords is each tenure's txnhost.Config.PipelineRecords
+	// (0: 1, the server's default).
+	PipelineRecords int
 	// Bug deliberately breaks the system, to prove the checks catch it:
 	// "no-locks" grants every lock at once (strict 2PL off).
 	Bug string

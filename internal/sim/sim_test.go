@@ -14,13 +14,15 @@ import (
 )
 
 // configFor varies the cluster with the seed: 3 or 5 nodes, 2 to 4 ranges,
-// bank or list-append, always with faults.
+// transaction records one batch at a time or pipelined, bank or
+// list-append, always with faults.
 func configFor(seed uint64) Config {
 	c := Config{Seed: seed, Faults: true, Nodes: 3, Ranges: 3}
 	if seed%3 == 0 {
 		c.Nodes = 5
 	}
 	c.Ranges = 2 + int(seed/3%3)
+	c.PipelineRecords = 1 + 3*int(seed/9%2) // one batch at a time, or pipelined
 	return c
 }
 

@@ -159,7 +159,7 @@ func (n *node) build(rangeID uint64) {
 		term := st.Term<<16 | (n.w.tenureGen & 0xffff)
 		tr, err := txnhost.NewTenure(nodeHost{n}, txnhost.Config{Range: rangeID, RaftTerm: st.Term, Tenure: term,
 			Start: st2.Desc.StartKey, End: st2.Desc.EndKey, Prepared: prepared, InquireTicks: inquireTicks,
-			MaxFinished: maxFinishedTxns, BugNoLocks: n.w.cfg.Bug == "no-locks"})
+			MaxFinished: maxFinishedTxns, PipelineRecords: n.w.cfg.PipelineRecords, BugNoLocks: n.w.cfg.Bug == "no-locks"})
 		if err != nil {
 			n.w.fail("node %d range %d: new tenure: %v", n.id, rangeID, err)
 			return

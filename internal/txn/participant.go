@@ -194,6 +194,27 @@ func (p *Participant) Ready() Ready { return p.out }
 // (YES, ACK) appear in the next Ready.
 func (p *Participant) Advance(rd Ready) {
 	p.out.trim(rd)
+	p.Persisted(rd)
+}
+
+// Take returns the outputs accumulated since the last Take (or Advance)
+// and removes them, so that a driver can have several Readys' records in
+// flight at once (pipelining). Its messages and releases are handled at
+// once as Ready documents; its records, if any, are confirmed with
+// Persisted once durable. A driver that takes must confirm the taken
+// Readys in the order it took them, each only after all of its records are
+// durable; if any record fails, it discards the Participant (as with
+// Advance). A message that depends on a record still never shares a Ready
+// with it: it appears only after Persisted confirmed the record.
+func (p *Participant) Take() Ready {
+	rd := p.out
+	p.out = Ready{}
+	return rd
+}
+
+// Persisted confirms that the records of rd, a Ready returned by Take, are
+// durable (Advance does this for a Ready returned by Ready).
+func (p *Participant) Persisted(rd Ready) {
 	for _, r := range rd.Records {
 		switch r := r.(type) {
 		case PrepareRecord:

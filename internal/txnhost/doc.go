@@ -28,8 +28,10 @@
 //     re-takes their X locks.
 //   - live: operations take their locks when issued (rule 9); protocol
 //     messages step the participant; records go through the range's Raft
-//     log with one Ready in flight; READ-ONLY votes leave only after a
-//     ReadIndex round confirms the raft term (rules 8, 9).
+//     log as soon as the participant emits them, several Readys in flight,
+//     and are confirmed to it in log order once applied (so a vote or ack
+//     never leaves before its record is durable); READ-ONLY votes leave
+//     only after a ReadIndex round confirms the raft term (rules 8, 9).
 //   - dead: leadership, the raft term or the span changed, or a record
 //     could not be made durable. Waiters fail with STATE_LOST, the lock
 //     table is dropped. A tenure never comes back; the next request builds

@@ -67,6 +67,12 @@ type Config struct {
 	// MaxTxnBytes limits the bytes of keys and values one txn writes on
 	// the range; 0 means no limit.
 	MaxTxnBytes int
+	// PipelineRecords is how many records may be in the range's Raft log
+	// at once before the participant's next records wait for them (0 or
+	// 1: one batch at a time). Below it, each batch is proposed as soon as
+	// the participant emits it: lower latency at low load, but a busy
+	// range's records spread over more Raft rounds, each with its fsyncs.
+	PipelineRecords int
 	// BugNoLocks grants every lock at once, breaking strict two-phase
 	// locking (rule 9). Only the simulator's self-test sets it, to prove
 	// its checkers catch the anomalies that follow.
@@ -83,6 +89,7 @@ type Tenure struct {
 	start    []byte
 	end      []byte
 	maxBytes int
+	pipeline int
 	noLocks  bool
 
 	mu      sync.Mutex
@@ -98,7 +105,9 @@ type Tenure struct {
 	// of those attempts are refused.
 	rolledBack map[lock.TxnID]uint64
 	rbOrder    []lock.TxnID
-	pumping    bool
+	// inflight are the taken Readys whose records are being made durable,
+	// in the order taken (and proposed, so applied).
+	inflight []*inflight
 	// fired are callbacks to run once mu is released.
 	fired []func()
 }
@@ -130,7 +139,7 @@ func NewTenure(h Host, cfg Config) (*Tenure, error) {
 		return nil, err
 	}
 	t := &Tenure{host: h, id: cfg.Range, raftTerm: cfg.RaftTerm, num: cfg.Tenure, start: cfg.Start, end: cfg.End,
-		maxBytes: cfg.MaxTxnBytes, noLocks: cfg.BugNoLocks, part: part, meta: map[lock.TxnID]*meta{},
+		maxBytes: cfg.MaxTxnBytes, pipeline: max(cfg.PipelineRecords, 1), noLocks: cfg.BugNoLocks, part: part, meta: map[lock.TxnID]*meta{},
 		waiters: map[lock.TxnID]*waiter{}, aborted: map[lock.TxnID]*vowdbpb.TxnAbort{}, rolledBack: map[lock.TxnID]uint64{}}
 	for _, lk := range relock {
 		t.locks.Acquire(lk.Txn, lk.Span, lk.Mode)
@@ -577,14 +586,39 @@ func (t *Tenure) Tick(now time.Time) {
 	t.pumpLocked()
 }
 
-// pumpLocked carries out the participant's Ready: lock releases and
-// messages at once, READ-ONLY votes after a ReadIndex round, records
-// through Raft with one Ready in flight. Messages in a Ready never depend
-// on that Ready's records, so sending them before the records are durable
-// is the documented order's equivalent.
+// inflightRecords counts the records in the Raft log's pipeline; when it
+// reaches Config.PipelineRecords the next records wait, and gather into
+// one larger batch meanwhile.
+func (t *Tenure) inflightRecords() int {
+	n := 0
+	for _, e := range t.inflight {
+		n += len(e.rd.Records)
+	}
+	return n
+}
+
+// inflight is a taken Ready whose records are in the Raft log's pipeline.
+type inflight struct {
+	rd        txn.Ready
+	left      int    // records not yet reported
+	failure   string // the first record that failed, if any
+	invariant string // set when a record applied in a state the protocol rules out
+}
+
+// pumpLocked carries out the participant's outputs as they come: lock
+// releases and messages at once, READ-ONLY votes after a ReadIndex round,
+// records proposed to the range's Raft log at once, several Readys in
+// flight (pipelined). A Ready's records are confirmed to the participant
+// (Persisted) only once all of them applied and every earlier Ready was
+// confirmed, so confirmations follow the log's order. Messages in a Ready
+// never depend on that Ready's records, so sending them before the records
+// are durable is the documented order's equivalent.
 func (t *Tenure) pumpLocked() {
-	for !t.pumping && !t.dead && t.part.HasReady() {
-		rd := t.part.Ready()
+	for !t.dead && t.part.HasReady() {
+		if t.inflightRecords() >= t.pipeline && len(t.part.Ready().Records) > 0 {
+			return // the next confirmation pumps again
+		}
+		rd := t.part.Take()
 		for _, id := range rd.Release {
 			// A live state means a newer attempt of the same id holds the
 			// locks now; the older attempt's were released when it started.
@@ -607,13 +641,9 @@ func (t *Tenure) pumpLocked() {
 		if len(readOnly) > 0 {
 			t.confirmReadOnlyLocked(readOnly)
 		}
-		if len(rd.Records) == 0 {
-			t.part.Advance(rd)
-			continue
+		if len(rd.Records) > 0 {
+			t.persistLocked(rd)
 		}
-		t.pumping = true
-		t.persistLocked(rd)
-		return
 	}
 }
 
@@ -636,65 +666,70 @@ func (t *Tenure) confirmReadOnlyLocked(votes []txn.Message) {
 	})
 }
 
-// persistLocked makes rd's records durable through the range's Raft log,
-// then confirms them to the participant. If any fails the tenure ends
-// without Advance, as package txn requires.
+// persistLocked proposes rd's records to the range's Raft log. If any
+// fails the tenure ends without confirming it, as package txn requires.
 func (t *Tenure) persistLocked(rd txn.Ready) {
-	left, failure := len(rd.Records), ""
+	e := &inflight{rd: rd, left: len(rd.Records)}
+	t.inflight = append(t.inflight, e)
 	for _, rec := range rd.Records {
 		t.host.Propose(t.id, txnwire.RecordCommand(rec), func(res replica.Result) {
+			if res.Err == nil {
+				// Failpoints run outside the mutex (a test may hold a
+				// goroutine there): the record is durable, nothing that
+				// depends on it has left yet.
+				persistedFailpoint(rec)
+			}
 			t.lock()
-			if failure == "" {
+			defer t.unlock()
+			if e.failure == "" {
 				if res.Err != nil {
-					failure = fmt.Sprintf("%v: %v", rec, res.Err)
+					e.failure = fmt.Sprintf("%v: %v", rec, res.Err)
 				} else if want := txnwire.ExpectedState(rec); res.TxnState != want {
-					failure = fmt.Sprintf("%v applied as %v, want %v", rec, res.TxnState, want)
-					h, msg := t.host, "record "+failure
-					t.fired = append(t.fired, func() { h.Invariant(t, msg) })
+					e.failure = fmt.Sprintf("%v applied as %v, want %v", rec, res.TxnState, want)
+					e.invariant = "record " + e.failure
 				}
 			}
-			if left--; left > 0 {
-				t.unlock()
-				return
+			if e.left--; e.left == 0 {
+				t.drainLocked()
 			}
-			t.unlock()
-			if failure == "" {
-				// Failpoints run outside the mutex (a test may hold a
-				// goroutine there); pumping stays set meanwhile, so
-				// nothing else takes the participant's next Ready.
-				persistedFailpoints(rd)
-			}
-			t.lock()
-			t.persistedLocked(rd, failure)
-			t.unlock()
 		})
 	}
 }
 
-func persistedFailpoints(rd txn.Ready) {
-	for _, rec := range rd.Records {
-		switch r := rec.(type) {
-		case txn.PrepareRecord:
-			failpoint.Hit(failpoint.TxnAfterPrepareDurable)
-		case txn.CommitRecord:
-			if !r.OnePhase {
-				failpoint.Hit(failpoint.TxnAfterCommitApplied)
-			}
+func persistedFailpoint(rec txn.Record) {
+	switch r := rec.(type) {
+	case txn.PrepareRecord:
+		failpoint.Hit(failpoint.TxnAfterPrepareDurable)
+	case txn.CommitRecord:
+		if !r.OnePhase {
+			failpoint.Hit(failpoint.TxnAfterCommitApplied)
 		}
 	}
 }
 
-func (t *Tenure) persistedLocked(rd txn.Ready, failure string) {
-	t.pumping = false
-	if failure == "" {
-		if st := t.host.Status(t.id); st == nil || st.Term != t.raftTerm {
-			failure = "leader term changed"
+// drainLocked confirms the completed Readys at the head of the pipeline,
+// in order; the first failure ends the tenure.
+func (t *Tenure) drainLocked() {
+	for len(t.inflight) > 0 && t.inflight[0].left == 0 {
+		e := t.inflight[0]
+		t.inflight = t.inflight[1:]
+		if t.dead {
+			continue
 		}
+		if e.failure == "" {
+			if st := t.host.Status(t.id); st == nil || st.Term != t.raftTerm {
+				e.failure = "leader term changed"
+			}
+		}
+		if e.failure != "" {
+			if e.invariant != "" {
+				h, msg := t.host, e.invariant
+				t.fired = append(t.fired, func() { h.Invariant(t, msg) })
+			}
+			t.killLocked(e.failure)
+			continue
+		}
+		t.part.Persisted(e.rd)
 	}
-	if failure != "" {
-		t.killLocked(failure)
-		return
-	}
-	t.part.Advance(rd)
 	t.pumpLocked()
 }

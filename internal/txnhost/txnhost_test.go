@@ -112,9 +112,13 @@ func (h *fakeHost) sentOf(typ txn.MsgType) []txn.Message {
 var t0 = time.Unix(1000, 0)
 
 func newTenure(t *testing.T, h *fakeHost, prepared ...txn.PrepareRecord) *Tenure {
+	return newTenurePipelined(t, h, 1, prepared...)
+}
+
+func newTenurePipelined(t *testing.T, h *fakeHost, pipeline int, prepared ...txn.PrepareRecord) *Tenure {
 	t.Helper()
 	tr, err := NewTenure(h, Config{Range: 7, RaftTerm: 5, Tenure: 5 << 16, Start: []byte("a"), End: []byte("m"),
-		Prepared: prepared, InquireTicks: 10, MaxFinished: 100, MaxTxnBytes: 64})
+		Prepared: prepared, InquireTicks: 10, MaxFinished: 100, MaxTxnBytes: 64, PipelineRecords: pipeline})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -260,8 +264,9 @@ func TestTenureVotesOnlyAfterPrepareApplied(t *testing.T) {
 	}
 }
 
-// One Ready in flight: a second txn's prepare waits for the first's record.
-func TestTenureOneReadyInFlight(t *testing.T) {
+// By default one batch of records at a time: a second txn's prepare waits
+// for the first's record, then goes.
+func TestTenureOneBatchInFlight(t *testing.T) {
 	h := newFakeHost(t)
 	tr := newTenure(t, h)
 	var g grant
@@ -279,6 +284,45 @@ func TestTenureOneReadyInFlight(t *testing.T) {
 	h.apply()
 	if v := h.sentOf(txn.MsgVote); len(v) != 2 {
 		t.Fatalf("votes = %v, want two", v)
+	}
+}
+
+// Pipelined (PipelineRecords 4): a second txn's prepare is proposed while
+// the first's is in flight, but confirmations follow the log's order: a later record that
+// reports first is held until every earlier one applied, and a failure of
+// an earlier one ends the tenure with no vote for either.
+func TestTenurePipelinedRecordsConfirmInOrder(t *testing.T) {
+	h := newFakeHost(t)
+	tr := newTenurePipelined(t, h, 4)
+	var g grant
+	_ = tr.Do(t0, put(1, "b"), g.done)
+	_ = tr.Do(t0, put(2, "c"), g.done)
+	_ = tr.Step(prepare(1, tr.Number()))
+	_ = tr.Step(prepare(2, tr.Number()))
+	if len(h.proposals) != 2 {
+		t.Fatalf("%d proposals in flight, want both prepares", len(h.proposals))
+	}
+	first, second := h.proposals[0], h.proposals[1]
+	second.done(replica.Result{TxnState: vowdbpb.TxnState_TXN_PENDING})
+	if v := h.sentOf(txn.MsgVote); len(v) != 0 {
+		t.Fatalf("voted %v before the earlier record applied", v)
+	}
+	first.done(replica.Result{TxnState: vowdbpb.TxnState_TXN_PENDING})
+	v := h.sentOf(txn.MsgVote)
+	if len(v) != 2 || v[0].Txn != 1 || v[1].Txn != 2 {
+		t.Fatalf("votes = %v, want t1 then t2", v)
+	}
+
+	h2 := newFakeHost(t)
+	tr2 := newTenurePipelined(t, h2, 4)
+	_ = tr2.Do(t0, put(1, "b"), g.done)
+	_ = tr2.Do(t0, put(2, "c"), g.done)
+	_ = tr2.Step(prepare(1, tr2.Number()))
+	_ = tr2.Step(prepare(2, tr2.Number()))
+	h2.proposals[1].done(replica.Result{TxnState: vowdbpb.TxnState_TXN_PENDING})
+	h2.proposals[0].done(replica.Result{Err: errNotLeader})
+	if !tr2.Dead() || len(h2.sentOf(txn.MsgVote)) != 0 {
+		t.Fatalf("dead %v votes %v: an earlier failed record must end the tenure with no vote", tr2.Dead(), h2.sentOf(txn.MsgVote))
 	}
 }
 
