@@ -12,6 +12,7 @@ import (
 	"github.com/vowdb/vowdb/api/vowdbpb"
 	"github.com/vowdb/vowdb/internal/deadlock"
 	"github.com/vowdb/vowdb/internal/lock"
+	"github.com/vowdb/vowdb/internal/multiraft"
 	"github.com/vowdb/vowdb/internal/replica"
 	"github.com/vowdb/vowdb/internal/transport"
 	"github.com/vowdb/vowdb/internal/txn"
@@ -94,6 +95,10 @@ func (l *txnLayer) dispatch(pm *vowdbpb.TxnMessage) {
 	if s == nil {
 		return
 	}
+	if m.Type == txn.MsgInquire {
+		l.dispatchInquiry(s, pm, m)
+		return
+	}
 	r := s.ReplicaByID(uint64(m.To.Range))
 	if r == nil || r.Status().LeaderID != l.n.nodeID() {
 		if pm.Hops < maxForwardHops {
@@ -102,10 +107,6 @@ func (l *txnLayer) dispatch(pm *vowdbpb.TxnMessage) {
 				go func() { _ = l.deliverTo(target, []*vowdbpb.TxnMessage{pm}) }()
 			}
 		}
-		return
-	}
-	if m.Type == txn.MsgInquire {
-		txnhost.AnswerInquiry(anchorHost{tenureHost{l}}, m)
 		return
 	}
 	handle := func(tr *txnhost.Tenure) {
@@ -127,6 +128,32 @@ func (l *txnLayer) dispatch(pm *vowdbpb.TxnMessage) {
 			handle(tr)
 		}
 	}()
+}
+
+// dispatchInquiry answers an Inquire at the range holding its anchor key
+// if this node leads it, or forwards it toward that range's leader: the
+// inquiry goes by key because a split may have moved the txn record out of
+// the anchor range the participant knows.
+func (l *txnLayer) dispatchInquiry(s *multiraft.Scheduler, pm *vowdbpb.TxnMessage, m txn.Message) {
+	r := s.ReplicaForKey(m.AnchorKey)
+	if r != nil && r.Status().LeaderID == l.n.nodeID() {
+		txnhost.AnswerInquiry(anchorHost{tenureHost{l}}, r.RangeID, m)
+		return
+	}
+	if pm.Hops >= maxForwardHops {
+		return
+	}
+	pm.Hops++
+	var target uint64
+	if r != nil {
+		target = l.rangeLeaderHint(r.RangeID)
+	}
+	if target == 0 || target == l.n.nodeID() {
+		target = l.anyReplicaFor(m.AnchorKey)
+	}
+	if target != 0 && target != l.n.nodeID() {
+		go func() { _ = l.deliverTo(target, []*vowdbpb.TxnMessage{pm}) }()
+	}
 }
 
 // rangeLeaderHint names the node most likely to lead rangeID: this node's

@@ -72,8 +72,12 @@ func (n *node) rangeLeftovers(rangeID uint64) string {
 	if tr == nil {
 		return fmt.Sprintf("range %d: leader node %d has no tenure yet", rangeID, n.id)
 	}
-	if held, waiting := len(tr.Held()), len(tr.Waits()); held+waiting > 0 {
-		return fmt.Sprintf("range %d: %d locks held, %d waiting", rangeID, held, waiting)
+	if held, waiting := tr.Held(), tr.Waits(); len(held)+len(waiting) > 0 {
+		var who []string
+		for _, lk := range held {
+			who = append(who, fmt.Sprintf("t%d %v %q", lk.Txn, lk.Mode, lk.Span.Start))
+		}
+		return fmt.Sprintf("range %d: %d locks held (%s), %d waiting", rangeID, len(held), strings.Join(who, ", "), len(waiting))
 	}
 	prep, err := replica.PrepareRecords(n.eng, rangeID)
 	if err != nil || len(prep) > 0 {

@@ -1,14 +1,18 @@
 package sim
 
 import (
+	"bytes"
 	"fmt"
-
-	"github.com/vowdb/vowdb/internal/check"
 	"hash"
 	"hash/fnv"
 	"io"
 	"math/rand/v2"
+	"slices"
 	"strings"
+
+	"github.com/vowdb/vowdb/api/vowdbpb"
+	"github.com/vowdb/vowdb/internal/check"
+	"github.com/vowdb/vowdb/internal/replica"
 )
 
 // Config describes one simulated run.
@@ -25,6 +29,8 @@ type Config struct {
 	Ticks int
 	// Faults turns on network faults, partitions and crashes.
 	Faults bool
+	// Splits lets faults include range splits (up to maxSplits a run).
+	Splits bool
 	// PipelineRecords is each tenure's txnhost.Config.PipelineRecords
 	// (0: 1, the server's default).
 	PipelineRecords int
@@ -103,6 +109,7 @@ const (
 	settleTicks     = 3000
 	maxFinishedTxns = 10000
 	lastEvents      = 60
+	maxSplits       = 2
 )
 
 // world is the whole simulated cluster. Everything runs on the caller's
@@ -121,6 +128,8 @@ type world struct {
 	stop      bool // clients start nothing new
 	tenureGen uint64
 	local     []func() // run at the start of the next tick
+	splits    int      // splits started
+	nextRange uint64   // the id the next split's right range gets
 	txnSeq    uint64
 
 	trace  hash.Hash64
@@ -224,6 +233,9 @@ func (w *world) step() {
 			n.tick()
 		}
 	}
+	if w.splits > 0 {
+		w.refreshRanges()
+	}
 	if w.now%detectorPeriod == 0 {
 		w.detectDeadlocks()
 	}
@@ -262,7 +274,79 @@ func (w *world) injectFaults() {
 	case r < 60 && len(w.net.cut) > 0:
 		w.net.cut = nil
 		w.event("partition healed")
+	case r >= 995 && w.cfg.Splits && w.splits < maxSplits:
+		w.split()
 	}
+}
+
+// split splits the range holding a random hot key at that key, through
+// the range's leader (as `vowdb range split` does): the left side keeps
+// its id, the right side gets a fresh one. Transactions still ACTIVE on
+// the range are aborted (their tenure ends with the span), prepared ones
+// continue through their records, which the split divides.
+func (w *world) split() {
+	hot := w.wl.keys()
+	key := []byte(hot[w.rng.IntN(len(hot))])
+	ri := w.rangeFor(key)
+	n := w.leaderOf(ri.id)
+	if bytes.Equal(ri.start, key) || n == nil {
+		return
+	}
+	if w.nextRange == 0 {
+		w.nextRange = uint64(2 + w.cfg.Ranges)
+	}
+	id := w.nextRange
+	w.nextRange++
+	w.splits++
+	w.event("split range %d at %q into range %d, through node %d", ri.id, key, id, n.id)
+	cmd := &vowdbpb.Command{Op: &vowdbpb.Command_Split{Split: &vowdbpb.SplitOp{SplitKey: key, NewRangeId: id}}}
+	n.propose(ri.id, cmd, func(res replica.Result) {
+		w.event("split of range %d at %q: %v", ri.id, key, res.Err)
+		if res.Err == nil && res.Right != nil {
+			w.saw("split")
+		}
+	})
+}
+
+// refreshRanges rebuilds the ranges from the newest descriptor of each
+// range on any live node (the simulator's global knowledge of routing,
+// standing in for the meta range).
+func (w *world) refreshRanges() {
+	newest := map[uint64]*vowdbpb.RangeDescriptor{}
+	for _, n := range w.nodes {
+		if !n.up {
+			continue
+		}
+		for _, r := range n.sched.Replicas() {
+			d := r.Status().Desc
+			if d == nil || d.IsMeta {
+				continue
+			}
+			if old := newest[d.RangeId]; old == nil || d.Generation > old.Generation {
+				newest[d.RangeId] = d
+			}
+		}
+	}
+	var out []rangeInfo
+	for _, d := range newest {
+		ri := rangeInfo{id: d.RangeId, start: d.StartKey, end: d.EndKey}
+		for _, r := range d.Replicas {
+			ri.replicas = append(ri.replicas, r.NodeId)
+		}
+		out = append(out, ri)
+	}
+	slices.SortFunc(out, func(a, b rangeInfo) int { return bytes.Compare(a.start, b.start) })
+	for i := range out {
+		// Tiles the keyspace once every split seen anywhere is seen with
+		// both sides; until then keep the old view.
+		if (i == 0 && len(out[i].start) != 0) || (i > 0 && !bytes.Equal(out[i-1].end, out[i].start)) {
+			return
+		}
+	}
+	if len(out[len(out)-1].end) != 0 {
+		return
+	}
+	w.ranges = out
 }
 
 // partition cuts a minority of nodes off from the rest.

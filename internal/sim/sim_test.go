@@ -17,7 +17,7 @@ import (
 // transaction records one batch at a time or pipelined, bank or
 // list-append, always with faults.
 func configFor(seed uint64) Config {
-	c := Config{Seed: seed, Faults: true, Nodes: 3, Ranges: 3}
+	c := Config{Seed: seed, Faults: true, Splits: true, Nodes: 3, Ranges: 3}
 	if seed%3 == 0 {
 		c.Nodes = 5
 	}
@@ -207,7 +207,7 @@ func TestSimulationCoversTheProtocol(t *testing.T) {
 	for _, p := range []string{"crash", "snapshot", "committed 2PC", "committed 1PC", "committed read-only",
 		"inquire", "inquire-peer (cooperative termination)", "presumed abort", "restore of decided records",
 		"tenure rebuilt with prepared txns", "global deadlock victim", "range abort: lock wait timeout",
-		"range abort: deadline", "range abort: rollback"} {
+		"range abort: deadline", "range abort: rollback", "split"} {
 		if total[p] == 0 {
 			t.Errorf("no seed ran %q", p)
 		}

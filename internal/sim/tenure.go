@@ -77,8 +77,10 @@ func (h nodeHost) Invariant(t *txnhost.Tenure, msg string) {
 	h.n.w.fail("node %d range %d: %s", h.n.id, t.Range(), msg)
 }
 
-func (h nodeHost) ProposeAt(anchor txn.RangeID, _ []byte, cmd *vowdbpb.Command, done func(vowdbpb.TxnState, error)) {
-	h.n.proposeAt(uint64(anchor), cmd, func(res replica.Result, err error) { done(res.TxnState, err) })
+func (h nodeHost) ProposeAt(_ txn.RangeID, anchorKey []byte, cmd *vowdbpb.Command, done func(vowdbpb.TxnState, error)) {
+	// By key, as the server: a split may have moved the record.
+	rangeID := h.n.w.rangeFor(anchorKey).id
+	h.n.proposeAt(rangeID, cmd, func(res replica.Result, err error) { done(res.TxnState, err) })
 }
 
 func (h nodeHost) DecisionUnknown(r txn.DecisionRecord, err error) {

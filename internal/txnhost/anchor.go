@@ -2,6 +2,7 @@ package txnhost
 
 import (
 	"github.com/vowdb/vowdb/api/vowdbpb"
+	"github.com/vowdb/vowdb/internal/keys"
 	"github.com/vowdb/vowdb/internal/lock"
 	"github.com/vowdb/vowdb/internal/replica"
 	"github.com/vowdb/vowdb/internal/txn"
@@ -18,6 +19,8 @@ type AnchorHost interface {
 	// ConfirmLeadership runs a ReadIndex round on rangeID; done gets nil
 	// once everything committed before it has applied here.
 	ConfirmLeadership(rangeID uint64, done func(error))
+	// Status is the status of this node's replica of rangeID, nil if none.
+	Status(rangeID uint64) *replica.Status
 	// TxnRecord reads the txn record of (id, attempt) on rangeID from
 	// this node's applied state; nil if there is none.
 	TxnRecord(rangeID uint64, id lock.TxnID, attempt uint64) (*vowdbpb.TxnRecord, error)
@@ -35,15 +38,18 @@ type AnchorHost interface {
 	PresumedAbort(m txn.Message)
 }
 
-// AnswerInquiry answers an Inquire m at the leader of its anchor range
-// m.To.Range: after a ReadIndex round, the txn record's decision; if the
-// record is undecided or missing and the coordinator is proven gone, the
-// record is set to ABORTED by compare-and-set (presumed abort, rule 4) and
-// whichever decision the record then holds is the answer. If the round or
-// the record cannot be read, nothing is answered (the participant asks
-// again).
-func AnswerInquiry(h AnchorHost, m txn.Message) {
-	rangeID := uint64(m.To.Range)
+// AnswerInquiry answers an Inquire m at rangeID, the range this node leads
+// that holds the txn's anchor key (m.AnchorKey, where the txn record lives;
+// the host routes an inquiry by that key, not by the anchor's range id,
+// since a split may have moved the record to a new range): after a
+// ReadIndex round, the txn record's decision; if the record is undecided
+// or missing and the coordinator is proven gone, the record is set to
+// ABORTED by compare-and-set (presumed abort, rule 4) and whichever
+// decision the record then holds is the answer. If the round or the record
+// cannot be read, or the range no longer holds the anchor key once the
+// round applied everything before it, nothing is answered (the
+// participant asks again).
+func AnswerInquiry(h AnchorHost, rangeID uint64, m txn.Message) {
 	answer := func(d txn.Decision) {
 		h.Send([]txn.Message{{Type: txn.MsgInquireResp, Txn: m.Txn, Attempt: m.Attempt,
 			From: txn.Addr{Range: m.To.Range}, To: m.From, Decision: d}})
@@ -51,6 +57,10 @@ func AnswerInquiry(h AnchorHost, m txn.Message) {
 	h.ConfirmLeadership(rangeID, func(err error) {
 		if err != nil {
 			return
+		}
+		if st := h.Status(rangeID); st == nil || st.Desc == nil ||
+			!keys.Contains(st.Desc.StartKey, st.Desc.EndKey, m.AnchorKey) {
+			return // split away meanwhile: the next inquiry finds its new range
 		}
 		rec, err := h.TxnRecord(rangeID, m.Txn, m.Attempt)
 		if err != nil {

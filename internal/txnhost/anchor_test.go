@@ -44,7 +44,7 @@ func answers(h *fakeAnchor) []txn.Decision {
 func TestAnswerInquiry(t *testing.T) {
 	t.Run("decided record", func(t *testing.T) {
 		h := &fakeAnchor{fakeHost: newFakeHost(t), record: &vowdbpb.TxnRecord{State: vowdbpb.TxnState_TXN_COMMITTED}, gone: true}
-		AnswerInquiry(h, inquiry())
+		AnswerInquiry(h, 7, inquiry())
 		h.confirms[0](nil)
 		if a := answers(h); len(a) != 1 || a[0] != txn.DecisionCommitted || len(h.proposals) != 0 {
 			t.Fatalf("answers %v, %d proposals: want COMMITTED and no CAS", a, len(h.proposals))
@@ -52,7 +52,7 @@ func TestAnswerInquiry(t *testing.T) {
 	})
 	t.Run("coordinator alive", func(t *testing.T) {
 		h := &fakeAnchor{fakeHost: newFakeHost(t)}
-		AnswerInquiry(h, inquiry())
+		AnswerInquiry(h, 7, inquiry())
 		h.confirms[0](nil)
 		if a := answers(h); len(a) != 1 || a[0] != txn.DecisionPending || len(h.proposals) != 0 {
 			t.Fatalf("answers %v, %d proposals: want PENDING and no CAS", a, len(h.proposals))
@@ -60,7 +60,7 @@ func TestAnswerInquiry(t *testing.T) {
 	})
 	t.Run("coordinator gone", func(t *testing.T) {
 		h := &fakeAnchor{fakeHost: newFakeHost(t), gone: true}
-		AnswerInquiry(h, inquiry())
+		AnswerInquiry(h, 7, inquiry())
 		h.confirms[0](nil)
 		if len(answers(h)) != 0 || len(h.proposals) != 1 {
 			t.Fatalf("answered %v before the CAS applied (%d proposals)", answers(h), len(h.proposals))
@@ -76,7 +76,7 @@ func TestAnswerInquiry(t *testing.T) {
 	})
 	t.Run("CAS lost to the coordinator's COMMITTED", func(t *testing.T) {
 		h := &fakeAnchor{fakeHost: newFakeHost(t), gone: true}
-		AnswerInquiry(h, inquiry())
+		AnswerInquiry(h, 7, inquiry())
 		h.confirms[0](nil)
 		h.proposals[0].done(replica.Result{TxnState: vowdbpb.TxnState_TXN_COMMITTED})
 		if a := answers(h); len(a) != 1 || a[0] != txn.DecisionCommitted || h.presumed != 0 {
@@ -85,7 +85,7 @@ func TestAnswerInquiry(t *testing.T) {
 	})
 	t.Run("leadership not confirmed", func(t *testing.T) {
 		h := &fakeAnchor{fakeHost: newFakeHost(t), record: &vowdbpb.TxnRecord{State: vowdbpb.TxnState_TXN_ABORTED}}
-		AnswerInquiry(h, inquiry())
+		AnswerInquiry(h, 7, inquiry())
 		h.confirms[0](errNotLeader)
 		if a := answers(h); len(a) != 0 {
 			t.Fatalf("answered %v without a confirmed ReadIndex round", a)
@@ -121,5 +121,17 @@ func TestRestorerNeedsTwoSightings(t *testing.T) {
 	recs[7] = recs[7][1:] // t1 ended meanwhile
 	if got := r.Scan([]uint64{7}, read); len(got) != 0 {
 		t.Fatalf("restored %v after the record ended", got)
+	}
+}
+
+// An inquiry that reaches a range no longer holding the anchor key (a
+// split moved the record) is not answered from it: no answer, no CAS.
+func TestAnswerInquiryAfterSplitAway(t *testing.T) {
+	h := &fakeAnchor{fakeHost: newFakeHost(t), gone: true}
+	h.status = &replica.Status{Term: 5, LeaderID: 1, Desc: &vowdbpb.RangeDescriptor{RangeId: 7, StartKey: []byte("a"), EndKey: []byte("b")}}
+	AnswerInquiry(h, 7, inquiry())
+	h.confirms[0](nil)
+	if a := answers(h); len(a) != 0 || len(h.proposals) != 0 {
+		t.Fatalf("answers %v, %d proposals: the range no longer holds the anchor key", a, len(h.proposals))
 	}
 }
