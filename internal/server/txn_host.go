@@ -145,6 +145,8 @@ func (h gatewayHost) ProposeAt(anchor txn.RangeID, anchorKey []byte, cmd *vowdbp
 	}()
 }
 
+func (h gatewayHost) Background(fn func()) { go fn() }
+
 func (h gatewayHost) DecisionUnknown(r txn.DecisionRecord, err error) {
 	h.l.n.log.Warn("txn decision outcome unknown", "txn", r.Txn, "attempt", r.Attempt, "err", err)
 }

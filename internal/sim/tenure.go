@@ -83,6 +83,8 @@ func (h nodeHost) ProposeAt(_ txn.RangeID, anchorKey []byte, cmd *vowdbpb.Comman
 	h.n.proposeAt(rangeID, cmd, func(res replica.Result, err error) { done(res.TxnState, err) })
 }
 
+func (h nodeHost) Background(fn func()) { fn() }
+
 func (h nodeHost) DecisionUnknown(r txn.DecisionRecord, err error) {
 	h.n.w.event("node %d: decision t%d.%d %v outcome unknown: %v", h.n.id, r.Txn, r.Attempt, r.Decision, err)
 }

@@ -169,6 +169,34 @@ func TestTxnCrashCoordinatorBeforeDecision(t *testing.T) {
 	}
 }
 
+// TestTxnCrashCoordinatorThenSplitMovesRecord: the gateway dies after
+// both participants prepared and before the decision, then a split moves
+// the anchor key (where the txn record would live) into a new range. The
+// prepared participants' inquiries must reach the range that now holds the
+// anchor key (they are routed by the key, not by the anchor range id the
+// participants know), which presumes abort: nothing is applied and both
+// locks are released, also on the split-off side.
+func TestTxnCrashCoordinatorThenSplitMovesRecord(t *testing.T) {
+	c, g, id, err, db := crashGatewayAt(t, failpoint.TxnBeforeDecision)
+	if err == nil {
+		t.Fatal("commit reported success though the decision was never written")
+	}
+	splitAt(t, db, "a") // "a", the anchor key, now starts a new range
+	if err := c.Restart(g); err != nil {
+		t.Fatal(err)
+	}
+	waitStatus(t, db, id, vowdb.TxnAborted)
+	waitValue(t, db, "a", "")
+	waitValue(t, db, "z", "")
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	for _, k := range []string{"a", "z"} {
+		if err := db.Put(ctx, []byte(k), []byte("after")); err != nil {
+			t.Fatalf("lock on %s still held after presumed abort: %v", k, err)
+		}
+	}
+}
+
 // TestTxnCrashClusterAtEveryStep: a two-range transaction runs until one
 // of the transaction failpoints (every durable write and send of the
 // protocol), then every node is killed at that instant and restarted.

@@ -25,6 +25,10 @@ type GatewayHost interface {
 	// DecisionUnknown is told when a decision's compare-and-set failed
 	// with an unknown outcome.
 	DecisionUnknown(r txn.DecisionRecord, err error)
+	// Background runs fn off the caller's path (the server: on a new
+	// goroutine, so that a tick loop never waits for it; the simulator: at
+	// once).
+	Background(fn func())
 }
 
 // GatewayConfig configures a Gateway's coordinator (txn.CoordinatorConfig).
@@ -46,7 +50,14 @@ type Gateway struct {
 	waiting map[attemptKey]func(txn.Result)
 	running map[lock.TxnID]*Committing
 	fired   []func()
+	// ends are END records waiting for the next Tick (or for a full batch),
+	// so that the ends of many txns share Raft rounds.
+	ends []txn.EndRecord
 }
+
+// maxPendingEnds flushes the END records before the next Tick once this
+// many wait.
+const maxPendingEnds = 64
 
 type attemptKey struct {
 	id      lock.TxnID
@@ -135,12 +146,23 @@ func (g *Gateway) Step(m txn.Message) error {
 	return nil
 }
 
-// Tick drives resends and timeouts.
+// Tick drives resends and timeouts, and proposes the END records that
+// waited since the last tick.
 func (g *Gateway) Tick() {
 	g.mu.Lock()
 	defer g.unlock()
 	g.c.Tick()
 	g.pumpLocked()
+	g.flushEndsLocked()
+}
+
+func (g *Gateway) flushEndsLocked() {
+	if len(g.ends) == 0 {
+		return
+	}
+	ends := g.ends
+	g.ends = nil
+	g.fired = append(g.fired, func() { g.host.Background(func() { g.end(ends) }) })
 }
 
 // Restore hands decided, un-ended txn records to the coordinator, which
@@ -195,21 +217,21 @@ func (g *Gateway) pumpLocked() {
 				g.host.Send(msgs)
 			})
 		}
-		var ends []txn.EndRecord
 		for _, r := range rd.Records {
 			switch r := r.(type) {
 			case txn.DecisionRecord:
 				g.fired = append(g.fired, func() { g.cas(r) })
 			case txn.EndRecord:
-				ends = append(ends, r)
+				g.ends = append(g.ends, r)
 			}
 		}
-		// End records are proposed in the background: forgetting a txn
-		// before its record is marked ended is safe (the record is decided,
-		// so a late inquirer's CAS finds the decision), and a failed end is
+		// End records are proposed in the background, batched until the
+		// next tick: forgetting a txn before its record is marked ended is
+		// safe (the record is decided, so a late inquirer's CAS finds the
+		// decision), and an end that is lost (a crash, a failed proposal) is
 		// redone by the anchor's recovery.
-		if len(ends) > 0 {
-			g.fired = append(g.fired, func() { g.end(ends) })
+		if len(g.ends) >= maxPendingEnds {
+			g.flushEndsLocked()
 		}
 		g.c.Advance(rd)
 		for id, info := range g.running {
@@ -244,17 +266,12 @@ func (g *Gateway) cas(r txn.DecisionRecord) {
 	})
 }
 
-// end marks the records of ends ended, one after another. A failure leaves
-// the record un-ended; the anchor's recovery finishes it.
+// end marks the records of ends ended, all proposed at once so that those
+// on one range share a Raft round. A failure leaves the record un-ended;
+// the anchor's recovery finishes it.
 func (g *Gateway) end(ends []txn.EndRecord) {
 	failpoint.Hit(failpoint.TxnBeforeEnd)
-	var next func(i int)
-	next = func(i int) {
-		if i == len(ends) {
-			return
-		}
-		e := ends[i]
-		g.host.ProposeAt(e.Anchor, e.AnchorKey, txnwire.EndCommand(e), func(vowdbpb.TxnState, error) { next(i + 1) })
+	for _, e := range ends {
+		g.host.ProposeAt(e.Anchor, e.AnchorKey, txnwire.EndCommand(e), func(vowdbpb.TxnState, error) {})
 	}
-	next(0)
 }

@@ -46,6 +46,7 @@ func (h *fakeHost) LocalDeadlock(v deadlock.Victim)           { h.note("deadlock
 func (h *fakeHost) Invariant(_ *Tenure, msg string)           { h.invariant = append(h.invariant, msg) }
 func (h *fakeHost) TenureEnded(_ *Tenure, w string)           { h.ended = append(h.ended, w) }
 func (h *fakeHost) DecisionUnknown(txn.DecisionRecord, error) {}
+func (h *fakeHost) Background(fn func())                      { fn() }
 func (h *fakeHost) ConfirmLeadership(_ uint64, done func(error)) {
 	h.confirms = append(h.confirms, done)
 	h.note("confirm")
@@ -460,8 +461,12 @@ func TestGatewayDecisionBeforeCommitAndResult(t *testing.T) {
 	for _, r := range []txn.RangeID{7, 8} {
 		_ = g.Step(txn.Message{Type: txn.MsgAck, Txn: 1, Attempt: 1, From: txn.Addr{Range: r}, To: txn.Addr{Node: 2}, Decision: txn.DecisionCommitted})
 	}
+	if len(h.proposals) != 0 {
+		t.Fatalf("END proposed before the tick that batches it: %v", h.log)
+	}
+	g.Tick()
 	if len(h.proposals) != 1 || !strings.Contains(h.log[len(h.log)-1], "propose-at") {
-		t.Fatalf("no END proposed after the acks: %v", h.log)
+		t.Fatalf("no END proposed after the acks and a tick: %v", h.log)
 	}
 	if g.Has(1, 1) || len(g.Committing()) != 0 {
 		t.Fatal("gateway still runs t1 after the acks")
