@@ -122,6 +122,58 @@ func (h anchorHost) PresumedAbort(m txn.Message) {
 	h.l.n.log.Info("txn presumed aborted: coordinator gone", "txn", m.Txn, "attempt", m.Attempt, "coordinator", m.Coordinator)
 }
 
+// routeHost is the node as txnhost.RouteHost, for the messages that
+// arrive at it.
+type routeHost struct{ anchorHost }
+
+var _ txnhost.RouteHost = routeHost{}
+
+func (h routeHost) Gateway() *txnhost.Gateway { return h.l.gw }
+
+func (h routeHost) RangeForKey(key []byte) (uint64, bool) {
+	s := h.l.n.sched.Load()
+	if s == nil {
+		return 0, false
+	}
+	if r := s.ReplicaForKey(key); r != nil {
+		return r.RangeID, true
+	}
+	return 0, false
+}
+
+func (h routeHost) LeaderHint(rangeID uint64) uint64 { return h.l.rangeLeaderHint(rangeID) }
+
+func (h routeHost) AnyReplicaFor(key []byte) uint64 { return h.l.anyReplicaFor(key) }
+
+func (h routeHost) Forward(node uint64, m txn.Message, hops int) {
+	pm := txnwire.MsgToPB(m)
+	pm.Hops = uint32(hops)
+	go func() { _ = h.l.deliverTo(node, []*vowdbpb.TxnMessage{pm}) }()
+}
+
+func (h routeHost) WithTenure(rangeID uint64, fn func(*txnhost.Tenure)) {
+	s := h.l.n.sched.Load()
+	if s == nil {
+		return
+	}
+	r := s.ReplicaByID(rangeID)
+	if r == nil {
+		return
+	}
+	h.l.mu.Lock()
+	tr := h.l.ranges[rangeID]
+	h.l.mu.Unlock()
+	if tr != nil && tr.Current(r.Status()) {
+		fn(tr)
+		return
+	}
+	go func() {
+		if tr, err := h.l.rangeFor(h.l.n.ctx, s, r); err == nil {
+			fn(tr)
+		}
+	}()
+}
+
 // gatewayHost is the node as txnhost.GatewayHost for the txns it
 // coordinates.
 type gatewayHost struct{ l *txnLayer }

@@ -12,7 +12,6 @@ import (
 	"github.com/vowdb/vowdb/api/vowdbpb"
 	"github.com/vowdb/vowdb/internal/deadlock"
 	"github.com/vowdb/vowdb/internal/lock"
-	"github.com/vowdb/vowdb/internal/multiraft"
 	"github.com/vowdb/vowdb/internal/replica"
 	"github.com/vowdb/vowdb/internal/transport"
 	"github.com/vowdb/vowdb/internal/txn"
@@ -82,78 +81,10 @@ func (l *txnLayer) undeliverable(m txn.Message) {
 	tr.Unreachable(m.To.Range)
 }
 
-// dispatch handles a message that arrived at this node.
+// dispatch handles a message that arrived at this node (txnhost.Dispatch
+// decides where it goes).
 func (l *txnLayer) dispatch(pm *vowdbpb.TxnMessage) {
-	m := txnwire.MsgFromPB(pm)
-	if m.To.Node != 0 {
-		if uint64(m.To.Node) == l.n.nodeID() {
-			_ = l.gw.Step(m)
-		}
-		return
-	}
-	s := l.n.sched.Load()
-	if s == nil {
-		return
-	}
-	if m.Type == txn.MsgInquire {
-		l.dispatchInquiry(s, pm, m)
-		return
-	}
-	r := s.ReplicaByID(uint64(m.To.Range))
-	if r == nil || r.Status().LeaderID != l.n.nodeID() {
-		if pm.Hops < maxForwardHops {
-			pm.Hops++
-			if target := l.rangeLeaderHint(uint64(m.To.Range)); target != 0 && target != l.n.nodeID() {
-				go func() { _ = l.deliverTo(target, []*vowdbpb.TxnMessage{pm}) }()
-			}
-		}
-		return
-	}
-	handle := func(tr *txnhost.Tenure) {
-		if m.Type == msgRollback {
-			tr.Rollback(m.Txn, m.Attempt)
-		} else if err := tr.Step(m); err != nil {
-			l.n.log.Debug("txn message refused", "range", tr.Range(), "msg", m.String(), "err", err)
-		}
-	}
-	l.mu.Lock()
-	tr := l.ranges[r.RangeID]
-	l.mu.Unlock()
-	if tr != nil && tr.Current(r.Status()) {
-		handle(tr)
-		return
-	}
-	go func() {
-		if tr, err := l.rangeFor(l.n.ctx, s, r); err == nil {
-			handle(tr)
-		}
-	}()
-}
-
-// dispatchInquiry answers an Inquire at the range holding its anchor key
-// if this node leads it, or forwards it toward that range's leader: the
-// inquiry goes by key because a split may have moved the txn record out of
-// the anchor range the participant knows.
-func (l *txnLayer) dispatchInquiry(s *multiraft.Scheduler, pm *vowdbpb.TxnMessage, m txn.Message) {
-	r := s.ReplicaForKey(m.AnchorKey)
-	if r != nil && r.Status().LeaderID == l.n.nodeID() {
-		txnhost.AnswerInquiry(anchorHost{tenureHost{l}}, r.RangeID, m)
-		return
-	}
-	if pm.Hops >= maxForwardHops {
-		return
-	}
-	pm.Hops++
-	var target uint64
-	if r != nil {
-		target = l.rangeLeaderHint(r.RangeID)
-	}
-	if target == 0 || target == l.n.nodeID() {
-		target = l.anyReplicaFor(m.AnchorKey)
-	}
-	if target != 0 && target != l.n.nodeID() {
-		go func() { _ = l.deliverTo(target, []*vowdbpb.TxnMessage{pm}) }()
-	}
+	txnhost.Dispatch(routeHost{anchorHost{tenureHost{l}}}, txnwire.MsgFromPB(pm), int(pm.Hops))
 }
 
 // rangeLeaderHint names the node most likely to lead rangeID: this node's

@@ -16,13 +16,14 @@ import (
 	"github.com/vowdb/vowdb/internal/replica"
 	"github.com/vowdb/vowdb/internal/transport"
 	"github.com/vowdb/vowdb/internal/txn"
+	"github.com/vowdb/vowdb/internal/txnhost"
 	"github.com/vowdb/vowdb/internal/txnwire"
 )
 
 // msgRollback is a TxnMessage type outside package txn's: a client's
 // rollback of an ACTIVE attempt on one range. It can never abort a
 // prepared txn (Participant.Abort refuses, rule 2).
-const msgRollback = 100
+const msgRollback = txnhost.MsgRollback
 
 type txnService struct {
 	vowdbpb.UnimplementedTxnServer

@@ -116,54 +116,9 @@ func (n *node) sendTxn(m txn.Message) {
 	w.send(from, target, 0, m.Type.String(), func() { w.nodes[target-1].dispatch(m, 0) })
 }
 
-// dispatch handles a protocol message that arrived at this node.
-func (n *node) dispatch(m txn.Message, hops int) {
-	if m.To.Node != 0 {
-		if uint64(m.To.Node) == n.id {
-			_ = n.gw.Step(m)
-		}
-		return
-	}
-	if m.Type == txn.MsgInquire {
-		n.dispatchInquiry(m, hops)
-		return
-	}
-	rangeID := uint64(m.To.Range)
-	st := n.status(rangeID)
-	if st == nil || st.LeaderID != n.id {
-		if st != nil && st.LeaderID != 0 && hops < 2 {
-			to := st.LeaderID
-			n.w.send(n.id, to, 0, m.Type.String(), func() { n.w.nodes[to-1].dispatch(m, hops+1) })
-		}
-		return
-	}
-	tr := n.current(rangeID)
-	if tr == nil {
-		n.build(rangeID) // the sender resends
-		return
-	}
-	_ = tr.Step(m)
-}
-
-// dispatchInquiry answers an Inquire at the range holding its anchor key
-// if this node leads it, else forwards it to that range's leader as this
-// node sees it: as the server, by key, since a split may have moved the
-// txn record out of the anchor range the participant knows.
-func (n *node) dispatchInquiry(m txn.Message, hops int) {
-	r := n.sched.ReplicaForKey(m.AnchorKey)
-	if r == nil {
-		return
-	}
-	st := r.Status()
-	if st.LeaderID == n.id {
-		txnhost.AnswerInquiry(nodeHost{n}, r.RangeID, m)
-		return
-	}
-	if st.LeaderID != 0 && hops < 2 {
-		to := st.LeaderID
-		n.w.send(n.id, to, 0, m.Type.String(), func() { n.w.nodes[to-1].dispatchInquiry(m, hops+1) })
-	}
-}
+// dispatch handles a protocol message that arrived at this node, as the
+// server does: txnhost.Dispatch decides where it goes.
+func (n *node) dispatch(m txn.Message, hops int) { txnhost.Dispatch(nodeHost{n}, m, hops) }
 
 // rollback aborts an ACTIVE attempt at the client's request; as in the
 // server, a rollback that arrives before the attempt's first operation is

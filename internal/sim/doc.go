@@ -17,15 +17,15 @@
 //	checkers   check.Bank, check.LedgerCheck, check.ListAppend (strict
 //	           serializability) and an audit of every replica's final state
 //
-// The tenures and the gateway are the server's own drivers (package
+// The tenures, the gateway, the inquiry answer, the restore scan and the
+// dispatch of arriving messages are the server's own code (package
 // txnhost); this package is their host (tenure.go): proposals and ReadIndex
 // rounds report from a later poll, messages cross the simulated network, the
-// clock is the tick. The routing between nodes is this package's own, modelled
-// on the server's: messages go to a range's leader (forwarded at most twice),
-// an inquiry is answered at the anchor from the txn record and presumes abort
-// only when the coordinator is proven gone, decided un-ended records are
-// restored into the gateway, and the detector collects every reachable
-// node's waits-for edges.
+// clock is the tick. The transport is this package's own, modelled on the
+// server's: a sender's first guess at a range's leader, an unreachable
+// anchor noticed as a cut link, the coordinator-status check (a down node is
+// gone), and the detector collecting every reachable node's waits-for
+// edges.
 //
 // # Determinism
 //

@@ -37,7 +37,52 @@ var (
 	_ txnhost.Host        = nodeHost{}
 	_ txnhost.GatewayHost = nodeHost{}
 	_ txnhost.AnchorHost  = nodeHost{}
+	_ txnhost.RouteHost   = nodeHost{}
 )
+
+func (h nodeHost) Gateway() *txnhost.Gateway { return h.n.gw }
+
+func (h nodeHost) RangeForKey(key []byte) (uint64, bool) {
+	if r := h.n.sched.ReplicaForKey(key); r != nil {
+		return r.RangeID, true
+	}
+	return 0, false
+}
+
+// LeaderHint is this node's replica's idea of the leader, as the server's
+// first guess.
+func (h nodeHost) LeaderHint(rangeID uint64) uint64 {
+	if st := h.n.status(rangeID); st != nil {
+		return st.LeaderID
+	}
+	return 0
+}
+
+// AnyReplicaFor stands in for the server's descriptor cache with the
+// simulator's global view of the ranges.
+func (h nodeHost) AnyReplicaFor(key []byte) uint64 {
+	for _, id := range h.n.w.rangeFor(key).replicas {
+		if id != h.n.id {
+			return id
+		}
+	}
+	return 0
+}
+
+func (h nodeHost) Forward(node uint64, m txn.Message, hops int) {
+	w := h.n.w
+	w.send(h.n.id, node, 0, m.Type.String(), func() { w.nodes[node-1].dispatch(m, hops) })
+}
+
+// WithTenure runs fn with the live tenure of rangeID; without one it starts
+// building it and drops the message (the sender resends).
+func (h nodeHost) WithTenure(rangeID uint64, fn func(*txnhost.Tenure)) {
+	if tr := h.n.current(rangeID); tr != nil {
+		fn(tr)
+		return
+	}
+	h.n.build(rangeID)
+}
 
 func (h nodeHost) NodeID() uint64 { return h.n.id }
 
