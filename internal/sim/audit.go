@@ -36,7 +36,7 @@ func (w *world) setup() error {
 			end = []byte(hot[(i+1)*len(hot)/w.cfg.Ranges])
 		}
 		d := &vowdbpb.RangeDescriptor{RangeId: uint64(2 + i), StartKey: start, EndKey: end, Generation: 1}
-		ri := rangeInfo{id: d.RangeId, start: start, end: end}
+		ri := rangeInfo{id: d.RangeId, gen: d.Generation, start: start, end: end}
 		for k := 0; k < 3; k++ {
 			id := uint64((i+k)%w.cfg.Nodes + 1)
 			d.Replicas = append(d.Replicas, &vowdbpb.ReplicaDescriptor{NodeId: id})

@@ -141,6 +141,7 @@ type world struct {
 
 type rangeInfo struct {
 	id         uint64
+	gen        uint64 // the descriptor's generation
 	start, end []byte
 	replicas   []uint64
 }
@@ -308,11 +309,20 @@ func (w *world) split() {
 	})
 }
 
-// refreshRanges rebuilds the ranges from the newest descriptor of each
-// range on any live node (the simulator's global knowledge of routing,
-// standing in for the meta range).
+// refreshRanges updates the ranges with the newest descriptor of each
+// range known so far or held by a live node (the simulator's global
+// knowledge of routing, standing in for the meta range). A range is never
+// forgotten: the nodes that applied a split may all be down while another
+// still holds the older, wider descriptor.
 func (w *world) refreshRanges() {
 	newest := map[uint64]*vowdbpb.RangeDescriptor{}
+	for _, ri := range w.ranges {
+		d := &vowdbpb.RangeDescriptor{RangeId: ri.id, Generation: ri.gen, StartKey: ri.start, EndKey: ri.end}
+		for _, id := range ri.replicas {
+			d.Replicas = append(d.Replicas, &vowdbpb.ReplicaDescriptor{NodeId: id})
+		}
+		newest[ri.id] = d
+	}
 	for _, n := range w.nodes {
 		if !n.up {
 			continue
@@ -329,7 +339,7 @@ func (w *world) refreshRanges() {
 	}
 	var out []rangeInfo
 	for _, d := range newest {
-		ri := rangeInfo{id: d.RangeId, start: d.StartKey, end: d.EndKey}
+		ri := rangeInfo{id: d.RangeId, gen: d.Generation, start: d.StartKey, end: d.EndKey}
 		for _, r := range d.Replicas {
 			ri.replicas = append(ri.replicas, r.NodeId)
 		}
