@@ -1,9 +1,9 @@
 // Package txnhost runs the transaction protocol cores of package txn on one
 // node. The same code runs in the server (goroutines, Raft, gRPC, the wall
 // clock) and in the deterministic simulator (one goroutine, simulated
-// network, disks and clock); only the Host differs.
+// network, disks and clock); only the hosts differ.
 //
-// Two drivers live here:
+// What lives here:
 //
 //   - Tenure: the transaction side of one range on its leader, for one
 //     leader tenure. It owns the range's lock table, its 2PC participant
@@ -11,8 +11,14 @@
 //     the participant's Ready in the order package txn documents.
 //   - Gateway: the coordinator of the transactions a node is the gateway
 //     of (txn.Coordinator). It proposes the decision by compare-and-set on
-//     the transaction record, marks records ended and hands results to the
-//     waiting clients.
+//     the transaction record, marks records ended (batched per tick) and
+//     hands results to the waiting clients.
+//   - AnswerInquiry and Restorer: the anchor range's side, answering a
+//     prepared participant's inquiry from the txn record (presuming abort
+//     when the coordinator is gone) and handing decided, un-ended records
+//     back to a gateway.
+//   - Dispatch: where a protocol message that arrived at a node goes. Only
+//     moving messages between nodes (the transport) is the host's.
 //
 // # Tenure lifecycle
 //
