@@ -50,16 +50,7 @@ func (h tenureHost) Propose(rangeID uint64, cmd *vowdbpb.Command, done func(repl
 	p := replica.NewProposal(cmd)
 	s.Propose(rangeID, p)
 	timeout := h.l.n.cfg.RequestTimeout
-	go func() {
-		t := time.NewTimer(timeout)
-		defer t.Stop()
-		select {
-		case res := <-p.Done:
-			done(res)
-		case <-t.C:
-			done(replica.Result{Err: fmt.Errorf("not applied in %v", timeout)})
-		}
-	}()
+	go awaitOr(p.Done, timeout, replica.Result{Err: fmt.Errorf("not applied in %v", timeout)}, done)
 }
 
 func (h tenureHost) ConfirmLeadership(rangeID uint64, done func(error)) {
@@ -71,16 +62,20 @@ func (h tenureHost) ConfirmLeadership(rangeID uint64, done func(error)) {
 	rd := replica.NewRead()
 	s.Read(rangeID, rd)
 	timeout := h.l.n.cfg.RequestTimeout
-	go func() {
-		t := time.NewTimer(timeout)
-		defer t.Stop()
-		select {
-		case err := <-rd.Done:
-			done(err)
-		case <-t.C:
-			done(fmt.Errorf("leadership not confirmed in %v", timeout))
-		}
-	}()
+	go awaitOr(rd.Done, timeout, fmt.Errorf("leadership not confirmed in %v", timeout), done)
+}
+
+// awaitOr calls done with the value from ch, or with late if none came
+// within timeout.
+func awaitOr[T any](ch <-chan T, timeout time.Duration, late T, done func(T)) {
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	select {
+	case v := <-ch:
+		done(v)
+	case <-t.C:
+		done(late)
+	}
 }
 
 func (h tenureHost) Send(msgs []txn.Message) { go h.l.send(msgs) }

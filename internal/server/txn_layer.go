@@ -176,8 +176,6 @@ func abortStatus(ab *vowdbpb.TxnAbort, format string, args ...any) error {
 	return transport.Status(&vowdbpb.ErrorDetail{Code: vowdbpb.ErrorDetail_TXN_ABORTED, Abort: ab}, format, args...)
 }
 
-func describeAbort(ab *vowdbpb.TxnAbort) string { return txnhost.DescribeAbort(ab) }
-
 // op runs one transactional operation on this node, the leader of its key.
 func (l *txnLayer) op(ctx context.Context, req *vowdbpb.TxnOpRequest) (*vowdbpb.TxnOpResponse, error) {
 	n := l.n
@@ -265,7 +263,7 @@ func (l *txnLayer) op(ctx context.Context, req *vowdbpb.TxnOpRequest) (*vowdbpb.
 	}
 	timer.Stop()
 	if g.ab != nil {
-		return nil, abortStatus(g.ab, "%s", describeAbort(g.ab))
+		return nil, abortStatus(g.ab, "%s", txnhost.DescribeAbort(g.ab))
 	}
 	resp := &vowdbpb.TxnOpResponse{RangeId: tr.Range(), Term: tr.Number(), LockWaitMicros: g.waited.Microseconds()}
 	_, resp.RangeEnd = tr.Span()

@@ -49,7 +49,7 @@ type Gateway struct {
 	c       *txn.Coordinator
 	waiting map[attemptKey]func(txn.Result)
 	running map[lock.TxnID]*Committing
-	fired   []func()
+	fired   deferred
 	// ends are END records waiting for the next Tick (or for a full batch),
 	// so that the ends of many txns share Raft rounds.
 	ends []txn.EndRecord
@@ -99,14 +99,7 @@ func (g *Gateway) SetNode(node uint64) error {
 }
 
 // unlock releases mu, then carries out what was produced meanwhile.
-func (g *Gateway) unlock() {
-	fired := g.fired
-	g.fired = nil
-	g.mu.Unlock()
-	for _, f := range fired {
-		f()
-	}
-}
+func (g *Gateway) unlock() { g.fired.unlock(&g.mu) }
 
 // Commit starts committing req; result is called once with its outcome
 // (not at all if the gateway is dropped, e.g. on a crash). An error means
@@ -162,7 +155,7 @@ func (g *Gateway) flushEndsLocked() {
 	}
 	ends := g.ends
 	g.ends = nil
-	g.fired = append(g.fired, func() { g.host.Background(func() { g.end(ends) }) })
+	g.fired.add(func() { g.host.Background(func() { g.end(ends) }) })
 }
 
 // Restore hands decided, un-ended txn records to the coordinator, which
@@ -202,12 +195,12 @@ func (g *Gateway) pumpLocked() {
 			k := attemptKey{res.Txn, res.Attempt}
 			if cb := g.waiting[k]; cb != nil {
 				delete(g.waiting, k)
-				g.fired = append(g.fired, func() { cb(res) })
+				g.fired.add(func() { cb(res) })
 			}
 		}
 		if len(rd.Messages) > 0 {
 			msgs := append([]txn.Message(nil), rd.Messages...)
-			g.fired = append(g.fired, func() {
+			g.fired.add(func() {
 				for _, m := range msgs {
 					if m.Type == txn.MsgCommit {
 						failpoint.Hit(failpoint.TxnBeforeCommitSend)
@@ -220,7 +213,7 @@ func (g *Gateway) pumpLocked() {
 		for _, r := range rd.Records {
 			switch r := r.(type) {
 			case txn.DecisionRecord:
-				g.fired = append(g.fired, func() { g.cas(r) })
+				g.fired.add(func() { g.cas(r) })
 			case txn.EndRecord:
 				g.ends = append(g.ends, r)
 			}

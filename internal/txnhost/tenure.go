@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"sync"
 	"time"
 
@@ -109,7 +111,7 @@ type Tenure struct {
 	// in the order taken (and proposed, so applied).
 	inflight []*inflight
 	// fired are callbacks to run once mu is released.
-	fired []func()
+	fired deferred
 }
 
 // meta is what the leader knows of a txn from its operations.
@@ -153,13 +155,8 @@ func NewTenure(h Host, cfg Config) (*Tenure, error) {
 // PreparedFromRecords converts a range's durable prepare records (as
 // replica.PrepareRecords returns them) for Config.Prepared, in key order.
 func PreparedFromRecords(rangeID uint64, recs map[string]*vowdbpb.PrepareTxnOp) []txn.PrepareRecord {
-	ids := make([]string, 0, len(recs))
-	for id := range recs {
-		ids = append(ids, id)
-	}
-	sortStrings(ids)
 	var out []txn.PrepareRecord
-	for _, id := range ids {
+	for _, id := range slices.Sorted(maps.Keys(recs)) {
 		if rec, ok := txnwire.PrepareFromPB(rangeID, []byte(id), recs[id]); ok {
 			out = append(out, rec)
 		}
@@ -170,14 +167,7 @@ func PreparedFromRecords(rangeID uint64, recs map[string]*vowdbpb.PrepareTxnOp) 
 func (t *Tenure) lock() { t.mu.Lock() }
 
 // unlock releases mu, then runs the callbacks produced meanwhile.
-func (t *Tenure) unlock() {
-	fired := t.fired
-	t.fired = nil
-	t.mu.Unlock()
-	for _, f := range fired {
-		f()
-	}
-}
+func (t *Tenure) unlock() { t.fired.unlock(&t.mu) }
 
 // Range is the range id.
 func (t *Tenure) Range() uint64 { return t.id }
@@ -223,7 +213,7 @@ func (t *Tenure) killLocked(why string) {
 		t.fire(w, &vowdbpb.TxnAbort{Reason: vowdbpb.TxnAbort_STATE_LOST, RangeId: t.id}, time.Time{})
 	}
 	h := t.host
-	t.fired = append(t.fired, func() { h.TenureEnded(t, why) })
+	t.fired.add(func() { h.TenureEnded(t, why) })
 }
 
 // fire schedules w's callback (nil ab: granted).
@@ -236,7 +226,7 @@ func (t *Tenure) fire(w *waiter, ab *vowdbpb.TxnAbort, now time.Time) {
 		ab.WaitMicros = waited.Microseconds()
 	}
 	done := w.done
-	t.fired = append(t.fired, func() { done(waited, ab) })
+	t.fired.add(func() { done(waited, ab) })
 }
 
 // Op is one transactional operation on the range.
@@ -325,7 +315,7 @@ func (t *Tenure) Lock(now time.Time, id lock.TxnID, span lock.Span, mode lock.Mo
 	defer t.unlock()
 	if t.dead {
 		ab := &vowdbpb.TxnAbort{Reason: vowdbpb.TxnAbort_STATE_LOST, RangeId: t.id}
-		t.fired = append(t.fired, func() { done(0, ab) })
+		t.fired.add(func() { done(0, ab) })
 		return
 	}
 	t.requestLocked(now, id, span, mode, timeout, done)
@@ -412,7 +402,7 @@ func (t *Tenure) abortLocked(id lock.TxnID, ab *vowdbpb.TxnAbort) bool {
 	t.rememberAbort(id, ab)
 	t.releaseLocked(id)
 	h := t.host
-	t.fired = append(t.fired, func() { h.Aborted(t, id, ab) })
+	t.fired.add(func() { h.Aborted(t, id, ab) })
 	t.pumpLocked()
 	return true
 }
@@ -491,7 +481,7 @@ func (t *Tenure) breakLocalDeadlocksLocked(now time.Time) {
 	d.Report(t.host.NodeID(), edges)
 	h := t.host
 	for _, v := range d.Detect(t.infoLocked) {
-		t.fired = append(t.fired, func() { h.LocalDeadlock(v) })
+		t.fired.add(func() { h.LocalDeadlock(v) })
 		t.abortVictimLocked(now, v)
 	}
 }
@@ -511,7 +501,7 @@ func (t *Tenure) AbortVictim(now time.Time, v deadlock.Victim) bool {
 func (t *Tenure) abortVictimLocked(now time.Time, v deadlock.Victim) bool {
 	if t.part.State(v.Txn) == txn.StatePrepared {
 		h, msg := t.host, fmt.Sprintf("deadlock victim t%d (cycle %v) is prepared here", v.Txn, v.Cycle)
-		t.fired = append(t.fired, func() { h.Invariant(t, msg) })
+		t.fired.add(func() { h.Invariant(t, msg) })
 		return false
 	}
 	w := t.waiters[v.Txn]
@@ -724,7 +714,7 @@ func (t *Tenure) drainLocked() {
 		if e.failure != "" {
 			if e.invariant != "" {
 				h, msg := t.host, e.invariant
-				t.fired = append(t.fired, func() { h.Invariant(t, msg) })
+				t.fired.add(func() { h.Invariant(t, msg) })
 			}
 			t.killLocked(e.failure)
 			continue

@@ -119,5 +119,3 @@ func sortedIDs[V any](m map[lock.TxnID]V) []lock.TxnID {
 	slices.Sort(out)
 	return out
 }
-
-func sortStrings(s []string) { slices.Sort(s) }
