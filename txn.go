@@ -285,8 +285,9 @@ func buildOptions(opts []TxnOption) (txnOptions, error) {
 	return o, nil
 }
 
-// Begin starts a transaction. The node it is sent to is the coordinator
-// (gateway) of its commit.
+// Begin starts a transaction and picks a reachable node as its gateway.
+// Commit moves the gateway to the leader of the anchor range when the
+// client knows it (see Commit).
 func (db *DB) Begin(ctx context.Context, opts ...TxnOption) (*Txn, error) {
 	o, err := buildOptions(opts)
 	if err != nil {
@@ -371,8 +372,28 @@ func (db *DB) isClosed() bool {
 func (tx *Txn) ID() TxnID { return tx.id }
 
 // Gateway returns the address of the node that coordinates the
-// transaction's commit.
-func (tx *Txn) Gateway() string { return tx.gateway }
+// transaction's commit: the node picked at Begin, until Commit moves the
+// commit to the leader of the anchor range (see Commit).
+func (tx *Txn) Gateway() string {
+	tx.mu.Lock()
+	defer tx.mu.Unlock()
+	return tx.gateway
+}
+
+// anchorLeader returns the address of the node the client last saw
+// lead the range of key, if it knows one that has not recently let a
+// request time out.
+func (tx *Txn) anchorLeader(key []byte) (string, bool) {
+	r := tx.db.cachedRoute(key)
+	if r == nil {
+		return "", false
+	}
+	id := tx.db.leaderOf(r)
+	if id == 0 || tx.db.isSuspect(id) {
+		return "", false
+	}
+	return tx.db.addrOf(id)
+}
 
 // Receipt returns how the transaction committed, or nil before Commit.
 func (tx *Txn) Receipt() *Receipt {
@@ -651,7 +672,10 @@ func (tx *Txn) Scan(ctx context.Context, start, end []byte, limit int) ([]KeyVal
 // Commit commits the transaction atomically across every range it touched.
 // A nil error means committed (see Receipt); an *AbortError means nothing
 // was applied; ErrAmbiguousCommit means the outcome is unknown: look it up
-// with DB.TxnStatus(tx.ID()).
+// with DB.TxnStatus(tx.ID()). The commit is coordinated by the node the
+// client last saw lead the anchor range (the range of the first write), so
+// that the decision record is written there without a hop between nodes;
+// without such a leader it goes to the gateway picked at Begin.
 func (tx *Txn) Commit(ctx context.Context) error {
 	tx.mu.Lock()
 	if err := tx.checkLocked(); err != nil {
@@ -663,6 +687,12 @@ func (tx *Txn) Commit(ctx context.Context) error {
 		AnchorRangeId: tx.anchorRng, AnchorKey: tx.anchorKey}
 	if req.AnchorRangeId == 0 {
 		req.AnchorRangeId, req.AnchorKey = tx.firstRng, tx.firstKey
+	}
+	// Coordinate the commit on the anchor range's leader when it is known:
+	// the decision record is then written without a hop between nodes, and
+	// the anchor's own PREPARE and COMMIT stay on that node.
+	if addr, ok := tx.anchorLeader(req.AnchorKey); ok {
+		tx.gateway = addr
 	}
 	var ranges []uint64
 	for _, r := range tx.order {
@@ -713,7 +743,7 @@ func (tx *Txn) onGateway(ctx context.Context, fn func(ctx context.Context, c vow
 		ctx, cancel = context.WithTimeout(ctx, tx.db.cfg.RequestTimeout+5*time.Second)
 		defer cancel()
 	}
-	eps := append([]string{tx.gateway}, tx.db.endpoints()...)
+	eps := append([]string{tx.Gateway()}, tx.db.endpoints()...)
 	var lastErr error
 	for _, ep := range eps {
 		cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
@@ -766,7 +796,7 @@ func (tx *Txn) rollbackRPC(ctx context.Context) {
 	// Any node can route a rollback: try the gateway, then every other
 	// endpoint, each briefly (the gateway may be the node that is down).
 	ctx = context.WithoutCancel(ctx)
-	for _, ep := range append([]string{tx.gateway}, tx.db.endpoints()...) {
+	for _, ep := range append([]string{tx.Gateway()}, tx.db.endpoints()...) {
 		cctx, cancel := context.WithTimeout(ctx, time.Second)
 		conn, err := tx.db.readyConn(cctx, ep)
 		if err == nil {

@@ -49,12 +49,6 @@ func crashGatewayAt(t *testing.T, name string) (*Cluster, int, vowdb.TxnID, erro
 	if err != nil {
 		t.Fatal(err)
 	}
-	g := -1
-	for i, n := range c.Nodes {
-		if n.Addr() == tx.Gateway() {
-			g = i
-		}
-	}
 	for _, k := range []string{"a", "z"} {
 		if err := tx.Put(ctx, []byte(k), []byte("committed?")); err != nil {
 			t.Fatal(err)
@@ -66,6 +60,12 @@ func crashGatewayAt(t *testing.T, name string) (*Cluster, int, vowdb.TxnID, erro
 	case <-hit:
 	case <-time.After(20 * time.Second):
 		t.Fatalf("failpoint %s not reached", name)
+	}
+	g := -1 // Commit may move the gateway to the anchor's leader
+	for i, n := range c.Nodes {
+		if n.Addr() == tx.Gateway() {
+			g = i
+		}
 	}
 	c.Kill(g)
 	release()

@@ -697,3 +697,55 @@ func TestTxnRollbackBeforeOperation(t *testing.T) {
 		t.Fatalf("next attempt: %v", err)
 	}
 }
+
+// TestTxnCommitOnAnchorLeader: whatever node Begin picked as gateway, a
+// commit is coordinated by the leader of the anchor range (the range of
+// the first write) once the client has seen that leader, so the decision
+// record is written without a hop between nodes. The anchor's leader is
+// moved between the two transactions: the client follows it.
+func TestTxnCommitOnAnchorLeader(t *testing.T) {
+	c, db := startCluster(t, 3)
+	ctx := context.Background()
+	splitAt(t, db, "m")
+	spreadLeaders(t, c, db, "a", "z") // "a" on node 1, "z" on node 2
+	for round := 0; round < 2; round++ {
+		anchor := c.Nodes[leaderIndex(t, c, db, "a")]
+		moved := false
+		for i := 0; i < 6; i++ { // Begin spreads gateways over the nodes
+			tx, err := db.Begin(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			began := tx.Gateway()
+			for _, k := range []string{"a", "z"} {
+				if err := tx.Put(ctx, []byte(k), []byte(fmt.Sprint(round, i))); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := tx.Commit(ctx); err != nil {
+				t.Fatal(err)
+			}
+			r := tx.Receipt()
+			if r == nil || r.Path != "2PC" || r.Gateway != anchor.NodeID() || tx.Gateway() != anchor.Addr() {
+				t.Fatalf("round %d: receipt %+v, gateway %s: want the anchor's leader n%d (%s)", round, r, tx.Gateway(), anchor.NodeID(), anchor.Addr())
+			}
+			moved = moved || began != anchor.Addr()
+		}
+		if !moved {
+			t.Fatal("every Begin picked the anchor's leader: the test proved nothing")
+		}
+		// Move the anchor range's leadership to the next node.
+		from := leaderIndex(t, c, db, "a")
+		ranges, _ := db.Ranges(ctx)
+		for _, rg := range ranges {
+			if !rg.Meta && string(rg.StartKey) <= "a" && "a" < string(rg.EndKey) {
+				tctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+				err := c.Nodes[from].TransferLeadership(tctx, rg.ID, c.Nodes[(from+2)%3].NodeID())
+				cancel()
+				if err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+	}
+}
