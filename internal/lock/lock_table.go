@@ -3,6 +3,7 @@ package lock
 import (
 	"bytes"
 	"fmt"
+	"slices"
 	"sort"
 )
 
@@ -116,17 +117,14 @@ func (t *Table) blockersOf(req Lock, pos int) []TxnID {
 	if t.holdsOverlap(req) {
 		pos = 0
 	}
-	seen := map[TxnID]bool{}
-	var out []TxnID
+	var out []TxnID // a few at most: a linear check beats a map
 	for _, h := range t.held {
-		if h.conflicts(req) && !seen[h.Txn] {
-			seen[h.Txn] = true
+		if h.conflicts(req) && !slices.Contains(out, h.Txn) {
 			out = append(out, h.Txn)
 		}
 	}
 	for _, w := range t.queue[:pos] {
-		if w.conflicts(req) && !seen[w.Txn] {
-			seen[w.Txn] = true
+		if w.conflicts(req) && !slices.Contains(out, w.Txn) {
 			out = append(out, w.Txn)
 		}
 	}
