@@ -39,8 +39,8 @@ func Open(opts Options) (*Engine, error) {
 	cache := pebble.NewCache(cacheBytes)
 	defer cache.Unref()
 	po := &pebble.Options{
-		FS:                          fs,
-		Cache:                       cache,
+		FS:    fs,
+		Cache: cache,
 		// Small memtables: every Raft log entry passes through the
 		// memtable, and each read the state machine makes while applying
 		// (outcomes, prepare and txn records) seeks its skiplist; at 32 MiB
