@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/bloom"
 	"github.com/cockroachdb/pebble/v2/vfs"
 )
 
@@ -51,6 +52,13 @@ func Open(opts Options) (*Engine, error) {
 		MemTableStopWritesThreshold: 4,
 		L0CompactionThreshold:       4,
 		Logger:                      quietLogger{},
+	}
+	// Bloom filters on every level: most point reads of the apply path
+	// (remembered outcomes, prepare records) look for keys that do not
+	// exist, which without a filter costs an index search in every
+	// sstable that could hold the key.
+	for i := range po.Levels {
+		po.Levels[i].FilterPolicy = bloom.FilterPolicy(10)
 	}
 	db, err := pebble.Open(opts.Dir, po)
 	if err != nil {
