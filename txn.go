@@ -439,7 +439,8 @@ func (tx *Txn) op(ctx context.Context, req *vowdbpb.TxnOpRequest) (*vowdbpb.TxnO
 	defer cancel()
 	err := tx.db.send(octx, req.Key, false, func(ctx context.Context, c *grpc.ClientConn) error {
 		// Over the node's Batch stream, with the client's other concurrent
-		// operations to that node.
+		// operations to that node; the node stops when this client does.
+		req.TimeoutMs = remainingMs(ctx)
 		res, err := tx.db.batch(ctx, c, &vowdbpb.BatchOp{Op: &vowdbpb.BatchOp_TxnOp{TxnOp: req}})
 		if err == nil {
 			resp = res.TxnOp
@@ -492,6 +493,16 @@ func (tx *Txn) op(ctx context.Context, req *vowdbpb.TxnOpRequest) (*vowdbpb.TxnO
 		}
 	}
 	return resp, nil
+}
+
+// remainingMs is how long ctx still has, in whole milliseconds (at least
+// 1), or 0 without a deadline.
+func remainingMs(ctx context.Context) int64 {
+	d, ok := ctx.Deadline()
+	if !ok {
+		return 0
+	}
+	return max(time.Until(d).Milliseconds(), 1)
 }
 
 // fail ends the transaction with err and releases its locks.
@@ -709,6 +720,7 @@ func (tx *Txn) Commit(ctx context.Context) error {
 
 	var resp *vowdbpb.TxnCommitResponse
 	err := tx.onGateway(ctx, func(ctx context.Context, c *grpc.ClientConn) error {
+		req.TimeoutMs = remainingMs(ctx)
 		res, err := tx.db.batch(ctx, c, &vowdbpb.BatchOp{Op: &vowdbpb.BatchOp_TxnCommit{TxnCommit: req}})
 		if err == nil {
 			resp = res.TxnCommit

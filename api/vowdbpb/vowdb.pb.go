@@ -4613,8 +4613,12 @@ type TxnOpRequest struct {
 	EndKey         []byte            `protobuf:"bytes,10,opt,name=end_key,json=endKey,proto3" json:"end_key,omitempty"`
 	Limit          int64             `protobuf:"varint,11,opt,name=limit,proto3" json:"limit,omitempty"`
 	Priority       int32             `protobuf:"varint,12,opt,name=priority,proto3" json:"priority,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// timeout_ms, when set, is how long the client waits for this answer (the
+	// deadline a unary call would carry): on the Batch stream the node stops
+	// the operation then, as gRPC would stop a unary call.
+	TimeoutMs     int64 `protobuf:"varint,13,opt,name=timeout_ms,json=timeoutMs,proto3" json:"timeout_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *TxnOpRequest) Reset() {
@@ -4731,6 +4735,13 @@ func (x *TxnOpRequest) GetPriority() int32 {
 	return 0
 }
 
+func (x *TxnOpRequest) GetTimeoutMs() int64 {
+	if x != nil {
+		return x.TimeoutMs
+	}
+	return 0
+}
+
 type TxnOpResponse struct {
 	state          protoimpl.MessageState `protogen:"open.v1"`
 	RangeId        uint64                 `protobuf:"varint,1,opt,name=range_id,json=rangeId,proto3" json:"range_id,omitempty"`
@@ -4830,6 +4841,8 @@ type TxnCommitRequest struct {
 	Participants  []*TxnParticipant      `protobuf:"bytes,3,rep,name=participants,proto3" json:"participants,omitempty"`
 	AnchorRangeId uint64                 `protobuf:"varint,4,opt,name=anchor_range_id,json=anchorRangeId,proto3" json:"anchor_range_id,omitempty"`
 	AnchorKey     []byte                 `protobuf:"bytes,5,opt,name=anchor_key,json=anchorKey,proto3" json:"anchor_key,omitempty"`
+	// timeout_ms: as in TxnOpRequest.
+	TimeoutMs     int64 `protobuf:"varint,6,opt,name=timeout_ms,json=timeoutMs,proto3" json:"timeout_ms,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -4897,6 +4910,13 @@ func (x *TxnCommitRequest) GetAnchorKey() []byte {
 		return x.AnchorKey
 	}
 	return nil
+}
+
+func (x *TxnCommitRequest) GetTimeoutMs() int64 {
+	if x != nil {
+		return x.TimeoutMs
+	}
+	return 0
 }
 
 type TxnCommitResponse struct {
@@ -6667,7 +6687,7 @@ const file_api_vowdbpb_vowdb_proto_rawDesc = "" +
 	"\n" +
 	"txn_commit\x18\b \x01(\v2\x1b.vowdb.v1.TxnCommitResponseR\ttxnCommit\"@\n" +
 	"\rBatchResponse\x12/\n" +
-	"\aresults\x18\x01 \x03(\v2\x15.vowdb.v1.BatchResultR\aresults\"\xb7\x03\n" +
+	"\aresults\x18\x01 \x03(\v2\x15.vowdb.v1.BatchResultR\aresults\"\xd6\x03\n" +
 	"\fTxnOpRequest\x12\x15\n" +
 	"\x06txn_id\x18\x01 \x01(\x04R\x05txnId\x12\x18\n" +
 	"\aattempt\x18\x02 \x01(\x04R\aattempt\x12&\n" +
@@ -6681,7 +6701,9 @@ const file_api_vowdbpb_vowdb_proto_rawDesc = "" +
 	"\aend_key\x18\n" +
 	" \x01(\fR\x06endKey\x12\x14\n" +
 	"\x05limit\x18\v \x01(\x03R\x05limit\x12\x1a\n" +
-	"\bpriority\x18\f \x01(\x05R\bpriority\".\n" +
+	"\bpriority\x18\f \x01(\x05R\bpriority\x12\x1d\n" +
+	"\n" +
+	"timeout_ms\x18\r \x01(\x03R\ttimeoutMs\".\n" +
 	"\x04Kind\x12\a\n" +
 	"\x03GET\x10\x00\x12\a\n" +
 	"\x03PUT\x10\x01\x12\n" +
@@ -6695,14 +6717,16 @@ const file_api_vowdbpb_vowdb_proto_rawDesc = "" +
 	"\x05value\x18\x04 \x01(\fR\x05value\x12$\n" +
 	"\x03kvs\x18\x05 \x03(\v2\x12.vowdb.v1.KeyValueR\x03kvs\x12\x1b\n" +
 	"\trange_end\x18\x06 \x01(\fR\brangeEnd\x12(\n" +
-	"\x10lock_wait_micros\x18\a \x01(\x03R\x0elockWaitMicros\"\xc8\x01\n" +
+	"\x10lock_wait_micros\x18\a \x01(\x03R\x0elockWaitMicros\"\xe7\x01\n" +
 	"\x10TxnCommitRequest\x12\x15\n" +
 	"\x06txn_id\x18\x01 \x01(\x04R\x05txnId\x12\x18\n" +
 	"\aattempt\x18\x02 \x01(\x04R\aattempt\x12<\n" +
 	"\fparticipants\x18\x03 \x03(\v2\x18.vowdb.v1.TxnParticipantR\fparticipants\x12&\n" +
 	"\x0fanchor_range_id\x18\x04 \x01(\x04R\ranchorRangeId\x12\x1d\n" +
 	"\n" +
-	"anchor_key\x18\x05 \x01(\fR\tanchorKey\"\xc3\x02\n" +
+	"anchor_key\x18\x05 \x01(\fR\tanchorKey\x12\x1d\n" +
+	"\n" +
+	"timeout_ms\x18\x06 \x01(\x03R\ttimeoutMs\"\xc3\x02\n" +
 	"\x11TxnCommitResponse\x12=\n" +
 	"\aoutcome\x18\x01 \x01(\x0e2#.vowdb.v1.TxnCommitResponse.OutcomeR\aoutcome\x12\x12\n" +
 	"\x04path\x18\x02 \x01(\tR\x04path\x12(\n" +

@@ -118,7 +118,7 @@ func (s *kvService) startOp(ctx context.Context, op *vowdbpb.BatchOp, done func(
 		// own goroutine, bounded as the client bounds the unary call.
 		method = "txn_op"
 		go func() {
-			octx, cancel := context.WithTimeout(ctx, time.Duration(o.TxnOp.LockTimeoutMs)*time.Millisecond+n.cfg.RequestTimeout)
+			octx, cancel := context.WithTimeout(ctx, streamTimeout(o.TxnOp.TimeoutMs, time.Duration(o.TxnOp.LockTimeoutMs)*time.Millisecond+n.cfg.RequestTimeout))
 			defer cancel()
 			resp, err := (&txnService{n: n}).op(octx, o.TxnOp)
 			finish(&vowdbpb.BatchResult{TxnOp: resp}, err)
@@ -126,7 +126,7 @@ func (s *kvService) startOp(ctx context.Context, op *vowdbpb.BatchOp, done func(
 	case *vowdbpb.BatchOp_TxnCommit:
 		method = "txn_commit"
 		go func() {
-			cctx, cancel := context.WithTimeout(ctx, n.cfg.RequestTimeout+5*time.Second)
+			cctx, cancel := context.WithTimeout(ctx, streamTimeout(o.TxnCommit.TimeoutMs, n.cfg.RequestTimeout+5*time.Second))
 			defer cancel()
 			resp, err := (&txnService{n: n}).commit(cctx, o.TxnCommit)
 			finish(&vowdbpb.BatchResult{TxnCommit: resp}, err)
@@ -134,6 +134,16 @@ func (s *kvService) startOp(ctx context.Context, op *vowdbpb.BatchOp, done func(
 	default:
 		finish(nil, transport.Invalid("batch operation %d is empty", op.Id))
 	}
+}
+
+// streamTimeout bounds a transactional request of the Batch stream: by the
+// client's own wait when it sent one (as a unary call's deadline would),
+// never beyond def.
+func streamTimeout(clientMs int64, def time.Duration) time.Duration {
+	if c := time.Duration(clientMs) * time.Millisecond; c > 0 && c < def {
+		return c
+	}
+	return def
 }
 
 func (s *kvService) startWrite(key, value, expected []byte, cmd *vowdbpb.Command, finish func(*vowdbpb.BatchResult, error)) {
