@@ -4259,8 +4259,6 @@ type BatchOp struct {
 	//	*BatchOp_Put
 	//	*BatchOp_Delete
 	//	*BatchOp_Cas
-	//	*BatchOp_TxnOp
-	//	*BatchOp_TxnCommit
 	Op            isBatchOp_Op `protobuf_oneof:"op"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -4346,24 +4344,6 @@ func (x *BatchOp) GetCas() *CasRequest {
 	return nil
 }
 
-func (x *BatchOp) GetTxnOp() *TxnOpRequest {
-	if x != nil {
-		if x, ok := x.Op.(*BatchOp_TxnOp); ok {
-			return x.TxnOp
-		}
-	}
-	return nil
-}
-
-func (x *BatchOp) GetTxnCommit() *TxnCommitRequest {
-	if x != nil {
-		if x, ok := x.Op.(*BatchOp_TxnCommit); ok {
-			return x.TxnCommit
-		}
-	}
-	return nil
-}
-
 type isBatchOp_Op interface {
 	isBatchOp_Op()
 }
@@ -4384,16 +4364,6 @@ type BatchOp_Cas struct {
 	Cas *CasRequest `protobuf:"bytes,5,opt,name=cas,proto3,oneof"`
 }
 
-type BatchOp_TxnOp struct {
-	// Transaction operations and commits ride the same stream: they answer
-	// exactly as the unary Txn.Op and Txn.Commit calls would.
-	TxnOp *TxnOpRequest `protobuf:"bytes,6,opt,name=txn_op,json=txnOp,proto3,oneof"`
-}
-
-type BatchOp_TxnCommit struct {
-	TxnCommit *TxnCommitRequest `protobuf:"bytes,7,opt,name=txn_commit,json=txnCommit,proto3,oneof"`
-}
-
 func (*BatchOp_Get) isBatchOp_Op() {}
 
 func (*BatchOp_Put) isBatchOp_Op() {}
@@ -4401,10 +4371,6 @@ func (*BatchOp_Put) isBatchOp_Op() {}
 func (*BatchOp_Delete) isBatchOp_Op() {}
 
 func (*BatchOp_Cas) isBatchOp_Op() {}
-
-func (*BatchOp_TxnOp) isBatchOp_Op() {}
-
-func (*BatchOp_TxnCommit) isBatchOp_Op() {}
 
 type BatchRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -4455,13 +4421,11 @@ type BatchResult struct {
 	Id    uint64                 `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
 	// grpc_code is the status code the same operation would have failed with
 	// as a unary call (0 = OK); error and error_message detail it.
-	GrpcCode      int32              `protobuf:"varint,2,opt,name=grpc_code,json=grpcCode,proto3" json:"grpc_code,omitempty"`
-	ErrorMessage  string             `protobuf:"bytes,3,opt,name=error_message,json=errorMessage,proto3" json:"error_message,omitempty"`
-	Error         *ErrorDetail       `protobuf:"bytes,4,opt,name=error,proto3" json:"error,omitempty"`
-	Get           *GetResponse       `protobuf:"bytes,5,opt,name=get,proto3" json:"get,omitempty"`
-	Cas           *CasResponse       `protobuf:"bytes,6,opt,name=cas,proto3" json:"cas,omitempty"`
-	TxnOp         *TxnOpResponse     `protobuf:"bytes,7,opt,name=txn_op,json=txnOp,proto3" json:"txn_op,omitempty"`
-	TxnCommit     *TxnCommitResponse `protobuf:"bytes,8,opt,name=txn_commit,json=txnCommit,proto3" json:"txn_commit,omitempty"`
+	GrpcCode      int32        `protobuf:"varint,2,opt,name=grpc_code,json=grpcCode,proto3" json:"grpc_code,omitempty"`
+	ErrorMessage  string       `protobuf:"bytes,3,opt,name=error_message,json=errorMessage,proto3" json:"error_message,omitempty"`
+	Error         *ErrorDetail `protobuf:"bytes,4,opt,name=error,proto3" json:"error,omitempty"`
+	Get           *GetResponse `protobuf:"bytes,5,opt,name=get,proto3" json:"get,omitempty"`
+	Cas           *CasResponse `protobuf:"bytes,6,opt,name=cas,proto3" json:"cas,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -4538,20 +4502,6 @@ func (x *BatchResult) GetCas() *CasResponse {
 	return nil
 }
 
-func (x *BatchResult) GetTxnOp() *TxnOpResponse {
-	if x != nil {
-		return x.TxnOp
-	}
-	return nil
-}
-
-func (x *BatchResult) GetTxnCommit() *TxnCommitResponse {
-	if x != nil {
-		return x.TxnCommit
-	}
-	return nil
-}
-
 type BatchResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Results       []*BatchResult         `protobuf:"bytes,1,rep,name=results,proto3" json:"results,omitempty"`
@@ -4613,12 +4563,8 @@ type TxnOpRequest struct {
 	EndKey         []byte            `protobuf:"bytes,10,opt,name=end_key,json=endKey,proto3" json:"end_key,omitempty"`
 	Limit          int64             `protobuf:"varint,11,opt,name=limit,proto3" json:"limit,omitempty"`
 	Priority       int32             `protobuf:"varint,12,opt,name=priority,proto3" json:"priority,omitempty"`
-	// timeout_ms, when set, is how long the client waits for this answer (the
-	// deadline a unary call would carry): on the Batch stream the node stops
-	// the operation then, as gRPC would stop a unary call.
-	TimeoutMs     int64 `protobuf:"varint,13,opt,name=timeout_ms,json=timeoutMs,proto3" json:"timeout_ms,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *TxnOpRequest) Reset() {
@@ -4735,13 +4681,6 @@ func (x *TxnOpRequest) GetPriority() int32 {
 	return 0
 }
 
-func (x *TxnOpRequest) GetTimeoutMs() int64 {
-	if x != nil {
-		return x.TimeoutMs
-	}
-	return 0
-}
-
 type TxnOpResponse struct {
 	state          protoimpl.MessageState `protogen:"open.v1"`
 	RangeId        uint64                 `protobuf:"varint,1,opt,name=range_id,json=rangeId,proto3" json:"range_id,omitempty"`
@@ -4841,8 +4780,6 @@ type TxnCommitRequest struct {
 	Participants  []*TxnParticipant      `protobuf:"bytes,3,rep,name=participants,proto3" json:"participants,omitempty"`
 	AnchorRangeId uint64                 `protobuf:"varint,4,opt,name=anchor_range_id,json=anchorRangeId,proto3" json:"anchor_range_id,omitempty"`
 	AnchorKey     []byte                 `protobuf:"bytes,5,opt,name=anchor_key,json=anchorKey,proto3" json:"anchor_key,omitempty"`
-	// timeout_ms: as in TxnOpRequest.
-	TimeoutMs     int64 `protobuf:"varint,6,opt,name=timeout_ms,json=timeoutMs,proto3" json:"timeout_ms,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -4910,13 +4847,6 @@ func (x *TxnCommitRequest) GetAnchorKey() []byte {
 		return x.AnchorKey
 	}
 	return nil
-}
-
-func (x *TxnCommitRequest) GetTimeoutMs() int64 {
-	if x != nil {
-		return x.TimeoutMs
-	}
-	return 0
 }
 
 type TxnCommitResponse struct {
@@ -6663,31 +6593,25 @@ const file_api_vowdbpb_vowdb_proto_rawDesc = "" +
 	"\bCONFLICT\x10\x04\x12\f\n" +
 	"\bDEADLINE\x10\x05\x12\f\n" +
 	"\bROLLBACK\x10\x06\x12\x11\n" +
-	"\rDECISION_LOST\x10\a\"\xbe\x02\n" +
+	"\rDECISION_LOST\x10\a\"\xd0\x01\n" +
 	"\aBatchOp\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12(\n" +
 	"\x03get\x18\x02 \x01(\v2\x14.vowdb.v1.GetRequestH\x00R\x03get\x12(\n" +
 	"\x03put\x18\x03 \x01(\v2\x14.vowdb.v1.PutRequestH\x00R\x03put\x121\n" +
 	"\x06delete\x18\x04 \x01(\v2\x17.vowdb.v1.DeleteRequestH\x00R\x06delete\x12(\n" +
-	"\x03cas\x18\x05 \x01(\v2\x14.vowdb.v1.CasRequestH\x00R\x03cas\x12/\n" +
-	"\x06txn_op\x18\x06 \x01(\v2\x16.vowdb.v1.TxnOpRequestH\x00R\x05txnOp\x12;\n" +
-	"\n" +
-	"txn_commit\x18\a \x01(\v2\x1a.vowdb.v1.TxnCommitRequestH\x00R\ttxnCommitB\x04\n" +
+	"\x03cas\x18\x05 \x01(\v2\x14.vowdb.v1.CasRequestH\x00R\x03casB\x04\n" +
 	"\x02op\"3\n" +
 	"\fBatchRequest\x12#\n" +
-	"\x03ops\x18\x01 \x03(\v2\x11.vowdb.v1.BatchOpR\x03ops\"\xca\x02\n" +
+	"\x03ops\x18\x01 \x03(\v2\x11.vowdb.v1.BatchOpR\x03ops\"\xde\x01\n" +
 	"\vBatchResult\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12\x1b\n" +
 	"\tgrpc_code\x18\x02 \x01(\x05R\bgrpcCode\x12#\n" +
 	"\rerror_message\x18\x03 \x01(\tR\ferrorMessage\x12+\n" +
 	"\x05error\x18\x04 \x01(\v2\x15.vowdb.v1.ErrorDetailR\x05error\x12'\n" +
 	"\x03get\x18\x05 \x01(\v2\x15.vowdb.v1.GetResponseR\x03get\x12'\n" +
-	"\x03cas\x18\x06 \x01(\v2\x15.vowdb.v1.CasResponseR\x03cas\x12.\n" +
-	"\x06txn_op\x18\a \x01(\v2\x17.vowdb.v1.TxnOpResponseR\x05txnOp\x12:\n" +
-	"\n" +
-	"txn_commit\x18\b \x01(\v2\x1b.vowdb.v1.TxnCommitResponseR\ttxnCommit\"@\n" +
+	"\x03cas\x18\x06 \x01(\v2\x15.vowdb.v1.CasResponseR\x03cas\"@\n" +
 	"\rBatchResponse\x12/\n" +
-	"\aresults\x18\x01 \x03(\v2\x15.vowdb.v1.BatchResultR\aresults\"\xd6\x03\n" +
+	"\aresults\x18\x01 \x03(\v2\x15.vowdb.v1.BatchResultR\aresults\"\xb7\x03\n" +
 	"\fTxnOpRequest\x12\x15\n" +
 	"\x06txn_id\x18\x01 \x01(\x04R\x05txnId\x12\x18\n" +
 	"\aattempt\x18\x02 \x01(\x04R\aattempt\x12&\n" +
@@ -6701,9 +6625,7 @@ const file_api_vowdbpb_vowdb_proto_rawDesc = "" +
 	"\aend_key\x18\n" +
 	" \x01(\fR\x06endKey\x12\x14\n" +
 	"\x05limit\x18\v \x01(\x03R\x05limit\x12\x1a\n" +
-	"\bpriority\x18\f \x01(\x05R\bpriority\x12\x1d\n" +
-	"\n" +
-	"timeout_ms\x18\r \x01(\x03R\ttimeoutMs\".\n" +
+	"\bpriority\x18\f \x01(\x05R\bpriority\".\n" +
 	"\x04Kind\x12\a\n" +
 	"\x03GET\x10\x00\x12\a\n" +
 	"\x03PUT\x10\x01\x12\n" +
@@ -6717,16 +6639,14 @@ const file_api_vowdbpb_vowdb_proto_rawDesc = "" +
 	"\x05value\x18\x04 \x01(\fR\x05value\x12$\n" +
 	"\x03kvs\x18\x05 \x03(\v2\x12.vowdb.v1.KeyValueR\x03kvs\x12\x1b\n" +
 	"\trange_end\x18\x06 \x01(\fR\brangeEnd\x12(\n" +
-	"\x10lock_wait_micros\x18\a \x01(\x03R\x0elockWaitMicros\"\xe7\x01\n" +
+	"\x10lock_wait_micros\x18\a \x01(\x03R\x0elockWaitMicros\"\xc8\x01\n" +
 	"\x10TxnCommitRequest\x12\x15\n" +
 	"\x06txn_id\x18\x01 \x01(\x04R\x05txnId\x12\x18\n" +
 	"\aattempt\x18\x02 \x01(\x04R\aattempt\x12<\n" +
 	"\fparticipants\x18\x03 \x03(\v2\x18.vowdb.v1.TxnParticipantR\fparticipants\x12&\n" +
 	"\x0fanchor_range_id\x18\x04 \x01(\x04R\ranchorRangeId\x12\x1d\n" +
 	"\n" +
-	"anchor_key\x18\x05 \x01(\fR\tanchorKey\x12\x1d\n" +
-	"\n" +
-	"timeout_ms\x18\x06 \x01(\x03R\ttimeoutMs\"\xc3\x02\n" +
+	"anchor_key\x18\x05 \x01(\fR\tanchorKey\"\xc3\x02\n" +
 	"\x11TxnCommitResponse\x12=\n" +
 	"\aoutcome\x18\x01 \x01(\x0e2#.vowdb.v1.TxnCommitResponse.OutcomeR\aoutcome\x12\x12\n" +
 	"\x04path\x18\x02 \x01(\tR\x04path\x12(\n" +
@@ -7047,93 +6967,89 @@ var file_api_vowdbpb_vowdb_proto_depIdxs = []int32{
 	34,  // 48: vowdb.v1.BatchOp.put:type_name -> vowdb.v1.PutRequest
 	36,  // 49: vowdb.v1.BatchOp.delete:type_name -> vowdb.v1.DeleteRequest
 	40,  // 50: vowdb.v1.BatchOp.cas:type_name -> vowdb.v1.CasRequest
-	74,  // 51: vowdb.v1.BatchOp.txn_op:type_name -> vowdb.v1.TxnOpRequest
-	76,  // 52: vowdb.v1.BatchOp.txn_commit:type_name -> vowdb.v1.TxnCommitRequest
-	70,  // 53: vowdb.v1.BatchRequest.ops:type_name -> vowdb.v1.BatchOp
-	68,  // 54: vowdb.v1.BatchResult.error:type_name -> vowdb.v1.ErrorDetail
-	33,  // 55: vowdb.v1.BatchResult.get:type_name -> vowdb.v1.GetResponse
-	41,  // 56: vowdb.v1.BatchResult.cas:type_name -> vowdb.v1.CasResponse
-	75,  // 57: vowdb.v1.BatchResult.txn_op:type_name -> vowdb.v1.TxnOpResponse
-	77,  // 58: vowdb.v1.BatchResult.txn_commit:type_name -> vowdb.v1.TxnCommitResponse
-	72,  // 59: vowdb.v1.BatchResponse.results:type_name -> vowdb.v1.BatchResult
-	3,   // 60: vowdb.v1.TxnOpRequest.kind:type_name -> vowdb.v1.TxnOpRequest.Kind
-	30,  // 61: vowdb.v1.TxnOpResponse.kvs:type_name -> vowdb.v1.KeyValue
-	13,  // 62: vowdb.v1.TxnCommitRequest.participants:type_name -> vowdb.v1.TxnParticipant
-	4,   // 63: vowdb.v1.TxnCommitResponse.outcome:type_name -> vowdb.v1.TxnCommitResponse.Outcome
-	69,  // 64: vowdb.v1.TxnCommitResponse.abort:type_name -> vowdb.v1.TxnAbort
-	13,  // 65: vowdb.v1.TxnRollbackRequest.participants:type_name -> vowdb.v1.TxnParticipant
-	13,  // 66: vowdb.v1.TxnMessage.participants:type_name -> vowdb.v1.TxnParticipant
-	80,  // 67: vowdb.v1.TxnDeliverRequest.msgs:type_name -> vowdb.v1.TxnMessage
-	9,   // 68: vowdb.v1.TxnProposeRequest.cmd:type_name -> vowdb.v1.Command
-	0,   // 69: vowdb.v1.TxnProposeResponse.state:type_name -> vowdb.v1.TxnState
-	0,   // 70: vowdb.v1.TxnStatusResponse.state:type_name -> vowdb.v1.TxnState
-	89,  // 71: vowdb.v1.TxnListResponse.txns:type_name -> vowdb.v1.TxnInfo
-	92,  // 72: vowdb.v1.LocksResponse.waits:type_name -> vowdb.v1.LockWait
-	93,  // 73: vowdb.v1.LocksResponse.deadlocks:type_name -> vowdb.v1.Deadlock
-	95,  // 74: vowdb.v1.LocksResponse.held:type_name -> vowdb.v1.LockHold
-	97,  // 75: vowdb.v1.WaitsReport.edges:type_name -> vowdb.v1.WaitsEdge
-	93,  // 76: vowdb.v1.WaitsReportResponse.victims:type_name -> vowdb.v1.Deadlock
-	28,  // 77: vowdb.v1.Raft.Stream:input_type -> vowdb.v1.RaftBatch
-	71,  // 78: vowdb.v1.KV.Batch:input_type -> vowdb.v1.BatchRequest
-	32,  // 79: vowdb.v1.KV.Get:input_type -> vowdb.v1.GetRequest
-	34,  // 80: vowdb.v1.KV.Put:input_type -> vowdb.v1.PutRequest
-	36,  // 81: vowdb.v1.KV.Delete:input_type -> vowdb.v1.DeleteRequest
-	38,  // 82: vowdb.v1.KV.Scan:input_type -> vowdb.v1.ScanRequest
-	40,  // 83: vowdb.v1.KV.CompareAndSwap:input_type -> vowdb.v1.CasRequest
-	74,  // 84: vowdb.v1.Txn.Op:input_type -> vowdb.v1.TxnOpRequest
-	76,  // 85: vowdb.v1.Txn.Commit:input_type -> vowdb.v1.TxnCommitRequest
-	78,  // 86: vowdb.v1.Txn.Rollback:input_type -> vowdb.v1.TxnRollbackRequest
-	87,  // 87: vowdb.v1.Txn.Status:input_type -> vowdb.v1.TxnStatusRequest
-	90,  // 88: vowdb.v1.Txn.List:input_type -> vowdb.v1.TxnListRequest
-	94,  // 89: vowdb.v1.Txn.Locks:input_type -> vowdb.v1.LocksRequest
-	81,  // 90: vowdb.v1.Txn.Deliver:input_type -> vowdb.v1.TxnDeliverRequest
-	83,  // 91: vowdb.v1.Txn.Propose:input_type -> vowdb.v1.TxnProposeRequest
-	85,  // 92: vowdb.v1.Txn.CoordinatorStatus:input_type -> vowdb.v1.CoordinatorStatusRequest
-	98,  // 93: vowdb.v1.Txn.ReportWaits:input_type -> vowdb.v1.WaitsReport
-	42,  // 94: vowdb.v1.Admin.Lookup:input_type -> vowdb.v1.LookupRequest
-	45,  // 95: vowdb.v1.Admin.ListRanges:input_type -> vowdb.v1.ListRangesRequest
-	48,  // 96: vowdb.v1.Admin.ListNodes:input_type -> vowdb.v1.ListNodesRequest
-	51,  // 97: vowdb.v1.Admin.Split:input_type -> vowdb.v1.SplitRequest
-	53,  // 98: vowdb.v1.Admin.Init:input_type -> vowdb.v1.InitRequest
-	55,  // 99: vowdb.v1.Admin.Join:input_type -> vowdb.v1.JoinRequest
-	57,  // 100: vowdb.v1.Admin.Heartbeat:input_type -> vowdb.v1.HeartbeatRequest
-	59,  // 101: vowdb.v1.Admin.MetaCommand:input_type -> vowdb.v1.MetaCommandRequest
-	66,  // 102: vowdb.v1.Admin.Ident:input_type -> vowdb.v1.IdentRequest
-	61,  // 103: vowdb.v1.Admin.CheckConsistency:input_type -> vowdb.v1.CheckConsistencyRequest
-	64,  // 104: vowdb.v1.Admin.RangeChecksum:input_type -> vowdb.v1.RangeChecksumRequest
-	29,  // 105: vowdb.v1.Raft.Stream:output_type -> vowdb.v1.RaftBatchAck
-	73,  // 106: vowdb.v1.KV.Batch:output_type -> vowdb.v1.BatchResponse
-	33,  // 107: vowdb.v1.KV.Get:output_type -> vowdb.v1.GetResponse
-	35,  // 108: vowdb.v1.KV.Put:output_type -> vowdb.v1.PutResponse
-	37,  // 109: vowdb.v1.KV.Delete:output_type -> vowdb.v1.DeleteResponse
-	39,  // 110: vowdb.v1.KV.Scan:output_type -> vowdb.v1.ScanResponse
-	41,  // 111: vowdb.v1.KV.CompareAndSwap:output_type -> vowdb.v1.CasResponse
-	75,  // 112: vowdb.v1.Txn.Op:output_type -> vowdb.v1.TxnOpResponse
-	77,  // 113: vowdb.v1.Txn.Commit:output_type -> vowdb.v1.TxnCommitResponse
-	79,  // 114: vowdb.v1.Txn.Rollback:output_type -> vowdb.v1.TxnRollbackResponse
-	88,  // 115: vowdb.v1.Txn.Status:output_type -> vowdb.v1.TxnStatusResponse
-	91,  // 116: vowdb.v1.Txn.List:output_type -> vowdb.v1.TxnListResponse
-	96,  // 117: vowdb.v1.Txn.Locks:output_type -> vowdb.v1.LocksResponse
-	82,  // 118: vowdb.v1.Txn.Deliver:output_type -> vowdb.v1.TxnDeliverResponse
-	84,  // 119: vowdb.v1.Txn.Propose:output_type -> vowdb.v1.TxnProposeResponse
-	86,  // 120: vowdb.v1.Txn.CoordinatorStatus:output_type -> vowdb.v1.CoordinatorStatusResponse
-	99,  // 121: vowdb.v1.Txn.ReportWaits:output_type -> vowdb.v1.WaitsReportResponse
-	44,  // 122: vowdb.v1.Admin.Lookup:output_type -> vowdb.v1.LookupResponse
-	47,  // 123: vowdb.v1.Admin.ListRanges:output_type -> vowdb.v1.ListRangesResponse
-	50,  // 124: vowdb.v1.Admin.ListNodes:output_type -> vowdb.v1.ListNodesResponse
-	52,  // 125: vowdb.v1.Admin.Split:output_type -> vowdb.v1.SplitResponse
-	54,  // 126: vowdb.v1.Admin.Init:output_type -> vowdb.v1.InitResponse
-	56,  // 127: vowdb.v1.Admin.Join:output_type -> vowdb.v1.JoinResponse
-	58,  // 128: vowdb.v1.Admin.Heartbeat:output_type -> vowdb.v1.HeartbeatResponse
-	60,  // 129: vowdb.v1.Admin.MetaCommand:output_type -> vowdb.v1.MetaCommandResponse
-	67,  // 130: vowdb.v1.Admin.Ident:output_type -> vowdb.v1.IdentResponse
-	63,  // 131: vowdb.v1.Admin.CheckConsistency:output_type -> vowdb.v1.CheckConsistencyResponse
-	65,  // 132: vowdb.v1.Admin.RangeChecksum:output_type -> vowdb.v1.RangeChecksumResponse
-	105, // [105:133] is the sub-list for method output_type
-	77,  // [77:105] is the sub-list for method input_type
-	77,  // [77:77] is the sub-list for extension type_name
-	77,  // [77:77] is the sub-list for extension extendee
-	0,   // [0:77] is the sub-list for field type_name
+	70,  // 51: vowdb.v1.BatchRequest.ops:type_name -> vowdb.v1.BatchOp
+	68,  // 52: vowdb.v1.BatchResult.error:type_name -> vowdb.v1.ErrorDetail
+	33,  // 53: vowdb.v1.BatchResult.get:type_name -> vowdb.v1.GetResponse
+	41,  // 54: vowdb.v1.BatchResult.cas:type_name -> vowdb.v1.CasResponse
+	72,  // 55: vowdb.v1.BatchResponse.results:type_name -> vowdb.v1.BatchResult
+	3,   // 56: vowdb.v1.TxnOpRequest.kind:type_name -> vowdb.v1.TxnOpRequest.Kind
+	30,  // 57: vowdb.v1.TxnOpResponse.kvs:type_name -> vowdb.v1.KeyValue
+	13,  // 58: vowdb.v1.TxnCommitRequest.participants:type_name -> vowdb.v1.TxnParticipant
+	4,   // 59: vowdb.v1.TxnCommitResponse.outcome:type_name -> vowdb.v1.TxnCommitResponse.Outcome
+	69,  // 60: vowdb.v1.TxnCommitResponse.abort:type_name -> vowdb.v1.TxnAbort
+	13,  // 61: vowdb.v1.TxnRollbackRequest.participants:type_name -> vowdb.v1.TxnParticipant
+	13,  // 62: vowdb.v1.TxnMessage.participants:type_name -> vowdb.v1.TxnParticipant
+	80,  // 63: vowdb.v1.TxnDeliverRequest.msgs:type_name -> vowdb.v1.TxnMessage
+	9,   // 64: vowdb.v1.TxnProposeRequest.cmd:type_name -> vowdb.v1.Command
+	0,   // 65: vowdb.v1.TxnProposeResponse.state:type_name -> vowdb.v1.TxnState
+	0,   // 66: vowdb.v1.TxnStatusResponse.state:type_name -> vowdb.v1.TxnState
+	89,  // 67: vowdb.v1.TxnListResponse.txns:type_name -> vowdb.v1.TxnInfo
+	92,  // 68: vowdb.v1.LocksResponse.waits:type_name -> vowdb.v1.LockWait
+	93,  // 69: vowdb.v1.LocksResponse.deadlocks:type_name -> vowdb.v1.Deadlock
+	95,  // 70: vowdb.v1.LocksResponse.held:type_name -> vowdb.v1.LockHold
+	97,  // 71: vowdb.v1.WaitsReport.edges:type_name -> vowdb.v1.WaitsEdge
+	93,  // 72: vowdb.v1.WaitsReportResponse.victims:type_name -> vowdb.v1.Deadlock
+	28,  // 73: vowdb.v1.Raft.Stream:input_type -> vowdb.v1.RaftBatch
+	71,  // 74: vowdb.v1.KV.Batch:input_type -> vowdb.v1.BatchRequest
+	32,  // 75: vowdb.v1.KV.Get:input_type -> vowdb.v1.GetRequest
+	34,  // 76: vowdb.v1.KV.Put:input_type -> vowdb.v1.PutRequest
+	36,  // 77: vowdb.v1.KV.Delete:input_type -> vowdb.v1.DeleteRequest
+	38,  // 78: vowdb.v1.KV.Scan:input_type -> vowdb.v1.ScanRequest
+	40,  // 79: vowdb.v1.KV.CompareAndSwap:input_type -> vowdb.v1.CasRequest
+	74,  // 80: vowdb.v1.Txn.Op:input_type -> vowdb.v1.TxnOpRequest
+	76,  // 81: vowdb.v1.Txn.Commit:input_type -> vowdb.v1.TxnCommitRequest
+	78,  // 82: vowdb.v1.Txn.Rollback:input_type -> vowdb.v1.TxnRollbackRequest
+	87,  // 83: vowdb.v1.Txn.Status:input_type -> vowdb.v1.TxnStatusRequest
+	90,  // 84: vowdb.v1.Txn.List:input_type -> vowdb.v1.TxnListRequest
+	94,  // 85: vowdb.v1.Txn.Locks:input_type -> vowdb.v1.LocksRequest
+	81,  // 86: vowdb.v1.Txn.Deliver:input_type -> vowdb.v1.TxnDeliverRequest
+	83,  // 87: vowdb.v1.Txn.Propose:input_type -> vowdb.v1.TxnProposeRequest
+	85,  // 88: vowdb.v1.Txn.CoordinatorStatus:input_type -> vowdb.v1.CoordinatorStatusRequest
+	98,  // 89: vowdb.v1.Txn.ReportWaits:input_type -> vowdb.v1.WaitsReport
+	42,  // 90: vowdb.v1.Admin.Lookup:input_type -> vowdb.v1.LookupRequest
+	45,  // 91: vowdb.v1.Admin.ListRanges:input_type -> vowdb.v1.ListRangesRequest
+	48,  // 92: vowdb.v1.Admin.ListNodes:input_type -> vowdb.v1.ListNodesRequest
+	51,  // 93: vowdb.v1.Admin.Split:input_type -> vowdb.v1.SplitRequest
+	53,  // 94: vowdb.v1.Admin.Init:input_type -> vowdb.v1.InitRequest
+	55,  // 95: vowdb.v1.Admin.Join:input_type -> vowdb.v1.JoinRequest
+	57,  // 96: vowdb.v1.Admin.Heartbeat:input_type -> vowdb.v1.HeartbeatRequest
+	59,  // 97: vowdb.v1.Admin.MetaCommand:input_type -> vowdb.v1.MetaCommandRequest
+	66,  // 98: vowdb.v1.Admin.Ident:input_type -> vowdb.v1.IdentRequest
+	61,  // 99: vowdb.v1.Admin.CheckConsistency:input_type -> vowdb.v1.CheckConsistencyRequest
+	64,  // 100: vowdb.v1.Admin.RangeChecksum:input_type -> vowdb.v1.RangeChecksumRequest
+	29,  // 101: vowdb.v1.Raft.Stream:output_type -> vowdb.v1.RaftBatchAck
+	73,  // 102: vowdb.v1.KV.Batch:output_type -> vowdb.v1.BatchResponse
+	33,  // 103: vowdb.v1.KV.Get:output_type -> vowdb.v1.GetResponse
+	35,  // 104: vowdb.v1.KV.Put:output_type -> vowdb.v1.PutResponse
+	37,  // 105: vowdb.v1.KV.Delete:output_type -> vowdb.v1.DeleteResponse
+	39,  // 106: vowdb.v1.KV.Scan:output_type -> vowdb.v1.ScanResponse
+	41,  // 107: vowdb.v1.KV.CompareAndSwap:output_type -> vowdb.v1.CasResponse
+	75,  // 108: vowdb.v1.Txn.Op:output_type -> vowdb.v1.TxnOpResponse
+	77,  // 109: vowdb.v1.Txn.Commit:output_type -> vowdb.v1.TxnCommitResponse
+	79,  // 110: vowdb.v1.Txn.Rollback:output_type -> vowdb.v1.TxnRollbackResponse
+	88,  // 111: vowdb.v1.Txn.Status:output_type -> vowdb.v1.TxnStatusResponse
+	91,  // 112: vowdb.v1.Txn.List:output_type -> vowdb.v1.TxnListResponse
+	96,  // 113: vowdb.v1.Txn.Locks:output_type -> vowdb.v1.LocksResponse
+	82,  // 114: vowdb.v1.Txn.Deliver:output_type -> vowdb.v1.TxnDeliverResponse
+	84,  // 115: vowdb.v1.Txn.Propose:output_type -> vowdb.v1.TxnProposeResponse
+	86,  // 116: vowdb.v1.Txn.CoordinatorStatus:output_type -> vowdb.v1.CoordinatorStatusResponse
+	99,  // 117: vowdb.v1.Txn.ReportWaits:output_type -> vowdb.v1.WaitsReportResponse
+	44,  // 118: vowdb.v1.Admin.Lookup:output_type -> vowdb.v1.LookupResponse
+	47,  // 119: vowdb.v1.Admin.ListRanges:output_type -> vowdb.v1.ListRangesResponse
+	50,  // 120: vowdb.v1.Admin.ListNodes:output_type -> vowdb.v1.ListNodesResponse
+	52,  // 121: vowdb.v1.Admin.Split:output_type -> vowdb.v1.SplitResponse
+	54,  // 122: vowdb.v1.Admin.Init:output_type -> vowdb.v1.InitResponse
+	56,  // 123: vowdb.v1.Admin.Join:output_type -> vowdb.v1.JoinResponse
+	58,  // 124: vowdb.v1.Admin.Heartbeat:output_type -> vowdb.v1.HeartbeatResponse
+	60,  // 125: vowdb.v1.Admin.MetaCommand:output_type -> vowdb.v1.MetaCommandResponse
+	67,  // 126: vowdb.v1.Admin.Ident:output_type -> vowdb.v1.IdentResponse
+	63,  // 127: vowdb.v1.Admin.CheckConsistency:output_type -> vowdb.v1.CheckConsistencyResponse
+	65,  // 128: vowdb.v1.Admin.RangeChecksum:output_type -> vowdb.v1.RangeChecksumResponse
+	101, // [101:129] is the sub-list for method output_type
+	73,  // [73:101] is the sub-list for method input_type
+	73,  // [73:73] is the sub-list for extension type_name
+	73,  // [73:73] is the sub-list for extension extendee
+	0,   // [0:73] is the sub-list for field type_name
 }
 
 func init() { file_api_vowdbpb_vowdb_proto_init() }
@@ -7160,8 +7076,6 @@ func file_api_vowdbpb_vowdb_proto_init() {
 		(*BatchOp_Put)(nil),
 		(*BatchOp_Delete)(nil),
 		(*BatchOp_Cas)(nil),
-		(*BatchOp_TxnOp)(nil),
-		(*BatchOp_TxnCommit)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{

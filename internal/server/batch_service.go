@@ -31,15 +31,14 @@ func (s *kvService) Batch(st grpc.BidiStreamingServer[vowdbpb.BatchRequest, vowd
 			return nil // the client closed the stream or the connection broke
 		}
 		for _, op := range req.Ops {
-			s.startOp(st.Context(), op, out.push)
+			s.startOp(op, out.push)
 		}
 	}
 }
 
 // startOp starts one operation; done is called exactly once with its result,
-// possibly on the scheduler goroutine. ctx is the stream's: it ends when the
-// client goes away.
-func (s *kvService) startOp(ctx context.Context, op *vowdbpb.BatchOp, done func(*vowdbpb.BatchResult)) {
+// possibly on the scheduler goroutine.
+func (s *kvService) startOp(op *vowdbpb.BatchOp, done func(*vowdbpb.BatchResult)) {
 	n := s.n
 	start := time.Now()
 	method := "unknown"
@@ -113,37 +112,9 @@ func (s *kvService) startOp(ctx context.Context, op *vowdbpb.BatchOp, done func(
 		c := o.Cas
 		s.startWrite(c.Key, c.Value, c.Expected, &vowdbpb.Command{Op: &vowdbpb.Command_Cas{Cas: &vowdbpb.CasOp{
 			Key: c.Key, Expected: c.Expected, ExpectAbsent: c.ExpectAbsent, Value: c.Value, DeleteOnSwap: c.DeleteOnSwap}}}, finish)
-	case *vowdbpb.BatchOp_TxnOp:
-		// A transactional operation may wait for a lock: it runs on its
-		// own goroutine, bounded as the client bounds the unary call.
-		method = "txn_op"
-		go func() {
-			octx, cancel := context.WithTimeout(ctx, streamTimeout(o.TxnOp.TimeoutMs, time.Duration(o.TxnOp.LockTimeoutMs)*time.Millisecond+n.cfg.RequestTimeout))
-			defer cancel()
-			resp, err := (&txnService{n: n}).op(octx, o.TxnOp)
-			finish(&vowdbpb.BatchResult{TxnOp: resp}, err)
-		}()
-	case *vowdbpb.BatchOp_TxnCommit:
-		method = "txn_commit"
-		go func() {
-			cctx, cancel := context.WithTimeout(ctx, streamTimeout(o.TxnCommit.TimeoutMs, n.cfg.RequestTimeout+5*time.Second))
-			defer cancel()
-			resp, err := (&txnService{n: n}).commit(cctx, o.TxnCommit)
-			finish(&vowdbpb.BatchResult{TxnCommit: resp}, err)
-		}()
 	default:
 		finish(nil, transport.Invalid("batch operation %d is empty", op.Id))
 	}
-}
-
-// streamTimeout bounds a transactional request of the Batch stream: by the
-// client's own wait when it sent one (as a unary call's deadline would),
-// never beyond def.
-func streamTimeout(clientMs int64, def time.Duration) time.Duration {
-	if c := time.Duration(clientMs) * time.Millisecond; c > 0 && c < def {
-		return c
-	}
-	return def
 }
 
 func (s *kvService) startWrite(key, value, expected []byte, cmd *vowdbpb.Command, finish func(*vowdbpb.BatchResult, error)) {
