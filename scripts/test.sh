@@ -25,7 +25,7 @@ else
 fi
 
 echo "== go test -race"
-go test -race -count=1 -timeout 20m ./...
+go test -race -count=1 ./...
 
 echo "== deterministic simulation (internal/sim: 1,000 seeds without -race, and the regression seeds)"
 go test -count=1 -v -run 'TestSimulationSeeds|TestRegressionSeeds' ./internal/sim | grep -v '^=== '

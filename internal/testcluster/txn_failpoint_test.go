@@ -156,7 +156,16 @@ func TestTxnCrashCoordinatorBeforeDecision(t *testing.T) {
 	if err == nil {
 		t.Fatal("commit reported success though the decision was never written")
 	}
-	if err := c.Restart(g); err != nil { // a restarted coordinator does not know the txn
+	// A restarted coordinator does not know the txn.
+	restartThenPresumedAbort(t, c, g, id, db, "z")
+}
+
+// restartThenPresumedAbort restarts the dead gateway g and waits until the
+// txn is ABORTED, neither "a" nor "z" holds a value, and writes to each of
+// free succeed (no lock is left held).
+func restartThenPresumedAbort(t *testing.T, c *Cluster, g int, id vowdb.TxnID, db *vowdb.DB, free ...string) {
+	t.Helper()
+	if err := c.Restart(g); err != nil {
 		t.Fatal(err)
 	}
 	waitStatus(t, db, id, vowdb.TxnAborted)
@@ -164,8 +173,10 @@ func TestTxnCrashCoordinatorBeforeDecision(t *testing.T) {
 	waitValue(t, db, "z", "")
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	if err := db.Put(ctx, []byte("z"), []byte("after")); err != nil {
-		t.Fatalf("lock still held after presumed abort: %v", err)
+	for _, k := range free {
+		if err := db.Put(ctx, []byte(k), []byte("after")); err != nil {
+			t.Fatalf("lock on %s still held after presumed abort: %v", k, err)
+		}
 	}
 }
 
@@ -182,19 +193,7 @@ func TestTxnCrashCoordinatorThenSplitMovesRecord(t *testing.T) {
 		t.Fatal("commit reported success though the decision was never written")
 	}
 	splitAt(t, db, "a") // "a", the anchor key, now starts a new range
-	if err := c.Restart(g); err != nil {
-		t.Fatal(err)
-	}
-	waitStatus(t, db, id, vowdb.TxnAborted)
-	waitValue(t, db, "a", "")
-	waitValue(t, db, "z", "")
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	for _, k := range []string{"a", "z"} {
-		if err := db.Put(ctx, []byte(k), []byte("after")); err != nil {
-			t.Fatalf("lock on %s still held after presumed abort: %v", k, err)
-		}
-	}
+	restartThenPresumedAbort(t, c, g, id, db, "a", "z")
 }
 
 // TestTxnCrashClusterAtEveryStep: a two-range transaction runs until one
