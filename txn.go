@@ -715,6 +715,14 @@ func (tx *Txn) Commit(ctx context.Context) error {
 			tx.rollbackRPC(ctx)
 			return err
 		}
+		// The coordinator may never have sent a PREPARE (it is cut off, or
+		// the request never reached it), leaving every participant ACTIVE
+		// and holding its locks until the transaction's deadline. A
+		// rollback cannot abort a prepared participant, so it is safe
+		// whatever the coordinator did: it frees the ACTIVE ones now, and a
+		// PREPARE arriving after it is answered NO. The gateway is the node
+		// that just failed to answer: other nodes route the rollback first.
+		tx.rollbackVia(ctx, false)
 		return fmt.Errorf("%w: transaction %d: %v (resolve with TxnStatus)", ErrAmbiguousCommit, tx.id, err)
 	}
 	switch resp.Outcome {
@@ -731,6 +739,7 @@ func (tx *Txn) Commit(ctx context.Context) error {
 		tx.mu.Unlock()
 		return err
 	}
+	tx.rollbackVia(ctx, false) // as above: frees participants the coordinator never reached
 	return fmt.Errorf("%w: transaction %d: the coordinator could not learn the decision (resolve with TxnStatus)", ErrAmbiguousCommit, tx.id)
 }
 
@@ -779,7 +788,11 @@ func (tx *Txn) Rollback(ctx context.Context) error {
 
 // rollbackRPC asks the participants to drop the attempt's ACTIVE state and
 // locks. It can never abort a prepared attempt, so it is safe at any time.
-func (tx *Txn) rollbackRPC(ctx context.Context) {
+func (tx *Txn) rollbackRPC(ctx context.Context) { tx.rollbackVia(ctx, true) }
+
+// rollbackVia is rollbackRPC; gatewayFirst says whether the gateway is
+// tried before the other endpoints or after them.
+func (tx *Txn) rollbackVia(ctx context.Context, gatewayFirst bool) {
 	tx.mu.Lock()
 	req := &vowdbpb.TxnRollbackRequest{TxnId: uint64(tx.id), Attempt: tx.attempt}
 	seen := map[uint64]bool{}
@@ -795,8 +808,22 @@ func (tx *Txn) rollbackRPC(ctx context.Context) {
 	}
 	// Any node can route a rollback: try the gateway, then every other
 	// endpoint, each briefly (the gateway may be the node that is down).
+	// A node accepts a rollback and forwards it without waiting, so a
+	// node cut off from the others accepts it too and loses it.
 	ctx = context.WithoutCancel(ctx)
-	for _, ep := range append([]string{tx.Gateway()}, tx.db.endpoints()...) {
+	gw := tx.Gateway()
+	var eps []string
+	for _, ep := range tx.db.endpoints() {
+		if ep != gw {
+			eps = append(eps, ep)
+		}
+	}
+	if gatewayFirst {
+		eps = append([]string{gw}, eps...)
+	} else {
+		eps = append(eps, gw)
+	}
+	for _, ep := range eps {
 		cctx, cancel := context.WithTimeout(ctx, time.Second)
 		conn, err := tx.db.readyConn(cctx, ep)
 		if err == nil {

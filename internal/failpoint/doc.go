@@ -26,6 +26,9 @@ const (
 
 // Transaction failpoints, on the gateway (coordinator) side.
 const (
+	// TxnBeforePrepare: the gateway accepted a commit; no PREPARE was
+	// sent yet, so every participant is still ACTIVE.
+	TxnBeforePrepare = "txn/before-prepare"
 	// TxnBeforeDecision: every participant voted YES; the COMMITTED
 	// compare-and-set on the txn record is not proposed yet.
 	TxnBeforeDecision = "txn/before-decision"
@@ -49,5 +52,5 @@ const (
 var Names = []string{BeforePersist, AfterPersist, AfterSend, AfterApply}
 
 // TxnNames lists the transaction failpoints.
-var TxnNames = []string{TxnAfterPrepareDurable, TxnBeforeDecision, TxnAfterDecision, TxnBeforeCommitSend,
+var TxnNames = []string{TxnBeforePrepare, TxnAfterPrepareDurable, TxnBeforeDecision, TxnAfterDecision, TxnBeforeCommitSend,
 	TxnAfterCommitApplied, TxnBeforeEnd}

@@ -180,6 +180,54 @@ func restartThenPresumedAbort(t *testing.T, c *Cluster, g int, id vowdb.TxnID, d
 	}
 }
 
+// TestTxnCoordinatorSilentBeforePrepare: the coordinator accepts the
+// commit and then goes silent before sending any PREPARE (cut off from the
+// other nodes, or stalled), so every participant is still ACTIVE. The
+// client gives up with an ambiguous commit and must not leave the locks to
+// the transaction's deadline: its rollback, routed by the other nodes,
+// frees them at once. When the coordinator wakes, its PREPAREs are refused
+// and the transaction ends ABORTED with nothing applied.
+func TestTxnCoordinatorSilentBeforePrepare(t *testing.T) {
+	c, db := startCluster(t, 3)
+	ctx := context.Background()
+	splitAt(t, db, "m")
+	spreadLeaders(t, c, db, "a", "z")
+	hit, release := holdAt(t, failpoint.TxnBeforePrepare)
+	tx, err := db.Begin(ctx) // default deadline: 60 s
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []string{"a", "z"} {
+		if err := tx.Put(ctx, []byte(k), []byte("committed?")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	err = tx.Commit(cctx)
+	cancel()
+	if !errors.Is(err, vowdb.ErrAmbiguousCommit) {
+		t.Fatalf("commit through a silent coordinator: %v, want ambiguous", err)
+	}
+	select {
+	case <-hit:
+	default:
+		t.Fatal("the coordinator never reached the failpoint")
+	}
+	// The coordinator is still stalled: the locks must be free anyway.
+	for _, k := range []string{"z", "a"} {
+		pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		err := db.Put(pctx, []byte(k), []byte("after"))
+		cancel()
+		if err != nil {
+			t.Fatalf("lock on %s held after the client gave up: %v", k, err)
+		}
+	}
+	release()
+	waitStatus(t, db, tx.ID(), vowdb.TxnAborted)
+	waitValue(t, db, "a", "after")
+	waitValue(t, db, "z", "after")
+}
+
 // TestTxnCrashCoordinatorThenSplitMovesRecord: the gateway dies after
 // both participants prepared and before the decision, then a split moves
 // the anchor key (where the txn record would live) into a new range. The

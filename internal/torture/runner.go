@@ -125,11 +125,14 @@ func (r *Report) check(name string, err error, okReport string) {
 
 // runner is the state of one Run.
 type runner struct {
-	cfg     Config
-	rep     *Report
-	rec     *Recorder
-	logMu   sync.Mutex
-	faultsF *os.File
+	cfg Config
+	rep *Report
+	rec *Recorder
+	// workStop is when the workload was stopped (0 if it never ran): the
+	// final reads and the audit come after it and are not the workload.
+	workStop time.Duration
+	logMu    sync.Mutex
+	faultsF  *os.File
 }
 
 // logf writes a line to faults.log (and Progress), stamped with the run's
@@ -351,6 +354,7 @@ func (r *runner) runPhase(ctx context.Context, c *Cluster, faults map[string]Fau
 	if err := <-wdone; err != nil {
 		r.rep.check("workload ran", err, "")
 	}
+	r.workStop = r.rec.Now()
 	r.logf("workload stopped")
 }
 
@@ -453,6 +457,9 @@ func (r *runner) recoveries() {
 	var workEnd time.Duration
 	if n := len(rep.Ops.acks); n > 0 {
 		workEnd = rep.Ops.acks[n-1]
+	}
+	if r.workStop > 0 {
+		workEnd = r.workStop // not the final reads, which wait for the audit
 	}
 	for i := range rep.Faults {
 		ev := &rep.Faults[i]

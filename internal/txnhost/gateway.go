@@ -105,6 +105,7 @@ func (g *Gateway) unlock() { g.fired.unlock(&g.mu) }
 // (not at all if the gateway is dropped, e.g. on a crash). An error means
 // req was refused (invalid, or that attempt is already committing here).
 func (g *Gateway) Commit(now time.Time, req txn.CommitRequest, result func(txn.Result)) error {
+	failpoint.Hit(failpoint.TxnBeforePrepare)
 	g.mu.Lock()
 	defer g.unlock()
 	if err := g.c.Commit(req); err != nil {
