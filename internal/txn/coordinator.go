@@ -50,6 +50,18 @@ type CoordinatorConfig struct {
 	// DecideTimeoutTicks is how long the coordinator waits for CASResult
 	// before it treats the CAS as ambiguous.
 	DecideTimeoutTicks int
+	// AnchorDecides commits a txn with several writing ranges without
+	// preparing its anchor range (the last-agent optimisation): the other
+	// ranges get PREPARE; once each voted YES (or READ-ONLY) the anchor,
+	// still ACTIVE under its locks, gets a OnePhaseCommit that records the
+	// decision. Its one Raft entry compare-and-sets the txn record to
+	// COMMITTED and applies the anchor's writes, so the decision and the
+	// anchor's commit are one durable write, and the anchor's PREPARE and
+	// COMMIT records are never written. If the anchor answers anything but
+	// COMMITTED (or nothing in time), its entry may still apply: the
+	// coordinator then learns the outcome by a compare-and-set to ABORTED,
+	// which either wins (nothing was committed anywhere) or finds COMMITTED.
+	AnchorDecides bool
 }
 
 // CommitRequest asks to commit one attempt of a txn whose operations have
@@ -67,18 +79,23 @@ type CommitRequest struct {
 
 // ctxn is one txn attempt in the coordinator.
 type ctxn struct {
-	req      CommitRequest
-	phase    phase
-	onePhase bool                 // rule 10 path: the writer gets no PREPARE
-	asked    map[RangeID]bool     // got a PREPARE (phase 1)
-	votes    map[RangeID]Vote     // first vote of each range; never changes
-	want     Decision             // the decision asked for by the CAS
-	targets  []RangeID            // phase 2 recipients
-	acked    map[RangeID]bool     // phase 2 ACKs
-	recorded bool                 // a txn record may exist: End it after phase 2
-	answered bool                 // the client has its Result (or never will)
-	ticks    int                  // ticks spent in the current phase
-	writers  map[RangeID]struct{} // ranges with writes, per the request
+	req        CommitRequest
+	phase      phase
+	onePhase   bool        // rule 10 path: the writer gets no PREPARE
+	anchorLast bool        // AnchorDecides path: the anchor gets no PREPARE
+	learning   bool        // the CAS to ABORTED may find COMMITTED: its result is the outcome
+	yesVoters  []RangeID   // anchorLast: phase 2 of a COMMITTED decision
+	why        AbortReason // learning: the reason to give if ABORTED wins
+	whyRange   RangeID
+	asked      map[RangeID]bool     // got a PREPARE (phase 1)
+	votes      map[RangeID]Vote     // first vote of each range; never changes
+	want       Decision             // the decision asked for by the CAS
+	targets    []RangeID            // phase 2 recipients
+	acked      map[RangeID]bool     // phase 2 ACKs
+	recorded   bool                 // a txn record may exist: End it after phase 2
+	answered   bool                 // the client has its Result (or never will)
+	ticks      int                  // ticks spent in the current phase
+	writers    map[RangeID]struct{} // ranges with writes, per the request
 }
 
 // Coordinator runs the commit of the txns begun on one gateway node, and the
@@ -120,8 +137,12 @@ func (c *Coordinator) Commit(req CommitRequest) error {
 		}
 	}
 	t.onePhase = len(t.writers) <= 1
+	t.anchorLast = c.cfg.AnchorDecides && !t.onePhase
 	c.txns[req.Txn] = t
 	for _, p := range req.Participants {
+		if t.anchorLast && p.Range == req.Anchor {
+			continue // it commits with the decision once the others voted
+		}
 		if _, w := t.writers[p.Range]; !w || !t.onePhase {
 			t.asked[p.Range] = true
 			c.sendPrepare(t, p)
@@ -227,6 +248,9 @@ func (c *Coordinator) allVoted(t *ctxn) {
 		}
 	case t.onePhase && len(t.writers) == 1:
 		c.startOnePhase(t)
+	case t.anchorLast:
+		t.yesVoters = yes
+		c.startOnePhase(t)
 	case len(yes) == 0:
 		c.answer(t, OutcomeCommitted, PathReadOnly, ReasonNone, 0) // nothing to commit
 		delete(c.txns, t.req.Txn)
@@ -236,6 +260,10 @@ func (c *Coordinator) allVoted(t *ctxn) {
 }
 
 func (c *Coordinator) onOnePhaseResp(t *ctxn, d Decision) {
+	if t.anchorLast {
+		c.onAnchorResp(t, d)
+		return
+	}
 	switch d {
 	case DecisionCommitted:
 		c.answer(t, OutcomeCommitted, PathOnePhase, ReasonNone, 0)
@@ -245,6 +273,25 @@ func (c *Coordinator) onOnePhaseResp(t *ctxn, d Decision) {
 		c.answer(t, OutcomeAmbiguous, PathOnePhase, ReasonNone, 0)
 	}
 	delete(c.txns, t.req.Txn)
+}
+
+// onAnchorResp acts on the anchor's answer to its commit with the
+// decision. COMMITTED: its entry won the CAS, so the decision is durable and
+// phase 2 commits the YES voters. Anything else: the entry may yet apply (a
+// duplicate in flight, a leader that cannot tell), so the outcome is
+// learned by a CAS to ABORTED; the client hears nothing before it.
+func (c *Coordinator) onAnchorResp(t *ctxn, d Decision) {
+	if d == DecisionCommitted {
+		t.recorded, t.targets = true, t.yesVoters
+		c.answer(t, OutcomeCommitted, PathTwoPhase, ReasonNone, 0)
+		c.phase2(t, DecisionCommitted)
+		return
+	}
+	t.learning, t.why, t.whyRange = true, ReasonDecisionLost, t.req.Anchor
+	if d == DecisionAborted {
+		t.why = ReasonVotedNo // the anchor refused: its locks were lost (rule 8)
+	}
+	c.decide(t, DecisionAborted, append(slices.Clone(t.yesVoters), t.req.Anchor))
 }
 
 func (c *Coordinator) onAck(t *ctxn, r RangeID) {
@@ -280,6 +327,24 @@ func (c *Coordinator) maybeEnd(t *ctxn) {
 func (c *Coordinator) CASResult(txn lock.TxnID, attempt uint64, recorded Decision) {
 	t := c.txns[txn]
 	if t == nil || t.req.Attempt != attempt || t.phase != phaseDeciding {
+		return
+	}
+	if t.learning {
+		// The anchor's commit with the decision, or this CAS, applied
+		// first: the record tells which.
+		switch recorded {
+		case DecisionCommitted:
+			t.recorded, t.want, t.targets = true, DecisionCommitted, t.yesVoters
+			c.answer(t, OutcomeCommitted, PathTwoPhase, ReasonNone, 0)
+			c.phase2(t, DecisionCommitted)
+		case DecisionAborted:
+			t.recorded = true
+			c.answer(t, OutcomeAborted, PathTwoPhase, t.why, t.whyRange)
+			c.phase2(t, DecisionAborted)
+		default:
+			c.answer(t, OutcomeAmbiguous, PathTwoPhase, ReasonNone, 0)
+			delete(c.txns, txn)
+		}
 		return
 	}
 	switch {
@@ -338,7 +403,7 @@ func (c *Coordinator) Tick() {
 			}
 		case phaseOnePhase:
 			if t.ticks >= c.cfg.VoteTimeoutTicks {
-				c.onOnePhaseResp(t, DecisionPending) // it may have applied: ambiguous
+				c.onOnePhaseResp(t, DecisionPending) // it may have applied: ambiguous, or learn (anchorLast)
 			} else if t.ticks%c.cfg.ResendTicks == 0 {
 				c.sendOnePhase(t)
 			}
@@ -438,6 +503,20 @@ func (c *Coordinator) sendPrepare(t *ctxn, p Participation) {
 }
 
 func (c *Coordinator) sendOnePhase(t *ctxn) {
+	if t.anchorLast {
+		ps := make([]Participation, len(t.yesVoters))
+		for i, r := range t.yesVoters {
+			ps[i] = Participation{Range: r}
+		}
+		for _, p := range t.req.Participants {
+			if p.Range == t.req.Anchor {
+				c.send(Message{Type: MsgOnePhaseCommit, Txn: t.req.Txn, Attempt: t.req.Attempt,
+					To: Addr{Range: p.Range}, Term: p.Term, Participants: ps, Anchor: t.req.Anchor,
+					AnchorKey: t.req.AnchorKey, Coordinator: c.cfg.Node})
+			}
+		}
+		return
+	}
 	r := t.onlyWriter()
 	for _, p := range t.req.Participants {
 		if p.Range == r {

@@ -291,3 +291,72 @@ func TestCoordinatorReadOnlyVoteFromAWriterIsNo(t *testing.T) {
 	expect(t, round(c), "persist r1 DecisionRecord t7.1 CAS→ABORTED [1 3]",
 		"result t7.1 aborted 2PC (voted NO r2)")
 }
+
+// TestCoordinatorAnchorDecides: with AnchorDecides the anchor (r1) gets no
+// PREPARE. Once the others voted YES it gets one OnePhaseCommit carrying
+// the decision; its COMMITTED answer is the durable decision, so the client
+// hears "committed" and only the YES voters get COMMIT. Any other answer,
+// or none, is settled by a CAS to ABORTED whose result is the outcome: it
+// may find the anchor's COMMITTED, and then the txn committed.
+//
+// Ref: DESIGN.md rules 1, 3, 4; docs/design/2pc.md "The anchor decides".
+func TestCoordinatorAnchorDecides(t *testing.T) {
+	start := func(t *testing.T) *Coordinator {
+		c, err := NewCoordinator(CoordinatorConfig{Node: gw, ResendTicks: 2, VoteTimeoutTicks: 10,
+			DecideTimeoutTicks: 10, AnchorDecides: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := c.Commit(req3); err != nil {
+			t.Fatal(err)
+		}
+		expect(t, round(c), "send n9→r2 Prepare t7.1 term=5", "send n9→r3 Prepare t7.1 term=5")
+		votes(t, c, 7, map[RangeID]Vote{2: VoteYes, 3: VoteYes})
+		expect(t, round(c), "send n9→r1 OnePhaseCommit t7.1 term=5 with the decision [2 3]")
+		return c
+	}
+	t.Run("anchor commits", func(t *testing.T) {
+		c := start(t)
+		step(t, c, withDecision(msg(MsgOnePhaseResp, 7, rg(1), n9), DecisionCommitted))
+		expect(t, round(c), "send n9→r2 Commit t7.1", "send n9→r3 Commit t7.1", "result t7.1 committed 2PC")
+	})
+	t.Run("anchor cannot tell, its commit had applied", func(t *testing.T) {
+		c := start(t)
+		step(t, c, withDecision(msg(MsgOnePhaseResp, 7, rg(1), n9), DecisionPending))
+		expect(t, round(c), "persist r1 DecisionRecord t7.1 CAS→ABORTED [2 3 1]")
+		c.CASResult(7, 1, DecisionCommitted)
+		expect(t, round(c), "send n9→r2 Commit t7.1", "send n9→r3 Commit t7.1", "result t7.1 committed 2PC")
+	})
+	t.Run("anchor refuses", func(t *testing.T) {
+		c := start(t)
+		step(t, c, withDecision(msg(MsgOnePhaseResp, 7, rg(1), n9), DecisionAborted))
+		expect(t, round(c), "persist r1 DecisionRecord t7.1 CAS→ABORTED [2 3 1]") // no answer before the CAS
+		c.CASResult(7, 1, DecisionAborted)
+		expect(t, round(c), "send n9→r2 Abort t7.1", "send n9→r3 Abort t7.1", "send n9→r1 Abort t7.1",
+			"result t7.1 aborted 2PC (voted NO r1)")
+	})
+	t.Run("anchor silent", func(t *testing.T) {
+		c := start(t)
+		ticks(c, 9)
+		expect(t, round(c), "send n9→r1 OnePhaseCommit t7.1 term=5 with the decision [2 3]",
+			"send n9→r1 OnePhaseCommit t7.1 term=5 with the decision [2 3]",
+			"send n9→r1 OnePhaseCommit t7.1 term=5 with the decision [2 3]",
+			"send n9→r1 OnePhaseCommit t7.1 term=5 with the decision [2 3]")
+		c.Tick()
+		expect(t, round(c), "persist r1 DecisionRecord t7.1 CAS→ABORTED [2 3 1]")
+		c.CASResult(7, 1, DecisionPending)
+		expect(t, round(c), "result t7.1 ambiguous 2PC")
+	})
+	t.Run("a NO before the anchor is asked", func(t *testing.T) {
+		c, _ := NewCoordinator(CoordinatorConfig{Node: gw, ResendTicks: 2, VoteTimeoutTicks: 10,
+			DecideTimeoutTicks: 10, AnchorDecides: true})
+		if err := c.Commit(req3); err != nil {
+			t.Fatal(err)
+		}
+		round(c)
+		votes(t, c, 7, map[RangeID]Vote{2: VoteNo})
+		// The anchor never got its commit: the client may hear "aborted" now.
+		expect(t, round(c), "persist r1 DecisionRecord t7.1 CAS→ABORTED [1 3]",
+			"result t7.1 aborted 2PC (voted NO r2)")
+	})
+}

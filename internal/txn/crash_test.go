@@ -24,8 +24,10 @@ var crashScenarios = []struct {
 
 // run plays scenario txns in a new world with hook, settles, heals and
 // checks; it returns the world and how many fault points it passed.
-func runScenario(t *testing.T, name string, txns [][]spec, hook func(string) action) (*world, int) {
+func runScenario(t *testing.T, name string, cfg CoordinatorConfig, txns [][]spec, hook func(string) action) (*world, int) {
 	w := newWorld(t, name, 3, nil)
+	w.coordCfg = cfg
+	w.coord = must(NewCoordinator(cfg))
 	points := 0
 	w.hook = func(p string) action {
 		points++
@@ -52,8 +54,27 @@ func runScenario(t *testing.T, name string, txns [][]spec, hook func(string) act
 // Ref: DESIGN.md rules 1, 2, 4, 6 and docs/design/2pc.md "Crash at each step".
 func TestCrashAtEveryPoint(t *testing.T) {
 	for _, sc := range crashScenarios {
-		t.Run(sc.name, func(t *testing.T) {
-			w, total := runScenario(t, sc.name+" (no faults)", sc.txns, nil)
+		for _, anchorDecides := range []bool{false, true} {
+			cfg := simCoordCfg
+			cfg.AnchorDecides = anchorDecides
+			name := sc.name
+			if anchorDecides {
+				name += ", anchor decides"
+			}
+			t.Run(name, func(t *testing.T) { crashEveryPoint(t, sc.name, cfg, sc.txns, sc.want) })
+		}
+	}
+}
+
+func crashEveryPoint(t *testing.T, name string, cfg CoordinatorConfig, txns [][]spec, wants []string) {
+	sc := struct {
+		name string
+		txns [][]spec
+		want []string
+	}{name, txns, wants}
+	{
+		{
+			w, total := runScenario(t, sc.name+" (no faults)", cfg, sc.txns, nil)
 			for i, want := range sc.want {
 				info := w.txns[recordKey{lock.TxnID(i + 1), 1}]
 				if info.result == nil || fmt.Sprintf("%v %v", info.result.Outcome, info.result.Path) != want {
@@ -75,14 +96,14 @@ func TestCrashAtEveryPoint(t *testing.T) {
 						}
 						return a
 					}
-					runScenario(t, fmt.Sprintf("%s, %v at point %d (see the trace)", sc.name, a, k), sc.txns, hook)
+					runScenario(t, fmt.Sprintf("%s, %v at point %d (see the trace)", sc.name, a, k), cfg, sc.txns, hook)
 					if hit == "" {
 						t.Fatalf("point %d of %d not reached", k, total)
 					}
 				}
 			}
 			t.Logf("%d fault points", total)
-		})
+		}
 	}
 }
 

@@ -134,7 +134,11 @@ type Message struct {
 	// Participants, Anchor, AnchorKey and Coordinator describe the
 	// transaction. They travel on Prepare (and are stored in the prepare
 	// record) and on Inquire (so the anchor can write a presumed-abort record
-	// that recovery can act on).
+	// that recovery can act on). On OnePhaseCommit a non-zero Coordinator
+	// asks the anchor range to commit with the decision
+	// (CoordinatorConfig.AnchorDecides): its one Raft entry also records
+	// COMMITTED in the txn record at AnchorKey, with Participants as the
+	// ranges phase 2 must reach.
 	Participants []Participation
 	Anchor       RangeID
 	AnchorKey    []byte
@@ -150,6 +154,13 @@ func (m Message) String() string {
 	switch m.Type {
 	case MsgPrepare, MsgOnePhaseCommit, MsgInquirePeer:
 		fmt.Fprintf(&b, " term=%d", m.Term)
+		if m.Type == MsgOnePhaseCommit && m.Coordinator != 0 {
+			rs := make([]RangeID, len(m.Participants))
+			for i, p := range m.Participants {
+				rs[i] = p.Range
+			}
+			fmt.Fprintf(&b, " with the decision %v", rs)
+		}
 	case MsgVote:
 		fmt.Fprintf(&b, " %v", m.Vote)
 	}

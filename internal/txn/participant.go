@@ -50,9 +50,10 @@ type ptxn struct {
 	// yet durable; DecisionPending if none.
 	finishing Decision
 	onePhase  bool
-	voteTo    Addr // who asked Prepare: gets the YES
-	ackTo     Addr // who sent Commit/Abort/OnePhaseCommit: gets the answer
-	idle      int  // ticks since this txn last heard anything (PREPARED)
+	decide    *DecisionRecord // onePhase: the commit also records the decision
+	voteTo    Addr            // who asked Prepare: gets the YES
+	ackTo     Addr            // who sent Commit/Abort/OnePhaseCommit: gets the answer
+	idle      int             // ticks since this txn last heard anything (PREPARED)
 }
 
 // vowed reports whether t is past the point of no return: prepared, or its
@@ -213,7 +214,9 @@ func (p *Participant) Take() Ready {
 }
 
 // Persisted confirms that the records of rd, a Ready returned by Take, are
-// durable (Advance does this for a Ready returned by Ready).
+// durable (Advance does this for a Ready returned by Ready). A CommitRecord
+// with Decide whose compare-and-set lost applied nothing: the driver puts
+// the AbortRecord of the same attempt in its place before confirming.
 func (p *Participant) Persisted(rd Ready) {
 	for _, r := range rd.Records {
 		switch r := r.(type) {
@@ -440,6 +443,13 @@ func (p *Participant) stepAbort(m Message, l lookup) {
 			p.reply(m, MsgAck, 0, DecisionAborted)
 			return
 		}
+		if t.decide != nil {
+			// The commit-with-decision entry is out: the decision is
+			// ABORTED only if an ABORTED record beat it, and then the entry
+			// applies as an abort. Its outcome is the answer; a resent ABORT
+			// finds it finished.
+			return
+		}
 		t.ackTo = m.From
 		p.finish(t, DecisionAborted)
 	case viewFinished:
@@ -454,7 +464,9 @@ func (p *Participant) stepAbort(m Message, l lookup) {
 
 // stepOnePhase commits an ACTIVE txn with a single Raft entry (rule 10).
 // The coordinator sends it only to the txn's one writing range, after every
-// other range voted READ-ONLY.
+// other range voted READ-ONLY; or, with a Coordinator set, to the anchor
+// range after every other range voted YES or READ-ONLY, and then the entry
+// also records the decision (CoordinatorConfig.AnchorDecides).
 func (p *Participant) stepOnePhase(m Message, l lookup) {
 	switch l.v {
 	case viewLive:
@@ -464,11 +476,22 @@ func (p *Participant) stepOnePhase(m Message, l lookup) {
 			// Not a one-phase txn here; nothing sensible to answer.
 		case t.finishing != DecisionPending:
 			t.ackTo = m.From // duplicate: the answer follows the durable record
-		case m.Term != p.cfg.Term:
-			p.release(t, StateAborted) // rule 8
+		case m.Term != p.cfg.Term, m.Coordinator != 0 && len(t.writes) == 0:
+			// rule 8; or the anchor holds none of the writes the client
+			// made here, so they are lost and T cannot commit.
+			p.release(t, StateAborted)
 			p.reply(m, MsgOnePhaseResp, 0, DecisionAborted)
 		default:
 			t.onePhase, t.ackTo = true, m.From
+			if m.Coordinator != 0 {
+				targets := make([]RangeID, len(m.Participants))
+				for i, q := range m.Participants {
+					targets[i] = q.Range
+				}
+				t.decide = &DecisionRecord{Txn: t.id, Attempt: t.attempt, Anchor: p.cfg.Range,
+					AnchorKey: m.AnchorKey, Decision: DecisionCommitted, Participants: targets,
+					Coordinator: m.Coordinator}
+			}
 			p.finish(t, DecisionCommitted)
 		}
 	case viewFinished:
@@ -534,7 +557,7 @@ func (p *Participant) finish(t *ptxn, d Decision) {
 	t.finishing = d
 	if d == DecisionCommitted {
 		p.out.Records = append(p.out.Records, CommitRecord{Txn: t.id, Attempt: t.attempt, Range: p.cfg.Range,
-			Writes: t.writes, OnePhase: t.onePhase})
+			Writes: t.writes, OnePhase: t.onePhase, Decide: t.decide})
 		return
 	}
 	p.out.Records = append(p.out.Records, AbortRecord{Txn: t.id, Attempt: t.attempt, Range: p.cfg.Range})

@@ -384,3 +384,44 @@ func TestParticipantRejects(t *testing.T) {
 		t.Fatalf("write under S: %v", err)
 	}
 }
+
+// TestParticipantCommitsWithDecision: the anchor, still ACTIVE, gets a
+// OnePhaseCommit that carries the decision: one CommitRecord that also
+// records it. An ABORT that arrives while that record is out changes
+// nothing (the record's CAS decides); if the CAS lost, the driver confirms
+// the record as an abort and the answer is ABORTED. A range whose ACTIVE
+// state holds no writes refuses.
+//
+// Ref: DESIGN.md rules 1, 2, 8; docs/design/2pc.md "The anchor decides".
+func TestParticipantCommitsWithDecision(t *testing.T) {
+	decide := func(p *Participant) {
+		m := msg(MsgOnePhaseCommit, 7, n9, rg(1))
+		m.Term, m.Participants, m.Anchor, m.AnchorKey, m.Coordinator = 5, []Participation{{Range: 2}}, 1, []byte("a"), gw
+		step(t, p, m)
+	}
+	t.Run("won", func(t *testing.T) {
+		p := newPart(t, 1, 5)
+		admitWrite(t, p, 7, 1, "a")
+		decide(p)
+		expect(t, round(p), `persist r1 CommitRecord t7.1 writes=["a"="v"] with the decision (CAS→COMMITTED [2])`)
+		expect(t, round(p), "send r1→n9 OnePhaseResp t7.1 COMMITTED", "release t7")
+	})
+	t.Run("lost to an ABORTED record", func(t *testing.T) {
+		p := newPart(t, 1, 5)
+		admitWrite(t, p, 7, 1, "a")
+		decide(p)
+		rd := p.Ready()
+		step(t, p, msg(MsgAbort, 7, n9, rg(1))) // no panic, no answer yet
+		rd.Records[0] = AbortRecord{Txn: 7, Attempt: 1, Range: 1}
+		p.Advance(rd)
+		expect(t, round(p), "send r1→n9 OnePhaseResp t7.1 ABORTED", "release t7")
+		step(t, p, msg(MsgAbort, 7, n9, rg(1)))
+		expect(t, round(p), "send r1→n9 Ack t7.1 ABORTED")
+	})
+	t.Run("no writes here", func(t *testing.T) {
+		p := newPart(t, 1, 5)
+		admitRead(t, p, 7, "a")
+		decide(p)
+		expect(t, round(p), "send r1→n9 OnePhaseResp t7.1 ABORTED", "release t7")
+	})
+}

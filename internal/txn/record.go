@@ -50,12 +50,20 @@ type PrepareRecord struct {
 
 // CommitRecord applies Writes to the range and deletes T's prepare record
 // (if any). OnePhase marks the single-entry commit of rule 10.
+//
+// Decide, set only with OnePhase, makes it the anchor's commit that rides
+// on the decision (CoordinatorConfig.AnchorDecides): the same Raft entry
+// compare-and-sets T's txn record to COMMITTED and applies Writes only if
+// that CAS wins. If an inquirer's presumed ABORTED was recorded first, the
+// entry applies nothing and remembers T aborted; the driver then confirms
+// the AbortRecord of the same attempt in its place (Participant.Persisted).
 type CommitRecord struct {
 	Txn      lock.TxnID
 	Attempt  uint64
 	Range    RangeID
 	Writes   []Write
 	OnePhase bool
+	Decide   *DecisionRecord
 }
 
 // AbortRecord deletes T's prepare record; nothing is applied.
@@ -102,7 +110,9 @@ func (r PrepareRecord) String() string {
 
 func (r CommitRecord) String() string {
 	s := fmt.Sprintf("r%d CommitRecord t%d.%d writes=%v", r.Range, r.Txn, r.Attempt, r.Writes)
-	if r.OnePhase {
+	if r.OnePhase && r.Decide != nil {
+		s += fmt.Sprintf(" with the decision (CAS→COMMITTED %v)", r.Decide.Participants)
+	} else if r.OnePhase {
 		s += " 1PC"
 	}
 	return s

@@ -37,12 +37,15 @@ type world struct {
 	faults bool // rng injects faults in flush and network
 	hook   func(point string) action
 	coord  *Coordinator
-	epoch  int // coordinator restarts
-	ranges []*rangeSim
-	net    []Message
-	txns   map[recordKey]*txnInfo
-	healed bool
-	trace  []string
+	// coordCfg configures the coordinator (and its restarts); with a rng,
+	// half of the seeds run with AnchorDecides.
+	coordCfg CoordinatorConfig
+	epoch    int // coordinator restarts
+	ranges   []*rangeSim
+	net      []Message
+	txns     map[recordKey]*txnInfo
+	healed   bool
+	trace    []string
 	// maxFinished is each participant's MaxFinished; small values make
 	// them forget and answer conservatively.
 	maxFinished int
@@ -79,7 +82,11 @@ func newWorld(tb testing.TB, name string, nranges int, rng *rand.Rand) *world {
 	if rng != nil && rng.IntN(4) == 0 {
 		w.maxFinished = 1
 	}
-	w.coord = must(NewCoordinator(simCoordCfg))
+	w.coordCfg = simCoordCfg
+	if rng != nil && rng.IntN(2) == 0 {
+		w.coordCfg.AnchorDecides = true
+	}
+	w.coord = must(NewCoordinator(w.coordCfg))
 	for i := 1; i <= nranges; i++ {
 		rs := &rangeSim{id: RangeID(i), term: 1, prepared: map[lock.TxnID]PrepareRecord{},
 			applied: map[recordKey]Decision{}}
@@ -258,12 +265,14 @@ func (w *world) flushCoord() {
 
 func (w *world) flushRange(rs *rangeSim) {
 	rd := rs.p.Ready()
-	for _, r := range rd.Records {
+	for i, r := range rd.Records {
 		if w.point(fmt.Sprintf("r%d before %v", rs.id, r)) != proceed {
 			w.restartRange(rs)
 			return
 		}
-		w.applyRecord(rs, r)
+		if applied := w.applyRecord(rs, r); applied != nil {
+			rd.Records[i] = applied // confirmed as what it turned out to be
+		}
 		if w.point(fmt.Sprintf("r%d after %v", rs.id, r)) != proceed {
 			w.restartRange(rs)
 			return
@@ -306,7 +315,9 @@ func (w *world) noteDecision(k recordKey, got Decision) {
 	}
 }
 
-func (w *world) applyRecord(rs *rangeSim, r Record) {
+// applyRecord applies r at rs. A commit with the decision whose CAS lost
+// applies as an abort: it returns the AbortRecord to confirm instead.
+func (w *world) applyRecord(rs *rangeSim, r Record) Record {
 	w.logf("apply %v", r)
 	switch r := r.(type) {
 	case PrepareRecord:
@@ -315,6 +326,15 @@ func (w *world) applyRecord(rs *rangeSim, r Record) {
 	case CommitRecord:
 		k := recordKey{r.Txn, r.Attempt}
 		info := w.txns[k]
+		if r.Decide != nil {
+			if r.Decide.Anchor != rs.id {
+				w.fatalf("r%d commits t%d with the decision of anchor r%d", rs.id, r.Txn, r.Decide.Anchor)
+			}
+			if got := w.cas(rs, *r.Decide); got != DecisionCommitted {
+				w.applyOutcome(rs, k, DecisionAborted)
+				return AbortRecord{Txn: r.Txn, Attempt: r.Attempt, Range: r.Range}
+			}
+		}
 		if !r.OnePhase && info.decision != DecisionCommitted {
 			w.fatalf("I2: r%d commits t%d with decision %v", rs.id, r.Txn, info.decision)
 		}
@@ -332,6 +352,7 @@ func (w *world) applyRecord(rs *rangeSim, r Record) {
 		w.applyOutcome(rs, k, DecisionAborted)
 		info.abortedPre = true
 	}
+	return nil
 }
 
 func (w *world) applyOutcome(rs *rangeSim, k recordKey, d Decision) {
@@ -475,7 +496,7 @@ func (w *world) restartRange(rs *rangeSim) {
 // anchor ranges' recovery hands it the decided records (rule 6).
 func (w *world) restartCoord() {
 	w.epoch++
-	w.coord = must(NewCoordinator(simCoordCfg))
+	w.coord = must(NewCoordinator(w.coordCfg))
 	w.logf("restart n9 (epoch %d)", w.epoch)
 	w.recover()
 }
@@ -542,8 +563,18 @@ func (w *world) preparedLeft() []string {
 }
 
 // checkFinal: every range that prepared applied the decision; a txn never
-// decided (or decided ABORTED) committed nowhere, except a 1PC commit.
+// decided (or decided ABORTED) committed nowhere, except a 1PC commit; no
+// range still holds a txn PREPARED. (An ACTIVE txn whose coordinator
+// crashed before its PREPAREs stays ACTIVE here: the host ends it by its
+// deadline or the client's rollback, which this world does not model.)
 func (w *world) checkFinal() {
+	for _, rs := range w.ranges {
+		for id, t := range rs.p.live {
+			if t.state == StatePrepared {
+				w.fatalf("final: t%d still PREPARED at r%d", id, rs.id)
+			}
+		}
+	}
 	for k, info := range w.txns {
 		for r := range info.preparedAt {
 			got := w.rangeOf(r).applied[k]
