@@ -1156,9 +1156,15 @@ func (x *ResolveTxnOp) GetCommit() bool {
 // with one entry and no transaction record (DESIGN rule 10). The remembered
 // outcome makes a retry with the same txn id apply nothing twice.
 type OnePhaseTxnOp struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	TxnId         []byte                 `protobuf:"bytes,1,opt,name=txn_id,json=txnId,proto3" json:"txn_id,omitempty"`
-	Writes        []*TxnWrite            `protobuf:"bytes,2,rep,name=writes,proto3" json:"writes,omitempty"`
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	TxnId  []byte                 `protobuf:"bytes,1,opt,name=txn_id,json=txnId,proto3" json:"txn_id,omitempty"`
+	Writes []*TxnWrite            `protobuf:"bytes,2,rep,name=writes,proto3" json:"writes,omitempty"`
+	// decide, when set, makes this the anchor's commit with the decision: the
+	// same entry compare-and-sets the transaction record (here, at
+	// decide.anchor_key) from absent to COMMITTED, and applies the writes only
+	// if that wins; otherwise it applies nothing and remembers the attempt
+	// ABORTED.
+	Decide        *TxnRecordCasOp `protobuf:"bytes,3,opt,name=decide,proto3" json:"decide,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1203,6 +1209,13 @@ func (x *OnePhaseTxnOp) GetTxnId() []byte {
 func (x *OnePhaseTxnOp) GetWrites() []*TxnWrite {
 	if x != nil {
 		return x.Writes
+	}
+	return nil
+}
+
+func (x *OnePhaseTxnOp) GetDecide() *TxnRecordCasOp {
+	if x != nil {
+		return x.Decide
 	}
 	return nil
 }
@@ -6363,10 +6376,11 @@ const file_api_vowdbpb_vowdb_proto_rawDesc = "" +
 	"\x06writes\x18\x03 \x01(\bR\x06writes\"=\n" +
 	"\fResolveTxnOp\x12\x15\n" +
 	"\x06txn_id\x18\x01 \x01(\fR\x05txnId\x12\x16\n" +
-	"\x06commit\x18\x02 \x01(\bR\x06commit\"R\n" +
+	"\x06commit\x18\x02 \x01(\bR\x06commit\"\x84\x01\n" +
 	"\rOnePhaseTxnOp\x12\x15\n" +
 	"\x06txn_id\x18\x01 \x01(\fR\x05txnId\x12*\n" +
-	"\x06writes\x18\x02 \x03(\v2\x12.vowdb.v1.TxnWriteR\x06writes\"\xb1\x02\n" +
+	"\x06writes\x18\x02 \x03(\v2\x12.vowdb.v1.TxnWriteR\x06writes\x120\n" +
+	"\x06decide\x18\x03 \x01(\v2\x18.vowdb.v1.TxnRecordCasOpR\x06decide\"\xb1\x02\n" +
 	"\x0eTxnRecordCasOp\x12\x15\n" +
 	"\x06txn_id\x18\x01 \x01(\fR\x05txnId\x12\x1d\n" +
 	"\n" +
@@ -6932,124 +6946,125 @@ var file_api_vowdbpb_vowdb_proto_depIdxs = []int32{
 	11,  // 13: vowdb.v1.PrepareTxnOp.writes:type_name -> vowdb.v1.TxnWrite
 	13,  // 14: vowdb.v1.PrepareTxnOp.participants:type_name -> vowdb.v1.TxnParticipant
 	11,  // 15: vowdb.v1.OnePhaseTxnOp.writes:type_name -> vowdb.v1.TxnWrite
-	0,   // 16: vowdb.v1.TxnRecordCasOp.expect:type_name -> vowdb.v1.TxnState
-	0,   // 17: vowdb.v1.TxnRecordCasOp.new_state:type_name -> vowdb.v1.TxnState
-	0,   // 18: vowdb.v1.TxnRecord.state:type_name -> vowdb.v1.TxnState
-	6,   // 19: vowdb.v1.PutDescriptorOp.desc:type_name -> vowdb.v1.RangeDescriptor
-	6,   // 20: vowdb.v1.SnapshotData.desc:type_name -> vowdb.v1.RangeDescriptor
-	30,  // 21: vowdb.v1.SnapshotData.kvs:type_name -> vowdb.v1.KeyValue
-	27,  // 22: vowdb.v1.RaftBatch.msgs:type_name -> vowdb.v1.RaftMessage
-	31,  // 23: vowdb.v1.GetRequest.header:type_name -> vowdb.v1.RequestHeader
-	31,  // 24: vowdb.v1.PutRequest.header:type_name -> vowdb.v1.RequestHeader
-	31,  // 25: vowdb.v1.DeleteRequest.header:type_name -> vowdb.v1.RequestHeader
-	31,  // 26: vowdb.v1.ScanRequest.header:type_name -> vowdb.v1.RequestHeader
-	30,  // 27: vowdb.v1.ScanResponse.kvs:type_name -> vowdb.v1.KeyValue
-	31,  // 28: vowdb.v1.CasRequest.header:type_name -> vowdb.v1.RequestHeader
-	6,   // 29: vowdb.v1.RangeRoute.desc:type_name -> vowdb.v1.RangeDescriptor
-	43,  // 30: vowdb.v1.LookupResponse.routes:type_name -> vowdb.v1.RangeRoute
-	7,   // 31: vowdb.v1.LookupResponse.nodes:type_name -> vowdb.v1.NodeDescriptor
-	6,   // 32: vowdb.v1.RangeStatus.desc:type_name -> vowdb.v1.RangeDescriptor
-	46,  // 33: vowdb.v1.ListRangesResponse.ranges:type_name -> vowdb.v1.RangeStatus
-	7,   // 34: vowdb.v1.NodeStatus.node:type_name -> vowdb.v1.NodeDescriptor
-	49,  // 35: vowdb.v1.ListNodesResponse.nodes:type_name -> vowdb.v1.NodeStatus
-	6,   // 36: vowdb.v1.SplitResponse.left:type_name -> vowdb.v1.RangeDescriptor
-	6,   // 37: vowdb.v1.SplitResponse.right:type_name -> vowdb.v1.RangeDescriptor
-	7,   // 38: vowdb.v1.JoinResponse.nodes:type_name -> vowdb.v1.NodeDescriptor
-	7,   // 39: vowdb.v1.HeartbeatRequest.node:type_name -> vowdb.v1.NodeDescriptor
-	49,  // 40: vowdb.v1.HeartbeatResponse.nodes:type_name -> vowdb.v1.NodeStatus
-	9,   // 41: vowdb.v1.MetaCommandRequest.cmd:type_name -> vowdb.v1.Command
-	62,  // 42: vowdb.v1.CheckConsistencyResponse.replicas:type_name -> vowdb.v1.ReplicaChecksum
-	1,   // 43: vowdb.v1.ErrorDetail.code:type_name -> vowdb.v1.ErrorDetail.Code
-	6,   // 44: vowdb.v1.ErrorDetail.desc:type_name -> vowdb.v1.RangeDescriptor
-	69,  // 45: vowdb.v1.ErrorDetail.abort:type_name -> vowdb.v1.TxnAbort
-	2,   // 46: vowdb.v1.TxnAbort.reason:type_name -> vowdb.v1.TxnAbort.Reason
-	32,  // 47: vowdb.v1.BatchOp.get:type_name -> vowdb.v1.GetRequest
-	34,  // 48: vowdb.v1.BatchOp.put:type_name -> vowdb.v1.PutRequest
-	36,  // 49: vowdb.v1.BatchOp.delete:type_name -> vowdb.v1.DeleteRequest
-	40,  // 50: vowdb.v1.BatchOp.cas:type_name -> vowdb.v1.CasRequest
-	70,  // 51: vowdb.v1.BatchRequest.ops:type_name -> vowdb.v1.BatchOp
-	68,  // 52: vowdb.v1.BatchResult.error:type_name -> vowdb.v1.ErrorDetail
-	33,  // 53: vowdb.v1.BatchResult.get:type_name -> vowdb.v1.GetResponse
-	41,  // 54: vowdb.v1.BatchResult.cas:type_name -> vowdb.v1.CasResponse
-	72,  // 55: vowdb.v1.BatchResponse.results:type_name -> vowdb.v1.BatchResult
-	3,   // 56: vowdb.v1.TxnOpRequest.kind:type_name -> vowdb.v1.TxnOpRequest.Kind
-	30,  // 57: vowdb.v1.TxnOpResponse.kvs:type_name -> vowdb.v1.KeyValue
-	13,  // 58: vowdb.v1.TxnCommitRequest.participants:type_name -> vowdb.v1.TxnParticipant
-	4,   // 59: vowdb.v1.TxnCommitResponse.outcome:type_name -> vowdb.v1.TxnCommitResponse.Outcome
-	69,  // 60: vowdb.v1.TxnCommitResponse.abort:type_name -> vowdb.v1.TxnAbort
-	13,  // 61: vowdb.v1.TxnRollbackRequest.participants:type_name -> vowdb.v1.TxnParticipant
-	13,  // 62: vowdb.v1.TxnMessage.participants:type_name -> vowdb.v1.TxnParticipant
-	80,  // 63: vowdb.v1.TxnDeliverRequest.msgs:type_name -> vowdb.v1.TxnMessage
-	9,   // 64: vowdb.v1.TxnProposeRequest.cmd:type_name -> vowdb.v1.Command
-	0,   // 65: vowdb.v1.TxnProposeResponse.state:type_name -> vowdb.v1.TxnState
-	0,   // 66: vowdb.v1.TxnStatusResponse.state:type_name -> vowdb.v1.TxnState
-	89,  // 67: vowdb.v1.TxnListResponse.txns:type_name -> vowdb.v1.TxnInfo
-	92,  // 68: vowdb.v1.LocksResponse.waits:type_name -> vowdb.v1.LockWait
-	93,  // 69: vowdb.v1.LocksResponse.deadlocks:type_name -> vowdb.v1.Deadlock
-	95,  // 70: vowdb.v1.LocksResponse.held:type_name -> vowdb.v1.LockHold
-	97,  // 71: vowdb.v1.WaitsReport.edges:type_name -> vowdb.v1.WaitsEdge
-	93,  // 72: vowdb.v1.WaitsReportResponse.victims:type_name -> vowdb.v1.Deadlock
-	28,  // 73: vowdb.v1.Raft.Stream:input_type -> vowdb.v1.RaftBatch
-	71,  // 74: vowdb.v1.KV.Batch:input_type -> vowdb.v1.BatchRequest
-	32,  // 75: vowdb.v1.KV.Get:input_type -> vowdb.v1.GetRequest
-	34,  // 76: vowdb.v1.KV.Put:input_type -> vowdb.v1.PutRequest
-	36,  // 77: vowdb.v1.KV.Delete:input_type -> vowdb.v1.DeleteRequest
-	38,  // 78: vowdb.v1.KV.Scan:input_type -> vowdb.v1.ScanRequest
-	40,  // 79: vowdb.v1.KV.CompareAndSwap:input_type -> vowdb.v1.CasRequest
-	74,  // 80: vowdb.v1.Txn.Op:input_type -> vowdb.v1.TxnOpRequest
-	76,  // 81: vowdb.v1.Txn.Commit:input_type -> vowdb.v1.TxnCommitRequest
-	78,  // 82: vowdb.v1.Txn.Rollback:input_type -> vowdb.v1.TxnRollbackRequest
-	87,  // 83: vowdb.v1.Txn.Status:input_type -> vowdb.v1.TxnStatusRequest
-	90,  // 84: vowdb.v1.Txn.List:input_type -> vowdb.v1.TxnListRequest
-	94,  // 85: vowdb.v1.Txn.Locks:input_type -> vowdb.v1.LocksRequest
-	81,  // 86: vowdb.v1.Txn.Deliver:input_type -> vowdb.v1.TxnDeliverRequest
-	83,  // 87: vowdb.v1.Txn.Propose:input_type -> vowdb.v1.TxnProposeRequest
-	85,  // 88: vowdb.v1.Txn.CoordinatorStatus:input_type -> vowdb.v1.CoordinatorStatusRequest
-	98,  // 89: vowdb.v1.Txn.ReportWaits:input_type -> vowdb.v1.WaitsReport
-	42,  // 90: vowdb.v1.Admin.Lookup:input_type -> vowdb.v1.LookupRequest
-	45,  // 91: vowdb.v1.Admin.ListRanges:input_type -> vowdb.v1.ListRangesRequest
-	48,  // 92: vowdb.v1.Admin.ListNodes:input_type -> vowdb.v1.ListNodesRequest
-	51,  // 93: vowdb.v1.Admin.Split:input_type -> vowdb.v1.SplitRequest
-	53,  // 94: vowdb.v1.Admin.Init:input_type -> vowdb.v1.InitRequest
-	55,  // 95: vowdb.v1.Admin.Join:input_type -> vowdb.v1.JoinRequest
-	57,  // 96: vowdb.v1.Admin.Heartbeat:input_type -> vowdb.v1.HeartbeatRequest
-	59,  // 97: vowdb.v1.Admin.MetaCommand:input_type -> vowdb.v1.MetaCommandRequest
-	66,  // 98: vowdb.v1.Admin.Ident:input_type -> vowdb.v1.IdentRequest
-	61,  // 99: vowdb.v1.Admin.CheckConsistency:input_type -> vowdb.v1.CheckConsistencyRequest
-	64,  // 100: vowdb.v1.Admin.RangeChecksum:input_type -> vowdb.v1.RangeChecksumRequest
-	29,  // 101: vowdb.v1.Raft.Stream:output_type -> vowdb.v1.RaftBatchAck
-	73,  // 102: vowdb.v1.KV.Batch:output_type -> vowdb.v1.BatchResponse
-	33,  // 103: vowdb.v1.KV.Get:output_type -> vowdb.v1.GetResponse
-	35,  // 104: vowdb.v1.KV.Put:output_type -> vowdb.v1.PutResponse
-	37,  // 105: vowdb.v1.KV.Delete:output_type -> vowdb.v1.DeleteResponse
-	39,  // 106: vowdb.v1.KV.Scan:output_type -> vowdb.v1.ScanResponse
-	41,  // 107: vowdb.v1.KV.CompareAndSwap:output_type -> vowdb.v1.CasResponse
-	75,  // 108: vowdb.v1.Txn.Op:output_type -> vowdb.v1.TxnOpResponse
-	77,  // 109: vowdb.v1.Txn.Commit:output_type -> vowdb.v1.TxnCommitResponse
-	79,  // 110: vowdb.v1.Txn.Rollback:output_type -> vowdb.v1.TxnRollbackResponse
-	88,  // 111: vowdb.v1.Txn.Status:output_type -> vowdb.v1.TxnStatusResponse
-	91,  // 112: vowdb.v1.Txn.List:output_type -> vowdb.v1.TxnListResponse
-	96,  // 113: vowdb.v1.Txn.Locks:output_type -> vowdb.v1.LocksResponse
-	82,  // 114: vowdb.v1.Txn.Deliver:output_type -> vowdb.v1.TxnDeliverResponse
-	84,  // 115: vowdb.v1.Txn.Propose:output_type -> vowdb.v1.TxnProposeResponse
-	86,  // 116: vowdb.v1.Txn.CoordinatorStatus:output_type -> vowdb.v1.CoordinatorStatusResponse
-	99,  // 117: vowdb.v1.Txn.ReportWaits:output_type -> vowdb.v1.WaitsReportResponse
-	44,  // 118: vowdb.v1.Admin.Lookup:output_type -> vowdb.v1.LookupResponse
-	47,  // 119: vowdb.v1.Admin.ListRanges:output_type -> vowdb.v1.ListRangesResponse
-	50,  // 120: vowdb.v1.Admin.ListNodes:output_type -> vowdb.v1.ListNodesResponse
-	52,  // 121: vowdb.v1.Admin.Split:output_type -> vowdb.v1.SplitResponse
-	54,  // 122: vowdb.v1.Admin.Init:output_type -> vowdb.v1.InitResponse
-	56,  // 123: vowdb.v1.Admin.Join:output_type -> vowdb.v1.JoinResponse
-	58,  // 124: vowdb.v1.Admin.Heartbeat:output_type -> vowdb.v1.HeartbeatResponse
-	60,  // 125: vowdb.v1.Admin.MetaCommand:output_type -> vowdb.v1.MetaCommandResponse
-	67,  // 126: vowdb.v1.Admin.Ident:output_type -> vowdb.v1.IdentResponse
-	63,  // 127: vowdb.v1.Admin.CheckConsistency:output_type -> vowdb.v1.CheckConsistencyResponse
-	65,  // 128: vowdb.v1.Admin.RangeChecksum:output_type -> vowdb.v1.RangeChecksumResponse
-	101, // [101:129] is the sub-list for method output_type
-	73,  // [73:101] is the sub-list for method input_type
-	73,  // [73:73] is the sub-list for extension type_name
-	73,  // [73:73] is the sub-list for extension extendee
-	0,   // [0:73] is the sub-list for field type_name
+	16,  // 16: vowdb.v1.OnePhaseTxnOp.decide:type_name -> vowdb.v1.TxnRecordCasOp
+	0,   // 17: vowdb.v1.TxnRecordCasOp.expect:type_name -> vowdb.v1.TxnState
+	0,   // 18: vowdb.v1.TxnRecordCasOp.new_state:type_name -> vowdb.v1.TxnState
+	0,   // 19: vowdb.v1.TxnRecord.state:type_name -> vowdb.v1.TxnState
+	6,   // 20: vowdb.v1.PutDescriptorOp.desc:type_name -> vowdb.v1.RangeDescriptor
+	6,   // 21: vowdb.v1.SnapshotData.desc:type_name -> vowdb.v1.RangeDescriptor
+	30,  // 22: vowdb.v1.SnapshotData.kvs:type_name -> vowdb.v1.KeyValue
+	27,  // 23: vowdb.v1.RaftBatch.msgs:type_name -> vowdb.v1.RaftMessage
+	31,  // 24: vowdb.v1.GetRequest.header:type_name -> vowdb.v1.RequestHeader
+	31,  // 25: vowdb.v1.PutRequest.header:type_name -> vowdb.v1.RequestHeader
+	31,  // 26: vowdb.v1.DeleteRequest.header:type_name -> vowdb.v1.RequestHeader
+	31,  // 27: vowdb.v1.ScanRequest.header:type_name -> vowdb.v1.RequestHeader
+	30,  // 28: vowdb.v1.ScanResponse.kvs:type_name -> vowdb.v1.KeyValue
+	31,  // 29: vowdb.v1.CasRequest.header:type_name -> vowdb.v1.RequestHeader
+	6,   // 30: vowdb.v1.RangeRoute.desc:type_name -> vowdb.v1.RangeDescriptor
+	43,  // 31: vowdb.v1.LookupResponse.routes:type_name -> vowdb.v1.RangeRoute
+	7,   // 32: vowdb.v1.LookupResponse.nodes:type_name -> vowdb.v1.NodeDescriptor
+	6,   // 33: vowdb.v1.RangeStatus.desc:type_name -> vowdb.v1.RangeDescriptor
+	46,  // 34: vowdb.v1.ListRangesResponse.ranges:type_name -> vowdb.v1.RangeStatus
+	7,   // 35: vowdb.v1.NodeStatus.node:type_name -> vowdb.v1.NodeDescriptor
+	49,  // 36: vowdb.v1.ListNodesResponse.nodes:type_name -> vowdb.v1.NodeStatus
+	6,   // 37: vowdb.v1.SplitResponse.left:type_name -> vowdb.v1.RangeDescriptor
+	6,   // 38: vowdb.v1.SplitResponse.right:type_name -> vowdb.v1.RangeDescriptor
+	7,   // 39: vowdb.v1.JoinResponse.nodes:type_name -> vowdb.v1.NodeDescriptor
+	7,   // 40: vowdb.v1.HeartbeatRequest.node:type_name -> vowdb.v1.NodeDescriptor
+	49,  // 41: vowdb.v1.HeartbeatResponse.nodes:type_name -> vowdb.v1.NodeStatus
+	9,   // 42: vowdb.v1.MetaCommandRequest.cmd:type_name -> vowdb.v1.Command
+	62,  // 43: vowdb.v1.CheckConsistencyResponse.replicas:type_name -> vowdb.v1.ReplicaChecksum
+	1,   // 44: vowdb.v1.ErrorDetail.code:type_name -> vowdb.v1.ErrorDetail.Code
+	6,   // 45: vowdb.v1.ErrorDetail.desc:type_name -> vowdb.v1.RangeDescriptor
+	69,  // 46: vowdb.v1.ErrorDetail.abort:type_name -> vowdb.v1.TxnAbort
+	2,   // 47: vowdb.v1.TxnAbort.reason:type_name -> vowdb.v1.TxnAbort.Reason
+	32,  // 48: vowdb.v1.BatchOp.get:type_name -> vowdb.v1.GetRequest
+	34,  // 49: vowdb.v1.BatchOp.put:type_name -> vowdb.v1.PutRequest
+	36,  // 50: vowdb.v1.BatchOp.delete:type_name -> vowdb.v1.DeleteRequest
+	40,  // 51: vowdb.v1.BatchOp.cas:type_name -> vowdb.v1.CasRequest
+	70,  // 52: vowdb.v1.BatchRequest.ops:type_name -> vowdb.v1.BatchOp
+	68,  // 53: vowdb.v1.BatchResult.error:type_name -> vowdb.v1.ErrorDetail
+	33,  // 54: vowdb.v1.BatchResult.get:type_name -> vowdb.v1.GetResponse
+	41,  // 55: vowdb.v1.BatchResult.cas:type_name -> vowdb.v1.CasResponse
+	72,  // 56: vowdb.v1.BatchResponse.results:type_name -> vowdb.v1.BatchResult
+	3,   // 57: vowdb.v1.TxnOpRequest.kind:type_name -> vowdb.v1.TxnOpRequest.Kind
+	30,  // 58: vowdb.v1.TxnOpResponse.kvs:type_name -> vowdb.v1.KeyValue
+	13,  // 59: vowdb.v1.TxnCommitRequest.participants:type_name -> vowdb.v1.TxnParticipant
+	4,   // 60: vowdb.v1.TxnCommitResponse.outcome:type_name -> vowdb.v1.TxnCommitResponse.Outcome
+	69,  // 61: vowdb.v1.TxnCommitResponse.abort:type_name -> vowdb.v1.TxnAbort
+	13,  // 62: vowdb.v1.TxnRollbackRequest.participants:type_name -> vowdb.v1.TxnParticipant
+	13,  // 63: vowdb.v1.TxnMessage.participants:type_name -> vowdb.v1.TxnParticipant
+	80,  // 64: vowdb.v1.TxnDeliverRequest.msgs:type_name -> vowdb.v1.TxnMessage
+	9,   // 65: vowdb.v1.TxnProposeRequest.cmd:type_name -> vowdb.v1.Command
+	0,   // 66: vowdb.v1.TxnProposeResponse.state:type_name -> vowdb.v1.TxnState
+	0,   // 67: vowdb.v1.TxnStatusResponse.state:type_name -> vowdb.v1.TxnState
+	89,  // 68: vowdb.v1.TxnListResponse.txns:type_name -> vowdb.v1.TxnInfo
+	92,  // 69: vowdb.v1.LocksResponse.waits:type_name -> vowdb.v1.LockWait
+	93,  // 70: vowdb.v1.LocksResponse.deadlocks:type_name -> vowdb.v1.Deadlock
+	95,  // 71: vowdb.v1.LocksResponse.held:type_name -> vowdb.v1.LockHold
+	97,  // 72: vowdb.v1.WaitsReport.edges:type_name -> vowdb.v1.WaitsEdge
+	93,  // 73: vowdb.v1.WaitsReportResponse.victims:type_name -> vowdb.v1.Deadlock
+	28,  // 74: vowdb.v1.Raft.Stream:input_type -> vowdb.v1.RaftBatch
+	71,  // 75: vowdb.v1.KV.Batch:input_type -> vowdb.v1.BatchRequest
+	32,  // 76: vowdb.v1.KV.Get:input_type -> vowdb.v1.GetRequest
+	34,  // 77: vowdb.v1.KV.Put:input_type -> vowdb.v1.PutRequest
+	36,  // 78: vowdb.v1.KV.Delete:input_type -> vowdb.v1.DeleteRequest
+	38,  // 79: vowdb.v1.KV.Scan:input_type -> vowdb.v1.ScanRequest
+	40,  // 80: vowdb.v1.KV.CompareAndSwap:input_type -> vowdb.v1.CasRequest
+	74,  // 81: vowdb.v1.Txn.Op:input_type -> vowdb.v1.TxnOpRequest
+	76,  // 82: vowdb.v1.Txn.Commit:input_type -> vowdb.v1.TxnCommitRequest
+	78,  // 83: vowdb.v1.Txn.Rollback:input_type -> vowdb.v1.TxnRollbackRequest
+	87,  // 84: vowdb.v1.Txn.Status:input_type -> vowdb.v1.TxnStatusRequest
+	90,  // 85: vowdb.v1.Txn.List:input_type -> vowdb.v1.TxnListRequest
+	94,  // 86: vowdb.v1.Txn.Locks:input_type -> vowdb.v1.LocksRequest
+	81,  // 87: vowdb.v1.Txn.Deliver:input_type -> vowdb.v1.TxnDeliverRequest
+	83,  // 88: vowdb.v1.Txn.Propose:input_type -> vowdb.v1.TxnProposeRequest
+	85,  // 89: vowdb.v1.Txn.CoordinatorStatus:input_type -> vowdb.v1.CoordinatorStatusRequest
+	98,  // 90: vowdb.v1.Txn.ReportWaits:input_type -> vowdb.v1.WaitsReport
+	42,  // 91: vowdb.v1.Admin.Lookup:input_type -> vowdb.v1.LookupRequest
+	45,  // 92: vowdb.v1.Admin.ListRanges:input_type -> vowdb.v1.ListRangesRequest
+	48,  // 93: vowdb.v1.Admin.ListNodes:input_type -> vowdb.v1.ListNodesRequest
+	51,  // 94: vowdb.v1.Admin.Split:input_type -> vowdb.v1.SplitRequest
+	53,  // 95: vowdb.v1.Admin.Init:input_type -> vowdb.v1.InitRequest
+	55,  // 96: vowdb.v1.Admin.Join:input_type -> vowdb.v1.JoinRequest
+	57,  // 97: vowdb.v1.Admin.Heartbeat:input_type -> vowdb.v1.HeartbeatRequest
+	59,  // 98: vowdb.v1.Admin.MetaCommand:input_type -> vowdb.v1.MetaCommandRequest
+	66,  // 99: vowdb.v1.Admin.Ident:input_type -> vowdb.v1.IdentRequest
+	61,  // 100: vowdb.v1.Admin.CheckConsistency:input_type -> vowdb.v1.CheckConsistencyRequest
+	64,  // 101: vowdb.v1.Admin.RangeChecksum:input_type -> vowdb.v1.RangeChecksumRequest
+	29,  // 102: vowdb.v1.Raft.Stream:output_type -> vowdb.v1.RaftBatchAck
+	73,  // 103: vowdb.v1.KV.Batch:output_type -> vowdb.v1.BatchResponse
+	33,  // 104: vowdb.v1.KV.Get:output_type -> vowdb.v1.GetResponse
+	35,  // 105: vowdb.v1.KV.Put:output_type -> vowdb.v1.PutResponse
+	37,  // 106: vowdb.v1.KV.Delete:output_type -> vowdb.v1.DeleteResponse
+	39,  // 107: vowdb.v1.KV.Scan:output_type -> vowdb.v1.ScanResponse
+	41,  // 108: vowdb.v1.KV.CompareAndSwap:output_type -> vowdb.v1.CasResponse
+	75,  // 109: vowdb.v1.Txn.Op:output_type -> vowdb.v1.TxnOpResponse
+	77,  // 110: vowdb.v1.Txn.Commit:output_type -> vowdb.v1.TxnCommitResponse
+	79,  // 111: vowdb.v1.Txn.Rollback:output_type -> vowdb.v1.TxnRollbackResponse
+	88,  // 112: vowdb.v1.Txn.Status:output_type -> vowdb.v1.TxnStatusResponse
+	91,  // 113: vowdb.v1.Txn.List:output_type -> vowdb.v1.TxnListResponse
+	96,  // 114: vowdb.v1.Txn.Locks:output_type -> vowdb.v1.LocksResponse
+	82,  // 115: vowdb.v1.Txn.Deliver:output_type -> vowdb.v1.TxnDeliverResponse
+	84,  // 116: vowdb.v1.Txn.Propose:output_type -> vowdb.v1.TxnProposeResponse
+	86,  // 117: vowdb.v1.Txn.CoordinatorStatus:output_type -> vowdb.v1.CoordinatorStatusResponse
+	99,  // 118: vowdb.v1.Txn.ReportWaits:output_type -> vowdb.v1.WaitsReportResponse
+	44,  // 119: vowdb.v1.Admin.Lookup:output_type -> vowdb.v1.LookupResponse
+	47,  // 120: vowdb.v1.Admin.ListRanges:output_type -> vowdb.v1.ListRangesResponse
+	50,  // 121: vowdb.v1.Admin.ListNodes:output_type -> vowdb.v1.ListNodesResponse
+	52,  // 122: vowdb.v1.Admin.Split:output_type -> vowdb.v1.SplitResponse
+	54,  // 123: vowdb.v1.Admin.Init:output_type -> vowdb.v1.InitResponse
+	56,  // 124: vowdb.v1.Admin.Join:output_type -> vowdb.v1.JoinResponse
+	58,  // 125: vowdb.v1.Admin.Heartbeat:output_type -> vowdb.v1.HeartbeatResponse
+	60,  // 126: vowdb.v1.Admin.MetaCommand:output_type -> vowdb.v1.MetaCommandResponse
+	67,  // 127: vowdb.v1.Admin.Ident:output_type -> vowdb.v1.IdentResponse
+	63,  // 128: vowdb.v1.Admin.CheckConsistency:output_type -> vowdb.v1.CheckConsistencyResponse
+	65,  // 129: vowdb.v1.Admin.RangeChecksum:output_type -> vowdb.v1.RangeChecksumResponse
+	102, // [102:130] is the sub-list for method output_type
+	74,  // [74:102] is the sub-list for method input_type
+	74,  // [74:74] is the sub-list for extension type_name
+	74,  // [74:74] is the sub-list for extension extendee
+	0,   // [0:74] is the sub-list for field type_name
 }
 
 func init() { file_api_vowdbpb_vowdb_proto_init() }

@@ -56,6 +56,7 @@ type startFlags struct {
 	replicateInterval  time.Duration
 	requestTimeout     time.Duration
 	txnPipelineRecords int
+	txnPrepareAnchor   bool
 }
 
 func newStartCmd() *cobra.Command {
@@ -87,6 +88,7 @@ func newStartCmd() *cobra.Command {
 	fs.DurationVar(&f.replicateInterval, "replicate-interval", 0, "advanced: period of the replica placement loop (0: 500ms)")
 	fs.DurationVar(&f.requestTimeout, "request-timeout", 0, "advanced: how long a write waits to apply before it is answered as ambiguous (0: 10s)")
 	fs.IntVar(&f.txnPipelineRecords, "txn-pipeline-records", 0, "advanced: transaction records a range leader keeps in its Raft log at once before the next wait and batch; more lowers commit latency at low concurrency and costs CPU under load (0: 1)")
+	fs.BoolVar(&f.txnPrepareAnchor, "txn-prepare-anchor", false, "advanced: prepare a transaction's anchor range like every other participant and write the decision as a record of its own (classic two-phase commit, two more Raft entries per commit); by default the anchor commits with the decision")
 	fs.BoolVar(&f.loseUnsynced, "unsafe-lose-unsynced", false, "testing only: keep file data in memory until fsync, so a SIGKILL loses every unsynced byte (vowdb torture)")
 	_ = fs.MarkHidden("unsafe-lose-unsynced")
 	return cmd
@@ -129,6 +131,7 @@ func (f *startFlags) config(logger *slog.Logger) (server.Config, error) {
 		MaxKeyBytes:        f.maxKeyBytes,
 		MaxValueBytes:      f.maxValueBytes,
 		TxnPipelineRecords: f.txnPipelineRecords,
+		TxnPrepareAnchor:   f.txnPrepareAnchor,
 		Logger:             logger,
 	}, nil
 }

@@ -30,10 +30,14 @@ const (
 	// sent yet, so every participant is still ACTIVE.
 	TxnBeforePrepare = "txn/before-prepare"
 	// TxnBeforeDecision: every participant voted YES; the COMMITTED
-	// compare-and-set on the txn record is not proposed yet.
+	// compare-and-set on the txn record is not proposed yet. When the
+	// anchor decides, every other participant voted YES and the anchor's
+	// commit with the decision is not sent yet.
 	TxnBeforeDecision = "txn/before-decision"
-	// TxnAfterDecision: the decision is durable in the txn record; no
-	// COMMIT was sent and the client was not answered.
+	// TxnAfterDecision: the decision is durable in the txn record (when
+	// the anchor decides: its commit with the decision applied and its
+	// answer reached the gateway); no COMMIT was sent and the client was
+	// not answered.
 	TxnAfterDecision = "txn/after-decision"
 	// TxnBeforeCommitSend: COMMIT messages are about to be sent.
 	TxnBeforeCommitSend = "txn/before-commit-send"

@@ -1,6 +1,7 @@
 package replica
 
 import (
+	"bytes"
 	"fmt"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -124,6 +125,28 @@ func (r *rangeState) onePhase(op *vowdbpb.OnePhaseTxnOp) (Result, error) {
 	}
 	if err := r.checkWrites(op.Writes); err != nil {
 		return Result{Err: err}, nil
+	}
+	if d := op.Decide; d != nil {
+		// The anchor's commit with the decision: the txn record first. An
+		// inquirer's presumed ABORTED may have been recorded before this
+		// entry; then nothing is applied and the attempt is remembered
+		// aborted, so a duplicate cannot commit it later either.
+		if !bytes.Equal(d.TxnId, op.TxnId) || d.Expect != vowdbpb.TxnState_TXN_UNKNOWN ||
+			d.NewState != vowdbpb.TxnState_TXN_COMMITTED || d.Remove || d.End {
+			return Result{Err: fmt.Errorf("%w: a commit with the decision must move its own record from absent to COMMITTED", ErrInvalidCommand)}, nil
+		}
+		res, err := r.recordCAS(d)
+		if err != nil || res.Err != nil {
+			return res, err
+		}
+		switch {
+		case res.TxnState == vowdbpb.TxnState_TXN_ABORTED:
+			return Result{TxnState: vowdbpb.TxnState_TXN_ABORTED}, r.remember(op.TxnId, vowdbpb.TxnState_TXN_ABORTED)
+		case !res.Swapped:
+			// Only this entry ever records COMMITTED for the attempt, and
+			// the outcome memory said it never applied.
+			return Result{Err: fmt.Errorf("%w: txn record already %v", ErrInvalidCommand, res.TxnState)}, nil
+		}
 	}
 	if err := r.applyWrites(op.Writes); err != nil {
 		return Result{}, err

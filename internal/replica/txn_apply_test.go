@@ -27,6 +27,15 @@ func casCmd(id, anchor string, expect, to vowdbpb.TxnState, remove bool) *vowdbp
 		TxnId: []byte(id), AnchorKey: []byte(anchor), Expect: expect, NewState: to, Remove: remove}}}
 }
 
+// decideCmd is the anchor's commit with the decision: writes applied only if
+// the txn record at anchor moves from absent to COMMITTED.
+func decideCmd(id, anchor string, writes ...*vowdbpb.TxnWrite) *vowdbpb.Command {
+	c := onePhaseCmd(id, writes...)
+	c.GetOnePhaseTxn().Decide = &vowdbpb.TxnRecordCasOp{TxnId: []byte(id), AnchorKey: []byte(anchor),
+		Expect: unknown, NewState: committed, ParticipantRangeIds: []uint64{2}, CoordinatorNodeId: 1}
+	return c
+}
+
 func w(k, v string) *vowdbpb.TxnWrite { return &vowdbpb.TxnWrite{Key: []byte(k), Value: []byte(v)} }
 
 const (
@@ -91,6 +100,22 @@ func TestTxnCommands(t *testing.T) {
 			{cmd: casCmd("t1", "a", unknown, aborted, false), wantState: committed},
 			{cmd: casCmd("t1", "a", aborted, unknown, true), wantState: committed},
 			{cmd: casCmd("t1", "a", committed, unknown, true), wantState: unknown, wantSwapped: true},
+		}, map[string]string{}},
+		// Ref: DESIGN.md rules 1, 4; docs/design/2pc.md "The anchor decides".
+		{"commit with the decision records COMMITTED and applies once", []step{
+			{cmd: decideCmd("t1", "a", w("a", "1")), wantState: committed, wantSwapped: true},
+			{cmd: casCmd("t1", "a", unknown, aborted, false), wantState: committed}, // a late presumed abort loses
+			{cmd: put("a", "later")},
+			{cmd: decideCmd("t1", "a", w("a", "1")), wantState: committed},
+		}, map[string]string{"a": "later"}},
+		{"commit with the decision after a presumed abort applies nothing", []step{
+			{cmd: casCmd("t1", "a", unknown, aborted, false), wantState: aborted, wantSwapped: true},
+			{cmd: decideCmd("t1", "a", w("a", "1")), wantState: aborted},
+			{cmd: decideCmd("t1", "a", w("a", "1")), wantState: aborted}, // and never will
+			{cmd: onePhaseCmd("t1", w("a", "1")), wantState: aborted},
+		}, map[string]string{}},
+		{"commit with the decision for an anchor key outside the range is refused", []step{
+			{cmd: decideCmd("t1", "zz", w("a", "1")), wantErr: true},
 		}, map[string]string{}},
 		{"write outside the range is refused", []step{
 			{cmd: prepareCmd("t1", w("a", "1"), w("zz", "2")), wantErr: true},

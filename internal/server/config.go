@@ -47,6 +47,12 @@ type Config struct {
 	// concurrency and costs CPU per transaction under load (measured in
 	// docs/benchmarks.md).
 	TxnPipelineRecords int
+	// TxnPrepareAnchor prepares a transaction's anchor range like every
+	// other participant and records the decision separately (classic
+	// two-phase commit). By default the anchor is not prepared: once the
+	// others voted YES it commits its writes and records the decision in
+	// one Raft entry, which saves two Raft entries per commit.
+	TxnPrepareAnchor bool
 
 	FS     vfs.FS // nil: the real file system
 	Logger *slog.Logger

@@ -71,7 +71,7 @@ func newTxnLayer(n *Node) *txnLayer {
 	l.det.info = map[lock.TxnID]deadlock.TxnInfo{}
 	l.det.reported = map[uint64]time.Time{}
 	gw, err := txnhost.NewGateway(gatewayHost{l}, 0, txnhost.GatewayConfig{ResendTicks: resendTicks,
-		VoteTimeoutTicks: voteTimeoutTicks, DecideTimeoutTicks: voteTimeoutTicks})
+		VoteTimeoutTicks: voteTimeoutTicks, DecideTimeoutTicks: voteTimeoutTicks, PrepareAnchor: l.n.cfg.TxnPrepareAnchor})
 	if err != nil {
 		panic(err) // the configuration above is valid
 	}

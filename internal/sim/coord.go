@@ -94,6 +94,10 @@ func (n *node) sendTxn(m txn.Message) {
 		w.saw("inquire")
 	case txn.MsgInquirePeer:
 		w.saw("inquire-peer (cooperative termination)")
+	case txn.MsgOnePhaseCommit:
+		if m.Coordinator != 0 {
+			w.saw("anchor commits with the decision")
+		}
 	}
 	target := uint64(m.To.Node)
 	if m.To.Range != 0 {

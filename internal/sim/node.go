@@ -83,7 +83,7 @@ func (n *node) open() error {
 	n.restorer = txnhost.Restorer{}
 	n.lastLeader = map[uint64]uint64{}
 	n.gw, err = txnhost.NewGateway(nodeHost{n}, n.id, txnhost.GatewayConfig{ResendTicks: resendTicks,
-		VoteTimeoutTicks: voteTimeout, DecideTimeoutTicks: decideTimeout})
+		VoteTimeoutTicks: voteTimeout, DecideTimeoutTicks: decideTimeout, PrepareAnchor: n.w.cfg.PrepareAnchor})
 	return err
 }
 

@@ -34,6 +34,10 @@ type Config struct {
 	// PipelineRecords is each tenure's txnhost.Config.PipelineRecords
 	// (0: 1, the server's default).
 	PipelineRecords int
+	// PrepareAnchor is txnhost.GatewayConfig.PrepareAnchor: the classic
+	// commit, with the anchor prepared and a decision record of its own
+	// (false: the anchor commits with the decision, the server's default).
+	PrepareAnchor bool
 	// Bug deliberately breaks the system, to prove the checks catch it:
 	// "no-locks" grants every lock at once (strict 2PL off).
 	Bug string

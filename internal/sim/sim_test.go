@@ -14,8 +14,9 @@ import (
 )
 
 // configFor varies the cluster with the seed: 3 or 5 nodes, 2 to 4 ranges,
-// transaction records one batch at a time or pipelined, bank or
-// list-append, always with faults.
+// transaction records one batch at a time or pipelined, the anchor
+// committing with the decision or (a quarter of the seeds) prepared like
+// the others, bank or list-append, always with faults.
 func configFor(seed uint64) Config {
 	c := Config{Seed: seed, Faults: true, Splits: true, Nodes: 3, Ranges: 3}
 	if seed%3 == 0 {
@@ -23,6 +24,7 @@ func configFor(seed uint64) Config {
 	}
 	c.Ranges = 2 + int(seed/3%3)
 	c.PipelineRecords = 1 + 3*int(seed/9%2) // one batch at a time, or pipelined
+	c.PrepareAnchor = seed%4 == 3
 	return c
 }
 
@@ -120,7 +122,11 @@ func TestRegressionSeeds(t *testing.T) {
 			t.Fatalf("regressions.txt: %q: %v", line, err)
 		}
 		n++
-		for _, cfg := range []Config{configFor(seed), {Seed: seed, Faults: true}} {
+		// Both commit paths: a seed found with one may matter to the other.
+		flipped := configFor(seed)
+		flipped.PrepareAnchor = !flipped.PrepareAnchor
+		for _, cfg := range []Config{configFor(seed), flipped, {Seed: seed, Faults: true},
+			{Seed: seed, Faults: true, PrepareAnchor: true}} {
 			if rep := Run(cfg); rep.Failure != "" {
 				t.Errorf("%v", rep)
 			}

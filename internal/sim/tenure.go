@@ -89,6 +89,15 @@ func (h nodeHost) NodeID() uint64 { return h.n.id }
 func (h nodeHost) Status(rangeID uint64) *replica.Status { return h.n.status(rangeID) }
 
 func (h nodeHost) Propose(rangeID uint64, cmd *vowdbpb.Command, done func(replica.Result)) {
+	if cmd.GetOnePhaseTxn().GetDecide() != nil {
+		inner, w := done, h.n.w
+		done = func(res replica.Result) {
+			if res.Err == nil && res.TxnState == vowdbpb.TxnState_TXN_ABORTED {
+				w.saw("anchor commit lost to an ABORTED record")
+			}
+			inner(res)
+		}
+	}
 	h.n.propose(rangeID, cmd, done)
 }
 

@@ -94,7 +94,8 @@ func waitStatus(t *testing.T, db *vowdb.DB, id vowdb.TxnID, want vowdb.TxnState)
 			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("txn %d status %v (%v), want %v", id, st, err, want)
+			inflight, lerr := db.Txns(context.Background())
+			t.Fatalf("txn %d status %v (%v), want %v; in flight: %+v (%v)", id, st, err, want, inflight, lerr)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
@@ -223,7 +224,20 @@ func TestTxnCoordinatorSilentBeforePrepare(t *testing.T) {
 		}
 	}
 	release()
-	waitStatus(t, db, tx.ID(), vowdb.TxnAborted)
+	// The coordinator's PREPAREs are refused, so it aborts. Nothing durable
+	// names the txn (no range prepared it, no record was needed): its status
+	// settles as UNKNOWN or ABORTED, never PENDING or COMMITTED.
+	deadline := time.Now().Add(45 * time.Second)
+	for {
+		st, err := db.TxnStatus(ctx, tx.ID())
+		if err == nil && (st == vowdb.TxnAborted || st == vowdb.TxnUnknown) {
+			break
+		}
+		if err == nil && st == vowdb.TxnCommitted || time.Now().After(deadline) {
+			t.Fatalf("txn status %v (%v), want ABORTED or UNKNOWN", st, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 	waitValue(t, db, "a", "after")
 	waitValue(t, db, "z", "after")
 }

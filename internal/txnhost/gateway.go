@@ -36,6 +36,10 @@ type GatewayConfig struct {
 	ResendTicks        int
 	VoteTimeoutTicks   int
 	DecideTimeoutTicks int
+	// PrepareAnchor turns txn.CoordinatorConfig.AnchorDecides off: the
+	// anchor range is prepared like every other participant and the
+	// decision is a record of its own (one more Raft entry per commit).
+	PrepareAnchor bool
 }
 
 // Gateway drives the coordinator of the txns this node is the gateway of:
@@ -49,7 +53,10 @@ type Gateway struct {
 	c       *txn.Coordinator
 	waiting map[attemptKey]func(txn.Result)
 	running map[lock.TxnID]*Committing
-	fired   deferred
+	// anchorAsked holds the attempts whose anchor was sent its commit with
+	// the decision, for the decision failpoints.
+	anchorAsked map[attemptKey]bool
+	fired       deferred
 	// ends are END records waiting for the next Tick (or for a full batch),
 	// so that the ends of many txns share Raft rounds.
 	ends []txn.EndRecord
@@ -75,7 +82,8 @@ type Committing struct {
 // NewGateway returns a gateway for node (0 until the node knows its id;
 // SetNode replaces it then).
 func NewGateway(h GatewayHost, node uint64, cfg GatewayConfig) (*Gateway, error) {
-	g := &Gateway{host: h, cfg: cfg, waiting: map[attemptKey]func(txn.Result){}, running: map[lock.TxnID]*Committing{}}
+	g := &Gateway{host: h, cfg: cfg, waiting: map[attemptKey]func(txn.Result){}, running: map[lock.TxnID]*Committing{},
+		anchorAsked: map[attemptKey]bool{}}
 	if err := g.SetNode(node); err != nil {
 		return nil, err
 	}
@@ -88,7 +96,8 @@ func (g *Gateway) SetNode(node uint64) error {
 		node = 1 // placeholder until the node joins; nothing commits before
 	}
 	c, err := txn.NewCoordinator(txn.CoordinatorConfig{Node: txn.NodeID(node), ResendTicks: g.cfg.ResendTicks,
-		VoteTimeoutTicks: g.cfg.VoteTimeoutTicks, DecideTimeoutTicks: g.cfg.DecideTimeoutTicks})
+		VoteTimeoutTicks: g.cfg.VoteTimeoutTicks, DecideTimeoutTicks: g.cfg.DecideTimeoutTicks,
+		AnchorDecides: !g.cfg.PrepareAnchor})
 	if err != nil {
 		return err
 	}
@@ -131,6 +140,16 @@ func (g *Gateway) Forget(id lock.TxnID, attempt uint64) {
 
 // Step hands a protocol message (a vote, an ack) to the coordinator.
 func (g *Gateway) Step(m txn.Message) error {
+	if failpoint.Enabled && m.Type == txn.MsgOnePhaseResp && m.Decision == txn.DecisionCommitted {
+		g.mu.Lock()
+		asked := g.anchorAsked[attemptKey{m.Txn, m.Attempt}]
+		g.mu.Unlock()
+		if asked {
+			// The anchor's commit with the decision applied: the decision
+			// is durable, no COMMIT was sent and the client was not answered.
+			failpoint.Hit(failpoint.TxnAfterDecision)
+		}
+	}
 	g.mu.Lock()
 	defer g.unlock()
 	if err := g.c.Step(m); err != nil {
@@ -201,7 +220,21 @@ func (g *Gateway) pumpLocked() {
 		}
 		if len(rd.Messages) > 0 {
 			msgs := append([]txn.Message(nil), rd.Messages...)
+			decides := false
+			for _, m := range msgs {
+				if m.Type == txn.MsgOnePhaseCommit && m.Coordinator != 0 {
+					decides = true
+					if failpoint.Enabled {
+						g.anchorAsked[attemptKey{m.Txn, m.Attempt}] = true
+					}
+				}
+			}
 			g.fired.add(func() {
+				if decides {
+					// Every other participant voted YES; the decision (the
+					// anchor's commit) is not proposed yet.
+					failpoint.Hit(failpoint.TxnBeforeDecision)
+				}
 				for _, m := range msgs {
 					if m.Type == txn.MsgCommit {
 						failpoint.Hit(failpoint.TxnBeforeCommitSend)
@@ -228,10 +261,17 @@ func (g *Gateway) pumpLocked() {
 			g.flushEndsLocked()
 		}
 		g.c.Advance(rd)
-		for id, info := range g.running {
-			if !g.c.Has(id, info.Attempt) {
-				delete(g.running, id)
-			}
+	}
+	// A txn may end with no output (the last ACK of an abort without a
+	// record), so this runs after every step, not only after a Ready.
+	for id, info := range g.running {
+		if !g.c.Has(id, info.Attempt) {
+			delete(g.running, id)
+		}
+	}
+	for k := range g.anchorAsked {
+		if !g.c.Has(k.id, k.attempt) {
+			delete(g.anchorAsked, k)
 		}
 	}
 }

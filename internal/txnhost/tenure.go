@@ -661,7 +661,7 @@ func (t *Tenure) confirmReadOnlyLocked(votes []txn.Message) {
 func (t *Tenure) persistLocked(rd txn.Ready) {
 	e := &inflight{rd: rd, left: len(rd.Records)}
 	t.inflight = append(t.inflight, e)
-	for _, rec := range rd.Records {
+	for i, rec := range rd.Records {
 		t.host.Propose(t.id, txnwire.RecordCommand(rec), func(res replica.Result) {
 			if res.Err == nil {
 				// Failpoints run outside the mutex (a test may hold a
@@ -671,9 +671,15 @@ func (t *Tenure) persistLocked(rd txn.Ready) {
 			}
 			t.lock()
 			defer t.unlock()
+			c, decides := rec.(txn.CommitRecord)
+			decides = decides && c.Decide != nil
 			if e.failure == "" {
 				if res.Err != nil {
 					e.failure = fmt.Sprintf("%v: %v", rec, res.Err)
+				} else if decides && res.TxnState == vowdbpb.TxnState_TXN_ABORTED {
+					// The commit with the decision lost its CAS to an
+					// ABORTED record: it applied as an abort.
+					e.rd.Records[i] = txn.AbortRecord{Txn: c.Txn, Attempt: c.Attempt, Range: c.Range}
 				} else if want := txnwire.ExpectedState(rec); res.TxnState != want {
 					e.failure = fmt.Sprintf("%v applied as %v, want %v", rec, res.TxnState, want)
 					e.invariant = "record " + e.failure

@@ -432,7 +432,7 @@ func TestTenureSizeLimit(t *testing.T) {
 // leaves and before the caller hears the outcome; END follows the acks.
 func TestGatewayDecisionBeforeCommitAndResult(t *testing.T) {
 	h := newFakeHost(t)
-	g, err := NewGateway(h, 2, GatewayConfig{ResendTicks: 4, VoteTimeoutTicks: 100, DecideTimeoutTicks: 100})
+	g, err := NewGateway(h, 2, GatewayConfig{ResendTicks: 4, VoteTimeoutTicks: 100, DecideTimeoutTicks: 100, PrepareAnchor: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -476,7 +476,7 @@ func TestGatewayDecisionBeforeCommitAndResult(t *testing.T) {
 // A lost race (the record already says ABORTED) is what the caller hears.
 func TestGatewayCASLostToAbort(t *testing.T) {
 	h := newFakeHost(t)
-	g, _ := NewGateway(h, 2, GatewayConfig{ResendTicks: 4, VoteTimeoutTicks: 100, DecideTimeoutTicks: 100})
+	g, _ := NewGateway(h, 2, GatewayConfig{ResendTicks: 4, VoteTimeoutTicks: 100, DecideTimeoutTicks: 100, PrepareAnchor: true})
 	var res *txn.Result
 	req := txn.CommitRequest{Txn: 1, Attempt: 1, Anchor: 7, AnchorKey: []byte("b"),
 		Participants: []txn.Participation{{Range: 7, Term: 3, Writes: true}, {Range: 8, Term: 4, Writes: true}}}

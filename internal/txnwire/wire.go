@@ -120,8 +120,11 @@ func RecordCommand(r txn.Record) *vowdbpb.Command {
 			AnchorRangeId: uint64(r.Anchor), Participants: ParticipantsToPB(r.Participants)}}}
 	case txn.CommitRecord:
 		if r.OnePhase {
-			return &vowdbpb.Command{Op: &vowdbpb.Command_OnePhaseTxn{OnePhaseTxn: &vowdbpb.OnePhaseTxnOp{
-				TxnId: KeyID(r.Txn, r.Attempt), Writes: WritesToPB(r.Writes)}}}
+			op := &vowdbpb.OnePhaseTxnOp{TxnId: KeyID(r.Txn, r.Attempt), Writes: WritesToPB(r.Writes)}
+			if d := r.Decide; d != nil {
+				op.Decide = DecisionCommand(*d, uint64(d.Coordinator)).GetTxnRecordCas()
+			}
+			return &vowdbpb.Command{Op: &vowdbpb.Command_OnePhaseTxn{OnePhaseTxn: op}}
 		}
 		return &vowdbpb.Command{Op: &vowdbpb.Command_ResolveTxn{ResolveTxn: &vowdbpb.ResolveTxnOp{
 			TxnId: KeyID(r.Txn, r.Attempt), Commit: true}}}
