@@ -44,6 +44,9 @@ const (
 	// TxnBeforeEnd: every participant acknowledged; the record is not
 	// ended yet.
 	TxnBeforeEnd = "txn/before-end"
+	// TxnOpGranted: a transactional operation's lock was granted on the
+	// range's leader; its answer is not sent yet.
+	TxnOpGranted = "txn/op-granted"
 	// TxnAfterPrepareDurable: a participant's prepare record applied; the
 	// YES vote is not sent.
 	TxnAfterPrepareDurable = "txn/participant-after-prepare"

@@ -8,8 +8,11 @@ import (
 	"sync/atomic"
 	"time"
 
+	"google.golang.org/grpc/status"
+
 	"github.com/vowdb/vowdb/api/vowdbpb"
 	"github.com/vowdb/vowdb/internal/deadlock"
+	"github.com/vowdb/vowdb/internal/failpoint"
 	"github.com/vowdb/vowdb/internal/keys"
 	"github.com/vowdb/vowdb/internal/lock"
 	"github.com/vowdb/vowdb/internal/multiraft"
@@ -227,6 +230,12 @@ func (l *txnLayer) op(ctx context.Context, req *vowdbpb.TxnOpRequest) (*vowdbpb.
 	if req.DeadlineUnixMs > 0 && time.UnixMilli(req.DeadlineUnixMs).Before(deadline) {
 		deadline = time.UnixMilli(req.DeadlineUnixMs)
 	}
+	if err := ctx.Err(); err != nil {
+		// The client gave up before this request was served (it waited in
+		// a queue, or this node was paused): taking a lock now would leave
+		// it to a transaction nobody is running.
+		return nil, status.FromContextError(err).Err()
+	}
 	type granted struct {
 		waited time.Duration
 		ab     *vowdbpb.TxnAbort
@@ -265,12 +274,22 @@ func (l *txnLayer) op(ctx context.Context, req *vowdbpb.TxnOpRequest) (*vowdbpb.
 	if g.ab != nil {
 		return nil, abortStatus(g.ab, "%s", txnhost.DescribeAbort(g.ab))
 	}
+	failpoint.Hit(failpoint.TxnOpGranted)
 	resp := &vowdbpb.TxnOpResponse{RangeId: tr.Range(), Term: tr.Number(), LockWaitMicros: g.waited.Microseconds()}
 	_, resp.RangeEnd = tr.Span()
 	if req.Kind == vowdbpb.TxnOpRequest_GET || req.Kind == vowdbpb.TxnOpRequest_SCAN {
 		if err := l.readUnderLock(ctx, tr, req, span, resp); err != nil {
 			return nil, err
 		}
+	}
+	if err := ctx.Err(); err != nil {
+		// The client gave up while the lock was granted: it will not hear
+		// of this operation, so it fails the attempt, and its rollback may
+		// not get here (this node was cut off or paused). Roll back the
+		// attempt's state on this range now, so its locks are not kept
+		// until the deadline; a prepared attempt is never touched.
+		tr.Rollback(id, req.Attempt)
+		return nil, status.FromContextError(err).Err()
 	}
 	return resp, nil
 }

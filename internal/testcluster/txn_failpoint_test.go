@@ -9,7 +9,13 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+
 	"github.com/vowdb/vowdb"
+	"github.com/vowdb/vowdb/api/vowdbpb"
 	"github.com/vowdb/vowdb/internal/failpoint"
 )
 
@@ -350,5 +356,57 @@ func TestTxnCrashClusterAtEveryStep(t *testing.T) {
 			}
 			t.Logf("outcome %v", st)
 		})
+	}
+}
+
+// TestTxnOpAbandonedWhileGranted: a transactional read's S lock is granted,
+// but its client gave up before the answer left (its deadline passed while
+// the node was stalled), and the client's rollback never arrives (this
+// caller sends none, as when the node was cut off or paused when it was
+// sent). The node must not keep the lock for a transaction nobody runs:
+// it rolls the attempt back on that range, and a later operation of the
+// same attempt is refused.
+func TestTxnOpAbandonedWhileGranted(t *testing.T) {
+	c, db := startCluster(t, 1)
+	ctx := context.Background()
+	if err := db.Put(ctx, []byte("k"), []byte("v")); err != nil {
+		t.Fatal(err)
+	}
+	conn, err := grpc.NewClient(c.Endpoints()[0], grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	tc := vowdbpb.NewTxnClient(conn)
+	hit, release := holdAt(t, failpoint.TxnOpGranted)
+	const id, attempt = 4242, 1
+	octx, cancel := context.WithTimeout(ctx, time.Second)
+	done := make(chan error, 1)
+	go func() {
+		_, err := tc.Op(octx, &vowdbpb.TxnOpRequest{TxnId: id, Attempt: attempt, Kind: vowdbpb.TxnOpRequest_GET,
+			Key: []byte("k"), GatewayNodeId: 1})
+		done <- err
+	}()
+	select {
+	case <-hit:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the operation never got its lock")
+	}
+	<-octx.Done() // the client gives up while the node holds the answer
+	cancel()
+	release()
+	if err := <-done; err == nil {
+		t.Fatal("the abandoned operation reported success")
+	}
+	// Nothing holds k: a plain write goes through at once.
+	pctx, pcancel := context.WithTimeout(ctx, 3*time.Second)
+	defer pcancel()
+	if err := db.Put(pctx, []byte("k"), []byte("plain")); err != nil {
+		t.Fatalf("the abandoned operation left its lock: %v", err)
+	}
+	_, err = tc.Op(ctx, &vowdbpb.TxnOpRequest{TxnId: id, Attempt: attempt, Kind: vowdbpb.TxnOpRequest_PUT,
+		Key: []byte("k"), Value: []byte("late"), GatewayNodeId: 1})
+	if status.Code(err) != codes.Aborted {
+		t.Fatalf("a later operation of the abandoned attempt: %v, want an abort", err)
 	}
 }

@@ -52,7 +52,14 @@
 // operations refused (rule 7).
 //
 // Coordinator, per txn attempt: preparing → (one-phase | deciding) →
-// committing | aborting → ending → forgotten. The txn record at the anchor
+// committing | aborting → ending → forgotten. With
+// CoordinatorConfig.AnchorDecides a txn writing several ranges skips the
+// anchor in phase 1 and then sends it a OnePhaseCommit carrying the
+// decision (one-phase with the decision): the anchor's one CommitRecord
+// (Decide set) compare-and-sets the txn record to COMMITTED and applies its
+// writes only if that wins. COMMITTED → committing the YES voters; any other
+// answer or none → deciding by a CAS to ABORTED whose result is the outcome
+// (it may find the anchor's COMMITTED). The txn record at the anchor
 // range goes PENDING (absent) → COMMITTED | ABORTED by compare-and-set, and
 // is ended once every participant acknowledged. An ended record stays as a
 // bounded tombstone (RecordTable), so a late Inquire cannot presume abort
@@ -66,7 +73,9 @@
 //	                                              duplicate after YES: YES; finished: known outcome
 //	Vote              participant → coordinator   first vote per range counts; NO or timeout: abort; all YES: CAS COMMITTED (rule 3)
 //	Commit / Abort    coordinator → participant   PREPARED: Commit/AbortRecord, ACK once durable; unknown or finished: ACK
-//	OnePhaseCommit    coordinator → participant   ACTIVE, term ok: one CommitRecord, then OnePhaseResp (rule 10)
+//	OnePhaseCommit    coordinator → participant   ACTIVE, term ok: one CommitRecord, then OnePhaseResp (rule 10);
+//	                                              with Coordinator set (the anchor): the record also CASes the decision,
+//	                                              and applies as an abort if ABORTED was recorded first
 //	Inquire           participant → anchor range  the txn record's decision; undecided and coordinator gone: CAS ABORTED (rule 4)
 //	InquirePeer       participant → participant   known outcome; ACTIVE or certainly never prepared: remember ABORTED, answer
 //	                                              ABORTED (it can never prepare now); PREPARED, READ-ONLY or cannot tell: PENDING (rule 5)
@@ -74,7 +83,8 @@
 // # Durable records
 //
 //	PrepareRecord   participant's range   txn, attempt, writes, X locks, anchor, participants (with terms), coordinator
-//	CommitRecord    participant's range   apply writes, delete the prepare record (2PC) — or the whole 1PC commit
+//	CommitRecord    participant's range   apply writes, delete the prepare record (2PC) — or the whole 1PC commit,
+//	                                      or (Decide) the anchor's commit with the decision: CAS, then writes
 //	AbortRecord     participant's range   delete the prepare record
 //	DecisionRecord  anchor range          CAS undecided → COMMITTED | ABORTED, with the phase-2 participants
 //	EndRecord       anchor range          end the txn record (kept as a bounded tombstone)
@@ -102,6 +112,9 @@
 //	  before answering                     client sees ambiguous (never "aborted": it may have applied)
 //	anchor range leader                    the txn record is Raft state; the new leader serves it and Restores
 //	                                       decided records into a coordinator
+//	anchor deciding, before or after its   a resent OnePhaseCommit finds a new tenure that cannot tell (PENDING);
+//	  commit-with-decision entry           the coordinator's CAS to ABORTED then wins (nothing applied) or finds
+//	                                       COMMITTED (the entry applied) and commits the others
 //
 // NB: a restarted participant has forgotten which txns it finished, so an
 // unknown txn may be one it prepared, committed and forgot. It answers
