@@ -287,10 +287,16 @@ func (c *Coordinator) onAnchorResp(t *ctxn, d Decision) {
 		c.phase2(t, DecisionCommitted)
 		return
 	}
-	t.learning, t.why, t.whyRange = true, ReasonDecisionLost, t.req.Anchor
-	if d == DecisionAborted {
-		t.why = ReasonVotedNo // the anchor refused: its locks were lost (rule 8)
-	}
+	// If ABORTED wins, the anchor did not commit: it refused or could not
+	// tell (its locks were lost with its tenure, rule 8), or its entry lost
+	// to an inquirer's ABORTED.
+	c.learn(t, ReasonVotedNo)
+}
+
+// learn settles an anchor that may have committed with the decision: a CAS
+// to ABORTED, whose result is the outcome (CASResult).
+func (c *Coordinator) learn(t *ctxn, why AbortReason) {
+	t.learning, t.why, t.whyRange = true, why, t.req.Anchor
 	c.decide(t, DecisionAborted, append(slices.Clone(t.yesVoters), t.req.Anchor))
 }
 
@@ -402,8 +408,10 @@ func (c *Coordinator) Tick() {
 				}
 			}
 		case phaseOnePhase:
-			if t.ticks >= c.cfg.VoteTimeoutTicks {
-				c.onOnePhaseResp(t, DecisionPending) // it may have applied: ambiguous, or learn (anchorLast)
+			if t.anchorLast && t.ticks >= c.cfg.VoteTimeoutTicks {
+				c.learn(t, ReasonVoteTimeout) // its entry may have applied
+			} else if t.ticks >= c.cfg.VoteTimeoutTicks {
+				c.onOnePhaseResp(t, DecisionPending) // it may have applied: ambiguous
 			} else if t.ticks%c.cfg.ResendTicks == 0 {
 				c.sendOnePhase(t)
 			}
