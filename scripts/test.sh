@@ -32,4 +32,4 @@ go test -count=1 -v -run 'TestSimulationSeeds|TestRegressionSeeds' ./internal/si
 
 echo "== failpoint crash tests"
 go test -race -count=1 -tags failpoints ./internal/failpoint/ ./internal/multiraft/
-go test -race -count=1 -tags failpoints -run TestTxnCrash ./internal/testcluster/
+go test -race -count=1 -tags failpoints -run 'TestTxnCrash|TestTxnCoordinatorSilent|TestTxnOpAbandoned' ./internal/testcluster/

@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"os"
+	"runtime/pprof"
 	"sort"
 	"strconv"
 	"strings"
@@ -32,6 +34,7 @@ type benchBankOptions struct {
 	timeout     time.Duration
 	pids        []int
 	quiet       bool
+	cpuProfile  string
 }
 
 const benchBankLong = `bench bank runs a closed-loop bank-transfer workload against a cluster: each
@@ -97,6 +100,7 @@ func newBenchBankCmd() *cobra.Command {
 	f.DurationVar(&o.timeout, "op-timeout", 10*time.Second, "bound on one transfer (it is also the transaction's timeout)")
 	f.IntSliceVar(&o.pids, "pids", nil, "PIDs of server processes whose CPU time to measure, comma-separated")
 	f.BoolVar(&o.quiet, "quiet", false, "do not print the per-second lines")
+	f.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of this process (the clients) during the measured run to this file (go tool pprof)")
 	return cmd
 }
 
@@ -199,6 +203,17 @@ func runBenchBank(ctx context.Context, stdout, stderr io.Writer, o benchBankOpti
 		o.concurrency, nc, o.accounts, o.duration, strings.Join(endpoints, ","))
 
 	rec := newBenchBankRecorder()
+	if o.cpuProfile != "" {
+		f, err := os.Create(o.cpuProfile)
+		if err != nil {
+			return fmt.Errorf("bench: --cpuprofile: %w", err)
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return fmt.Errorf("bench: --cpuprofile: %w", err)
+		}
+		defer pprof.StopCPUProfile() // on an early return; a no-op after the one below
+	}
 	cpu0, err := benchReadCPU(o.pids)
 	if err != nil {
 		return err
@@ -248,6 +263,9 @@ loop:
 		}
 	}
 	elapsed := time.Since(start)
+	if o.cpuProfile != "" {
+		pprof.StopCPUProfile() // the measured run only, not the check below
+	}
 	cpu1, err := benchReadCPU(o.pids)
 	if err != nil {
 		return err
