@@ -394,6 +394,10 @@ func TestTxnOpAbandonedWhileGranted(t *testing.T) {
 	}
 	<-octx.Done() // the client gives up while the node holds the answer
 	cancel()
+	// The node learns of it when its own copy of the deadline passes (a
+	// little after the client's: it started counting on receipt) or when
+	// the cancellation arrives; give it that time before it goes on.
+	time.Sleep(time.Second)
 	release()
 	if err := <-done; err == nil {
 		t.Fatal("the abandoned operation reported success")
