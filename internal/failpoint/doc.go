@@ -35,9 +35,9 @@ const (
 	// commit with the decision is not sent yet.
 	TxnBeforeDecision = "txn/before-decision"
 	// TxnAfterDecision: the decision is durable in the txn record (when
-	// the anchor decides: its commit with the decision applied and its
-	// answer reached the gateway); no COMMIT was sent and the client was
-	// not answered.
+	// the anchor decides: its commit with the decision applied on its
+	// leader, which has not answered yet); no COMMIT was sent and the
+	// client was not answered.
 	TxnAfterDecision = "txn/after-decision"
 	// TxnBeforeCommitSend: COMMIT messages are about to be sent.
 	TxnBeforeCommitSend = "txn/before-commit-send"

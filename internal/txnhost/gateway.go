@@ -53,10 +53,7 @@ type Gateway struct {
 	c       *txn.Coordinator
 	waiting map[attemptKey]func(txn.Result)
 	running map[lock.TxnID]*Committing
-	// anchorAsked holds the attempts whose anchor was sent its commit with
-	// the decision, for the decision failpoints.
-	anchorAsked map[attemptKey]bool
-	fired       deferred
+	fired   deferred
 	// ends are END records waiting for the next Tick (or for a full batch),
 	// so that the ends of many txns share Raft rounds.
 	ends []txn.EndRecord
@@ -82,8 +79,7 @@ type Committing struct {
 // NewGateway returns a gateway for node (0 until the node knows its id;
 // SetNode replaces it then).
 func NewGateway(h GatewayHost, node uint64, cfg GatewayConfig) (*Gateway, error) {
-	g := &Gateway{host: h, cfg: cfg, waiting: map[attemptKey]func(txn.Result){}, running: map[lock.TxnID]*Committing{},
-		anchorAsked: map[attemptKey]bool{}}
+	g := &Gateway{host: h, cfg: cfg, waiting: map[attemptKey]func(txn.Result){}, running: map[lock.TxnID]*Committing{}}
 	if err := g.SetNode(node); err != nil {
 		return nil, err
 	}
@@ -140,16 +136,6 @@ func (g *Gateway) Forget(id lock.TxnID, attempt uint64) {
 
 // Step hands a protocol message (a vote, an ack) to the coordinator.
 func (g *Gateway) Step(m txn.Message) error {
-	if failpoint.Enabled && m.Type == txn.MsgOnePhaseResp && m.Decision == txn.DecisionCommitted {
-		g.mu.Lock()
-		asked := g.anchorAsked[attemptKey{m.Txn, m.Attempt}]
-		g.mu.Unlock()
-		if asked {
-			// The anchor's commit with the decision applied: the decision
-			// is durable, no COMMIT was sent and the client was not answered.
-			failpoint.Hit(failpoint.TxnAfterDecision)
-		}
-	}
 	g.mu.Lock()
 	defer g.unlock()
 	if err := g.c.Step(m); err != nil {
@@ -224,9 +210,6 @@ func (g *Gateway) pumpLocked() {
 			for _, m := range msgs {
 				if m.Type == txn.MsgOnePhaseCommit && m.Coordinator != 0 {
 					decides = true
-					if failpoint.Enabled {
-						g.anchorAsked[attemptKey{m.Txn, m.Attempt}] = true
-					}
 				}
 			}
 			g.fired.add(func() {
@@ -267,11 +250,6 @@ func (g *Gateway) pumpLocked() {
 	for id, info := range g.running {
 		if !g.c.Has(id, info.Attempt) {
 			delete(g.running, id)
-		}
-	}
-	for k := range g.anchorAsked {
-		if !g.c.Has(k.id, k.attempt) {
-			delete(g.anchorAsked, k)
 		}
 	}
 }

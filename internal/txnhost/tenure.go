@@ -667,7 +667,7 @@ func (t *Tenure) persistLocked(rd txn.Ready) {
 				// Failpoints run outside the mutex (a test may hold a
 				// goroutine there): the record is durable, nothing that
 				// depends on it has left yet.
-				persistedFailpoint(rec)
+				persistedFailpoint(rec, res.TxnState)
 			}
 			t.lock()
 			defer t.unlock()
@@ -692,12 +692,17 @@ func (t *Tenure) persistLocked(rd txn.Ready) {
 	}
 }
 
-func persistedFailpoint(rec txn.Record) {
+func persistedFailpoint(rec txn.Record, st vowdbpb.TxnState) {
 	switch r := rec.(type) {
 	case txn.PrepareRecord:
 		failpoint.Hit(failpoint.TxnAfterPrepareDurable)
 	case txn.CommitRecord:
-		if !r.OnePhase {
+		switch {
+		case r.Decide != nil && st == vowdbpb.TxnState_TXN_COMMITTED:
+			// The anchor's commit with the decision applied: the decision
+			// is durable, and nobody has been told.
+			failpoint.Hit(failpoint.TxnAfterDecision)
+		case !r.OnePhase:
 			failpoint.Hit(failpoint.TxnAfterCommitApplied)
 		}
 	}
