@@ -5,13 +5,12 @@ package testcluster
 import (
 	"context"
 	"errors"
+	"slices"
 	"sync"
 	"testing"
 	"time"
 
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
 	"github.com/vowdb/vowdb"
@@ -90,13 +89,13 @@ func crashGatewayAt(t *testing.T, name string) (*Cluster, int, vowdb.TxnID, erro
 	return c, g, tx.ID(), commitErr, rest
 }
 
-// waitStatus polls TxnStatus until it is want.
-func waitStatus(t *testing.T, db *vowdb.DB, id vowdb.TxnID, want vowdb.TxnState) {
+// waitStatus polls TxnStatus until it is one of want.
+func waitStatus(t *testing.T, db *vowdb.DB, id vowdb.TxnID, want ...vowdb.TxnState) {
 	t.Helper()
 	deadline := time.Now().Add(45 * time.Second)
 	for {
 		st, err := db.TxnStatus(context.Background(), id)
-		if err == nil && st == want {
+		if err == nil && slices.Contains(want, st) {
 			return
 		}
 		if time.Now().After(deadline) {
@@ -104,6 +103,20 @@ func waitStatus(t *testing.T, db *vowdb.DB, id vowdb.TxnID, want vowdb.TxnState)
 			t.Fatalf("txn %d status %v (%v), want %v; in flight: %+v (%v)", id, st, err, want, inflight, lerr)
 		}
 		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// requireUnlocked writes "after" to each key, each write bounded by
+// timeout: it fails the test if a lock is still held on one of them.
+func requireUnlocked(t *testing.T, db *vowdb.DB, timeout time.Duration, keys ...string) {
+	t.Helper()
+	for _, k := range keys {
+		ctx, cancel := context.WithTimeout(context.Background(), timeout)
+		err := db.Put(ctx, []byte(k), []byte("after"))
+		cancel()
+		if err != nil {
+			t.Fatalf("lock on %s still held: %v", k, err)
+		}
 	}
 }
 
@@ -221,29 +234,12 @@ func TestTxnCoordinatorSilentBeforePrepare(t *testing.T) {
 		t.Fatal("the coordinator never reached the failpoint")
 	}
 	// The coordinator is still stalled: the locks must be free anyway.
-	for _, k := range []string{"z", "a"} {
-		pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		err := db.Put(pctx, []byte(k), []byte("after"))
-		cancel()
-		if err != nil {
-			t.Fatalf("lock on %s held after the client gave up: %v", k, err)
-		}
-	}
+	requireUnlocked(t, db, 10*time.Second, "z", "a")
 	release()
 	// The coordinator's PREPAREs are refused, so it aborts. Nothing durable
 	// names the txn (no range prepared it, no record was needed): its status
 	// settles as UNKNOWN or ABORTED, never PENDING or COMMITTED.
-	deadline := time.Now().Add(45 * time.Second)
-	for {
-		st, err := db.TxnStatus(ctx, tx.ID())
-		if err == nil && (st == vowdb.TxnAborted || st == vowdb.TxnUnknown) {
-			break
-		}
-		if err == nil && st == vowdb.TxnCommitted || time.Now().After(deadline) {
-			t.Fatalf("txn status %v (%v), want ABORTED or UNKNOWN", st, err)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	waitStatus(t, db, tx.ID(), vowdb.TxnAborted, vowdb.TxnUnknown)
 	waitValue(t, db, "a", "after")
 	waitValue(t, db, "z", "after")
 }
@@ -346,14 +342,7 @@ func TestTxnCrashClusterAtEveryStep(t *testing.T) {
 			}
 			waitValue(t, fresh, "a", want)
 			waitValue(t, fresh, "z", want)
-			for _, k := range []string{"a", "z"} {
-				pctx, cancel := context.WithTimeout(ctx, 20*time.Second)
-				err := fresh.Put(pctx, []byte(k), []byte("after"))
-				cancel()
-				if err != nil {
-					t.Fatalf("lock on %s still held: %v", k, err)
-				}
-			}
+			requireUnlocked(t, fresh, 20*time.Second, "a", "z")
 			t.Logf("outcome %v", st)
 		})
 	}
@@ -372,12 +361,7 @@ func TestTxnOpAbandonedWhileGranted(t *testing.T) {
 	if err := db.Put(ctx, []byte("k"), []byte("v")); err != nil {
 		t.Fatal(err)
 	}
-	conn, err := grpc.NewClient(c.Endpoints()[0], grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	tc := vowdbpb.NewTxnClient(conn)
+	tc := rawTxnClient(t, c)
 	hit, release := holdAt(t, failpoint.TxnOpGranted)
 	const id, attempt = 4242, 1
 	octx, cancel := context.WithTimeout(ctx, time.Second)
@@ -408,7 +392,7 @@ func TestTxnOpAbandonedWhileGranted(t *testing.T) {
 	if err := db.Put(pctx, []byte("k"), []byte("plain")); err != nil {
 		t.Fatalf("the abandoned operation left its lock: %v", err)
 	}
-	_, err = tc.Op(ctx, &vowdbpb.TxnOpRequest{TxnId: id, Attempt: attempt, Kind: vowdbpb.TxnOpRequest_PUT,
+	_, err := tc.Op(ctx, &vowdbpb.TxnOpRequest{TxnId: id, Attempt: attempt, Kind: vowdbpb.TxnOpRequest_PUT,
 		Key: []byte("k"), Value: []byte("late"), GatewayNodeId: 1})
 	if status.Code(err) != codes.Aborted {
 		t.Fatalf("a later operation of the abandoned attempt: %v, want an abort", err)

@@ -645,6 +645,18 @@ func TestTxnLockWaitTimeout(t *testing.T) {
 	}
 }
 
+// rawTxnClient is a Txn service client of the cluster's first node with
+// none of the client library's behaviour (no rollback after a failure).
+func rawTxnClient(t *testing.T, c *Cluster) vowdbpb.TxnClient {
+	t.Helper()
+	conn, err := grpc.NewClient(c.Endpoints()[0], grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = conn.Close() })
+	return vowdbpb.NewTxnClient(conn)
+}
+
 // TestTxnRollbackBeforeOperation: a client that gave up on an operation
 // still in flight rolls its attempt back; if the rollback reaches the range
 // first, the late operation must be refused, not take locks that nobody
@@ -659,12 +671,7 @@ func TestTxnRollbackBeforeOperation(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	conn, err := grpc.NewClient(c.Endpoints()[0], grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	tc := vowdbpb.NewTxnClient(conn)
+	tc := rawTxnClient(t, c)
 	rs, err := db.Ranges(ctx)
 	if err != nil {
 		t.Fatal(err)

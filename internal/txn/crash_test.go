@@ -66,45 +66,39 @@ func TestCrashAtEveryPoint(t *testing.T) {
 	}
 }
 
+// crashEveryPoint runs one scenario with cfg, first without faults (its
+// results must be wants), then once per fault point with a crash there and
+// once per send point with that message lost.
 func crashEveryPoint(t *testing.T, name string, cfg CoordinatorConfig, txns [][]spec, wants []string) {
-	sc := struct {
-		name string
-		txns [][]spec
-		want []string
-	}{name, txns, wants}
-	{
-		{
-			w, total := runScenario(t, sc.name+" (no faults)", cfg, sc.txns, nil)
-			for i, want := range sc.want {
-				info := w.txns[recordKey{lock.TxnID(i + 1), 1}]
-				if info.result == nil || fmt.Sprintf("%v %v", info.result.Outcome, info.result.Path) != want {
-					w.fatalf("t%d: result %v, want %s", i+1, info.result, want)
-				}
-			}
-			for k := 0; k < total; k++ {
-				for _, a := range []action{crash, drop} {
-					var hit string
-					n := 0
-					hook := func(p string) action {
-						n++
-						if n-1 != k {
-							return proceed
-						}
-						hit = p
-						if a == drop && !isSend(p) {
-							return proceed
-						}
-						return a
-					}
-					runScenario(t, fmt.Sprintf("%s, %v at point %d (see the trace)", sc.name, a, k), cfg, sc.txns, hook)
-					if hit == "" {
-						t.Fatalf("point %d of %d not reached", k, total)
-					}
-				}
-			}
-			t.Logf("%d fault points", total)
+	w, total := runScenario(t, name+" (no faults)", cfg, txns, nil)
+	for i, want := range wants {
+		info := w.txns[recordKey{lock.TxnID(i + 1), 1}]
+		if info.result == nil || fmt.Sprintf("%v %v", info.result.Outcome, info.result.Path) != want {
+			w.fatalf("t%d: result %v, want %s", i+1, info.result, want)
 		}
 	}
+	for k := 0; k < total; k++ {
+		for _, a := range []action{crash, drop} {
+			var hit string
+			n := 0
+			hook := func(p string) action {
+				n++
+				if n-1 != k {
+					return proceed
+				}
+				hit = p
+				if a == drop && !isSend(p) {
+					return proceed
+				}
+				return a
+			}
+			runScenario(t, fmt.Sprintf("%s, %v at point %d (see the trace)", name, a, k), cfg, txns, hook)
+			if hit == "" {
+				t.Fatalf("point %d of %d not reached", k, total)
+			}
+		}
+	}
+	t.Logf("%d fault points", total)
 }
 
 func isSend(point string) bool {

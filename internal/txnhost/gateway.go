@@ -1,6 +1,7 @@
 package txnhost
 
 import (
+	"slices"
 	"sync"
 	"time"
 
@@ -206,12 +207,9 @@ func (g *Gateway) pumpLocked() {
 		}
 		if len(rd.Messages) > 0 {
 			msgs := append([]txn.Message(nil), rd.Messages...)
-			decides := false
-			for _, m := range msgs {
-				if m.Type == txn.MsgOnePhaseCommit && m.Coordinator != 0 {
-					decides = true
-				}
-			}
+			decides := slices.ContainsFunc(msgs, func(m txn.Message) bool {
+				return m.Type == txn.MsgOnePhaseCommit && m.Coordinator != 0
+			})
 			g.fired.add(func() {
 				if decides {
 					// Every other participant voted YES; the decision (the
