@@ -156,15 +156,15 @@ func (s *kvService) startOp(running *streamRequests, op *vowdbpb.BatchOp, done f
 		s.startWrite(c.Key, c.Value, c.Expected, &vowdbpb.Command{Op: &vowdbpb.Command_Cas{Cas: &vowdbpb.CasOp{
 			Key: c.Key, Expected: c.Expected, ExpectAbsent: c.ExpectAbsent, Value: c.Value, DeleteOnSwap: c.DeleteOnSwap}}}, finish)
 	case *vowdbpb.BatchOp_TxnOp:
-		// A transactional operation may wait for a lock: then it goes on
-		// in a goroutine of its own, bounded as the client bounds the
-		// unary call; one granted at once is answered from here.
+		// A transactional operation may wait for a lock: it runs on its
+		// own goroutine, bounded as the client bounds the unary call.
 		method = "txn_op"
 		ctx, end := running.start(op.Id, streamTimeout(o.TxnOp.TimeoutMs, time.Duration(o.TxnOp.LockTimeoutMs)*time.Millisecond+n.cfg.RequestTimeout))
-		(&txnService{n: n}).startOp(ctx, o.TxnOp, func(resp *vowdbpb.TxnOpResponse, err error) {
-			end()
+		go func() {
+			defer end()
+			resp, err := (&txnService{n: n}).op(ctx, o.TxnOp)
 			finish(&vowdbpb.BatchResult{TxnOp: resp}, err)
-		})
+		}()
 	case *vowdbpb.BatchOp_TxnCommit:
 		method = "txn_commit"
 		ctx, end := running.start(op.Id, streamTimeout(o.TxnCommit.TimeoutMs, n.cfg.RequestTimeout+5*time.Second))

@@ -43,23 +43,13 @@ func (s *txnService) Op(ctx context.Context, req *vowdbpb.TxnOpRequest) (resp *v
 	return s.op(ctx, req)
 }
 
+// op serves Txn.Op and the transactional operations of the KV.Batch stream.
 func (s *txnService) op(ctx context.Context, req *vowdbpb.TxnOpRequest) (*vowdbpb.TxnOpResponse, error) {
 	l, err := s.layer()
 	if err != nil {
 		return nil, err
 	}
 	return l.op(ctx, req)
-}
-
-// startOp serves a transactional operation of the KV.Batch stream: done is
-// called exactly once, possibly before startOp returns (txnLayer.startOp).
-func (s *txnService) startOp(ctx context.Context, req *vowdbpb.TxnOpRequest, done func(*vowdbpb.TxnOpResponse, error)) {
-	l, err := s.layer()
-	if err != nil {
-		done(nil, err)
-		return
-	}
-	l.startOp(ctx, req, done)
 }
 
 func abortReasonOf(r txn.AbortReason) vowdbpb.TxnAbort_Reason {
