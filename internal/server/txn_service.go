@@ -40,11 +40,6 @@ func (s *txnService) layer() (*txnLayer, error) {
 
 func (s *txnService) Op(ctx context.Context, req *vowdbpb.TxnOpRequest) (resp *vowdbpb.TxnOpResponse, err error) {
 	defer func(start time.Time) { (&kvService{n: s.n}).observe("txn_op", start, err) }(time.Now())
-	return s.op(ctx, req)
-}
-
-// op serves Txn.Op and the transactional operations of the KV.Batch stream.
-func (s *txnService) op(ctx context.Context, req *vowdbpb.TxnOpRequest) (*vowdbpb.TxnOpResponse, error) {
 	l, err := s.layer()
 	if err != nil {
 		return nil, err
@@ -63,11 +58,6 @@ func abortReasonOf(r txn.AbortReason) vowdbpb.TxnAbort_Reason {
 
 func (s *txnService) Commit(ctx context.Context, req *vowdbpb.TxnCommitRequest) (resp *vowdbpb.TxnCommitResponse, err error) {
 	defer func(start time.Time) { (&kvService{n: s.n}).observe("txn_commit", start, err) }(time.Now())
-	return s.commit(ctx, req)
-}
-
-// commit serves Txn.Commit and the commits of the KV.Batch stream.
-func (s *txnService) commit(ctx context.Context, req *vowdbpb.TxnCommitRequest) (resp *vowdbpb.TxnCommitResponse, err error) {
 	l, err := s.layer()
 	if err != nil {
 		return nil, err
