@@ -2,6 +2,7 @@ package lock
 
 import (
 	"bytes"
+	"cmp"
 	"fmt"
 	"slices"
 	"sort"
@@ -75,9 +76,29 @@ func (l Lock) conflicts(o Lock) bool {
 }
 
 // Table is the lock table of one range. It is not safe for concurrent use.
+//
+// Held locks are indexed so that the cost of a request does not grow with
+// the number of locks held on the range: point locks by key, the others
+// (scan spans, usually few) in a list, and every lock by its transaction.
+// A request for a point checks the holders of its key and the span locks;
+// a request for a span still checks every held lock.
 type Table struct {
-	held  []Lock
-	queue []Lock // waiting requests, oldest first
+	points map[string][]heldLock // point locks by key
+	spans  []heldLock            // non-point locks, in the order granted
+	byTxn  map[TxnID][]heldLock  // every lock of each txn, in the order granted
+	nHeld  int
+	seq    uint64 // grant order, for AllHeld
+	queue  []Lock // waiting requests, oldest first
+}
+
+type heldLock struct {
+	Lock
+	seq uint64
+}
+
+// isPoint reports whether s is the span of a single key (Point).
+func (s Span) isPoint() bool {
+	return len(s.End) == len(s.Start)+1 && s.End[len(s.Start)] == 0 && bytes.HasPrefix(s.End, s.Start)
 }
 
 // Acquire asks for a lock. It returns true if the lock is granted now; if
@@ -90,22 +111,100 @@ func (t *Table) Acquire(txn TxnID, span Span, mode Mode) (granted bool, blockers
 	}
 	blockers = t.blockersOf(req, len(t.queue))
 	if len(blockers) == 0 {
-		t.held = append(t.held, req)
+		t.grant(req)
 		return true, nil
 	}
 	t.queue = append(t.queue, req)
 	return false, blockers
 }
 
+func (t *Table) grant(l Lock) {
+	if t.points == nil {
+		t.points, t.byTxn = map[string][]heldLock{}, map[TxnID][]heldLock{}
+	}
+	t.seq++
+	h := heldLock{l, t.seq}
+	if l.Span.isPoint() {
+		k := string(l.Span.Start)
+		t.points[k] = append(t.points[k], h)
+	} else {
+		t.spans = append(t.spans, h)
+	}
+	t.byTxn[l.Txn] = append(t.byTxn[l.Txn], h)
+	t.nHeld++
+}
+
 // heldCovers reports whether req's txn already holds a lock at least as
 // strong over req's span.
 func (t *Table) heldCovers(req Lock) bool {
-	for _, h := range t.held {
-		if h.Txn == req.Txn && h.Mode >= req.Mode && h.Span.covers(req.Span) {
-			return true
+	found := false
+	t.eachOwn(req, func(h heldLock) bool {
+		found = h.Mode >= req.Mode && h.Span.covers(req.Span)
+		return !found
+	})
+	return found
+}
+
+func (t *Table) holdsOverlap(req Lock) bool {
+	found := false
+	t.eachOwn(req, func(h heldLock) bool {
+		found = h.Span.overlaps(req.Span)
+		return !found
+	})
+	return found
+}
+
+// eachOwn calls fn, until it returns false, for req's txn's held locks
+// that may overlap req: for a point, those on its key and the txn's span
+// locks (so a transaction holding many locks pays nothing for them); for a
+// span, all of them.
+func (t *Table) eachOwn(req Lock, fn func(heldLock) bool) {
+	if !req.Span.isPoint() {
+		for _, h := range t.byTxn[req.Txn] {
+			if !fn(h) {
+				return
+			}
+		}
+		return
+	}
+	for _, h := range t.points[string(req.Span.Start)] {
+		if h.Txn == req.Txn && !fn(h) {
+			return
 		}
 	}
-	return false
+	for _, h := range t.spans {
+		if h.Txn == req.Txn && !fn(h) {
+			return
+		}
+	}
+}
+
+// eachOverlapping calls fn for every held lock whose span overlaps span,
+// until fn returns false.
+func (t *Table) eachOverlapping(span Span, fn func(heldLock) bool) {
+	if span.isPoint() {
+		for _, h := range t.points[string(span.Start)] {
+			if !fn(h) {
+				return
+			}
+		}
+	} else {
+		for _, hs := range t.points {
+			if len(hs) > 0 && !hs[0].Span.overlaps(span) {
+				continue // every lock in hs has the same span
+			}
+			for _, h := range hs {
+				if !fn(h) {
+					return
+				}
+			}
+		}
+	}
+	for _, h := range t.spans {
+		if h.Span.overlaps(span) && !fn(h) {
+			return
+		}
+	}
 }
 
 // blockersOf returns the transactions that hold locks conflicting with req,
@@ -117,11 +216,30 @@ func (t *Table) blockersOf(req Lock, pos int) []TxnID {
 	if t.holdsOverlap(req) {
 		pos = 0
 	}
-	var out []TxnID // a few at most: a linear check beats a map
-	for _, h := range t.held {
-		if h.conflicts(req) && !slices.Contains(out, h.Txn) {
-			out = append(out, h.Txn)
+	// Holders come first, each at the grant order of its first
+	// conflicting lock; then earlier waiters, in queue order.
+	type holder struct {
+		txn TxnID
+		seq uint64
+	}
+	var hs []holder // a few at most: a linear check beats a map
+	t.eachOverlapping(req.Span, func(h heldLock) bool {
+		if !h.conflicts(req) {
+			return true
 		}
+		for i := range hs {
+			if hs[i].txn == h.Txn {
+				hs[i].seq = min(hs[i].seq, h.seq)
+				return true
+			}
+		}
+		hs = append(hs, holder{h.Txn, h.seq})
+		return true
+	})
+	slices.SortFunc(hs, func(a, b holder) int { return cmp.Compare(a.seq, b.seq) })
+	var out []TxnID
+	for _, h := range hs {
+		out = append(out, h.txn)
 	}
 	for _, w := range t.queue[:pos] {
 		if w.conflicts(req) && !slices.Contains(out, w.Txn) {
@@ -135,13 +253,22 @@ func (t *Table) blockersOf(req Lock, pos int) []TxnID {
 // a deadlock victim) and returns the waiting requests granted as a result,
 // in queue order.
 func (t *Table) ReleaseAll(txn TxnID) []Lock {
-	held := t.held[:0]
-	for _, h := range t.held {
-		if h.Txn != txn {
-			held = append(held, h)
+	for _, h := range t.byTxn[txn] {
+		if h.Span.isPoint() {
+			k := string(h.Span.Start)
+			hs := slices.DeleteFunc(t.points[k], func(o heldLock) bool { return o.Txn == txn })
+			if len(hs) == 0 {
+				delete(t.points, k)
+			} else {
+				t.points[k] = hs
+			}
 		}
+		t.nHeld--
 	}
-	t.held = held
+	if len(t.byTxn[txn]) > 0 {
+		t.spans = slices.DeleteFunc(t.spans, func(o heldLock) bool { return o.Txn == txn })
+		delete(t.byTxn, txn)
+	}
 	queue := t.queue[:0]
 	for _, w := range t.queue {
 		if w.Txn != txn {
@@ -159,7 +286,7 @@ func (t *Table) grantWaiters() []Lock {
 		w := t.queue[i]
 		if t.heldCovers(w) || len(t.blockersOf(w, i)) == 0 {
 			if !t.heldCovers(w) {
-				t.held = append(t.held, w)
+				t.grant(w)
 			}
 			t.queue = append(t.queue[:i], t.queue[i+1:]...)
 			granted = append(granted, w)
@@ -168,15 +295,6 @@ func (t *Table) grantWaiters() []Lock {
 		i++
 	}
 	return granted
-}
-
-func (t *Table) holdsOverlap(req Lock) bool {
-	for _, h := range t.held {
-		if h.Txn == req.Txn && h.Span.overlaps(req.Span) {
-			return true
-		}
-	}
-	return false
 }
 
 // Edge is one waits-for edge: Waiter waits for Holder.
@@ -206,19 +324,28 @@ func (t *Table) WaitsFor() []Edge {
 	return out
 }
 
-// Held returns the locks held by txn.
+// Held returns the locks held by txn, in the order granted.
 func (t *Table) Held(txn TxnID) []Lock {
 	var out []Lock
-	for _, h := range t.held {
-		if h.Txn == txn {
-			out = append(out, h)
-		}
+	for _, h := range t.byTxn[txn] {
+		out = append(out, h.Lock)
 	}
 	return out
 }
 
 // AllHeld returns a copy of every granted lock, in the order granted.
-func (t *Table) AllHeld() []Lock { return append([]Lock(nil), t.held...) }
+func (t *Table) AllHeld() []Lock {
+	all := make([]heldLock, 0, t.nHeld)
+	for _, hs := range t.byTxn {
+		all = append(all, hs...)
+	}
+	sort.Slice(all, func(i, j int) bool { return all[i].seq < all[j].seq })
+	out := make([]Lock, len(all))
+	for i, h := range all {
+		out[i] = h.Lock
+	}
+	return out
+}
 
 // Waiting reports whether txn has a waiting request.
 func (t *Table) Waiting(txn TxnID) bool {
@@ -231,4 +358,4 @@ func (t *Table) Waiting(txn TxnID) bool {
 }
 
 // Len returns the number of held locks and waiting requests.
-func (t *Table) Len() (held, waiting int) { return len(t.held), len(t.queue) }
+func (t *Table) Len() (held, waiting int) { return t.nHeld, len(t.queue) }

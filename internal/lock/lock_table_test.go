@@ -86,16 +86,23 @@ func TestScenarios(t *testing.T) {
 // TestAgainstOracle drives the table with seeded random operations and
 // checks, by brute force after every step, that no two conflicting locks
 // are held, that no waiter could be granted, and that every waiter's
-// blockers are exactly the conflicting holders and earlier waiters.
+// blockers are exactly the conflicting holders and earlier waiters. It
+// also runs naiveTable, the table as a plain list of every held lock, on
+// the same operations: every answer (granted, blockers, grants on release,
+// waits-for edges, the held locks in grant order) must be the same.
 func TestAgainstOracle(t *testing.T) {
 	keys := []string{"a", "b", "c", "d"}
-	for seed := uint64(1); seed <= 200; seed++ {
+	for seed := uint64(1); seed <= 300; seed++ {
 		rng := rand.New(rand.NewPCG(seed, 99))
 		var tb Table
+		var nv naiveTable
 		for step := 0; step < 200; step++ {
 			txn := TxnID(1 + rng.IntN(5))
 			if rng.IntN(4) == 0 {
-				tb.ReleaseAll(txn)
+				got, want := tb.ReleaseAll(txn), nv.ReleaseAll(txn)
+				if !reflect.DeepEqual(got, want) {
+					t.Fatalf("seed %d step %d: release %d granted %v, naive %v", seed, step, txn, got, want)
+				}
 			} else if !tb.Waiting(txn) { // a transaction waits for one lock at a time
 				var span Span
 				if rng.IntN(3) == 0 {
@@ -113,18 +120,90 @@ func TestAgainstOracle(t *testing.T) {
 				if rng.IntN(2) == 0 {
 					mode = X
 				}
-				tb.Acquire(txn, span, mode)
+				g, b := tb.Acquire(txn, span, mode)
+				ng, nb := nv.Acquire(txn, span, mode)
+				if g != ng || !reflect.DeepEqual(b, nb) {
+					t.Fatalf("seed %d step %d: acquire %d %v %v: %v %v, naive %v %v", seed, step, txn, span, mode, g, b, ng, nb)
+				}
 			}
 			if err := checkInvariants(&tb); err != nil {
-				t.Fatalf("seed %d step %d: %v\nheld %v\nqueue %v", seed, step, err, tb.held, tb.queue)
+				t.Fatalf("seed %d step %d: %v\nheld %v\nqueue %v", seed, step, err, tb.AllHeld(), tb.queue)
+			}
+			if got, want := tb.AllHeld(), nv.held; !reflect.DeepEqual(got, want) && (len(got) > 0 || len(want) > 0) {
+				t.Fatalf("seed %d step %d: held %v, naive %v", seed, step, got, want)
+			}
+			if got, want := tb.WaitsFor(), nv.WaitsFor(); !reflect.DeepEqual(got, want) {
+				t.Fatalf("seed %d step %d: waits-for %v, naive %v", seed, step, got, want)
+			}
+			for id := TxnID(1); id <= 5; id++ {
+				var want []Lock
+				for _, h := range nv.held {
+					if h.Txn == id {
+						want = append(want, h)
+					}
+				}
+				if got := tb.Held(id); !reflect.DeepEqual(got, want) {
+					t.Fatalf("seed %d step %d: txn %d holds %v, naive %v", seed, step, id, got, want)
+				}
+			}
+			if h, w := tb.Len(); h != len(nv.held) || w != len(nv.queue) {
+				t.Fatalf("seed %d step %d: Len %d %d, naive %d %d", seed, step, h, w, len(nv.held), len(nv.queue))
 			}
 		}
 	}
 }
 
+// TestManyLocksOneTxn: a transaction holding many locks, and others
+// taking and releasing locks beside it, get the same answers as anywhere
+// else (BenchmarkAcquireManyHeld shows that their cost does not grow with
+// the number of locks held).
+func TestManyLocksOneTxn(t *testing.T) {
+	var tb Table
+	const n = 20000
+	for i := 0; i < n; i++ {
+		if g, _ := tb.Acquire(1, k(fmt.Sprintf("key%07d", i)), X); !g {
+			t.Fatalf("lock %d not granted", i)
+		}
+	}
+	if g, _ := tb.Acquire(1, k("key0000009"), S); !g {
+		t.Fatal("a weaker lock on a key the txn holds was not granted")
+	}
+	if g, b := tb.Acquire(2, k("key0000007"), S); g || !reflect.DeepEqual(b, []TxnID{1}) {
+		t.Fatalf("conflicting request: granted %v blockers %v", g, b)
+	}
+	if g, b := tb.Acquire(4, sp("key0000100", "key0000102"), S); g || !reflect.DeepEqual(b, []TxnID{1}) {
+		t.Fatalf("conflicting scan: granted %v blockers %v", g, b)
+	}
+	if g, _ := tb.Acquire(3, k("other"), X); !g {
+		t.Fatal("a free key was not granted")
+	}
+	got := tb.ReleaseAll(1)
+	if len(got) != 2 || got[0].Txn != 2 || got[1].Txn != 4 {
+		t.Fatalf("release granted %v, want txns 2 then 4", got)
+	}
+	if h, w := tb.Len(); h != 3 || w != 0 {
+		t.Fatalf("Len after release: %d held, %d waiting", h, w)
+	}
+}
+
+// BenchmarkAcquireManyHeld: one point lock taken and released beside
+// 100,000 locks held by another transaction.
+func BenchmarkAcquireManyHeld(b *testing.B) {
+	var tb Table
+	for i := 0; i < 100000; i++ {
+		tb.Acquire(1, k(fmt.Sprintf("key%07d", i)), X)
+	}
+	b.ResetTimer()
+	for i := 0; b.Loop(); i++ {
+		tb.Acquire(2, k(fmt.Sprintf("new%07d", i)), X)
+		tb.ReleaseAll(2)
+	}
+}
+
 func checkInvariants(tb *Table) error {
-	for i, a := range tb.held {
-		for _, b := range tb.held[i+1:] {
+	held := tb.AllHeld()
+	for i, a := range held {
+		for _, b := range held[i+1:] {
 			if a.Txn != b.Txn && (a.Mode == X || b.Mode == X) && a.Span.overlaps(b.Span) {
 				return fmt.Errorf("conflicting locks held: %v and %v", a, b)
 			}
@@ -132,13 +211,13 @@ func checkInvariants(tb *Table) error {
 	}
 	for i, w := range tb.queue {
 		blocked := false
-		for _, h := range tb.held {
+		for _, h := range held {
 			if h.Txn != w.Txn && (h.Mode == X || w.Mode == X) && h.Span.overlaps(w.Span) {
 				blocked = true
 			}
 		}
 		upgrader := false
-		for _, h := range tb.held {
+		for _, h := range held {
 			upgrader = upgrader || (h.Txn == w.Txn && h.Span.overlaps(w.Span))
 		}
 		if !upgrader {
