@@ -94,3 +94,17 @@ func equalStrings(a, b []string) bool {
 	}
 	return true
 }
+
+// TestStartMaxTxnBytes: --max-txn-bytes reaches the server configuration,
+// and a negative value is a usage error.
+func TestStartMaxTxnBytes(t *testing.T) {
+	f := &startFlags{dataDir: t.TempDir(), listenAddr: "127.0.0.1:0", replicationFactor: 3, maxTxnBytes: 1 << 20}
+	cfg, err := f.config(nil)
+	if err != nil || cfg.MaxTxnBytes != 1<<20 {
+		t.Fatalf("config: MaxTxnBytes %d, %v; want %d", cfg.MaxTxnBytes, err, 1<<20)
+	}
+	f.maxTxnBytes = -1
+	if _, err := f.config(nil); err == nil {
+		t.Fatal("a negative --max-txn-bytes was accepted")
+	}
+}

@@ -51,6 +51,7 @@ type startFlags struct {
 	logFormat          string
 	maxKeyBytes        int
 	maxValueBytes      int
+	maxTxnBytes        int
 	tickInterval       time.Duration
 	heartbeatInterval  time.Duration
 	replicateInterval  time.Duration
@@ -82,6 +83,7 @@ func newStartCmd() *cobra.Command {
 	fs.StringVar(&f.logFormat, "log-format", "json", "log format: json or text")
 	fs.IntVar(&f.maxKeyBytes, "max-key-bytes", 0, "largest key accepted, in bytes (0: the server default)")
 	fs.IntVar(&f.maxValueBytes, "max-value-bytes", 0, "largest value accepted, in bytes (0: the server default)")
+	fs.IntVar(&f.maxTxnBytes, "max-txn-bytes", 0, "bytes of keys and values one transaction may write on one range, all committed in one Raft entry; past it the transaction is aborted with a limit error (0: 16 MiB)")
 	// Timing knobs, mostly for tests; 0 keeps the server's default.
 	fs.DurationVar(&f.tickInterval, "tick-interval", 0, "advanced: length of one Raft tick (0: 100ms)")
 	fs.DurationVar(&f.heartbeatInterval, "heartbeat-interval", 0, "advanced: liveness heartbeat period (0: 500ms)")
@@ -106,7 +108,7 @@ func (f *startFlags) config(logger *slog.Logger) (server.Config, error) {
 		return server.Config{}, usageErrorf("--replication-factor must be at least 1, not %d", f.replicationFactor)
 	}
 	for name, v := range map[string]int{"max-key-bytes": f.maxKeyBytes, "max-value-bytes": f.maxValueBytes,
-		"txn-pipeline-records": f.txnPipelineRecords} {
+		"max-txn-bytes": f.maxTxnBytes, "txn-pipeline-records": f.txnPipelineRecords} {
 		if v < 0 {
 			return server.Config{}, usageErrorf("--%s must not be negative", name)
 		}
@@ -130,6 +132,7 @@ func (f *startFlags) config(logger *slog.Logger) (server.Config, error) {
 		RequestTimeout:     f.requestTimeout,
 		MaxKeyBytes:        f.maxKeyBytes,
 		MaxValueBytes:      f.maxValueBytes,
+		MaxTxnBytes:        f.maxTxnBytes,
 		TxnPipelineRecords: f.txnPipelineRecords,
 		TxnPrepareAnchor:   f.txnPrepareAnchor,
 		Logger:             logger,
