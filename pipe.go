@@ -122,12 +122,35 @@ func (p *pipe) do(ctx context.Context, op *vowdbpb.BatchOp) (*vowdbpb.BatchResul
 				}
 			}
 		}
-		p.mu.Unlock()
+		// Tell the node to stop a sent transactional request, as a unary
+		// call's cancellation would: left running, an operation could take
+		// a lock for a transaction its client no longer runs.
+		stop := sent && cancellable(op) && !p.mu.broken
+		if stop {
+			p.mu.queue = append(p.mu.queue, &vowdbpb.BatchOp{Op: &vowdbpb.BatchOp_Cancel{Cancel: &vowdbpb.BatchCancel{Id: op.Id}}})
+		}
+		if stop && !p.mu.sending {
+			p.mu.sending = true
+			p.flushLocked() // releases p.mu
+		} else {
+			p.mu.Unlock()
+		}
 		if !sent {
 			return nil, fmt.Errorf("%w: %v", errNotSent, ctx.Err())
 		}
 		return nil, status.FromContextError(ctx.Err()).Err()
 	}
+}
+
+// cancellable reports whether op runs on the node until it is answered or
+// cancelled (a transactional operation or commit), rather than being
+// proposed or read at once.
+func cancellable(op *vowdbpb.BatchOp) bool {
+	switch op.Op.(type) {
+	case *vowdbpb.BatchOp_TxnOp, *vowdbpb.BatchOp_TxnCommit:
+		return true
+	}
+	return false
 }
 
 // flushLocked sends the queue, and whatever queues meanwhile, from the

@@ -438,8 +438,13 @@ func (tx *Txn) op(ctx context.Context, req *vowdbpb.TxnOpRequest) (*vowdbpb.TxnO
 	octx, cancel := context.WithTimeout(ctx, tx.opts.lockTimeout+tx.db.cfg.RequestTimeout)
 	defer cancel()
 	err := tx.db.send(octx, req.Key, false, func(ctx context.Context, c *grpc.ClientConn) error {
-		var err error
-		resp, err = vowdbpb.NewTxnClient(c).Op(ctx, req)
+		// Over the node's Batch stream, with the client's other concurrent
+		// operations to that node; the node stops when this client does.
+		req.TimeoutMs = remainingMs(ctx)
+		res, err := tx.db.batch(ctx, c, &vowdbpb.BatchOp{Op: &vowdbpb.BatchOp_TxnOp{TxnOp: req}})
+		if err == nil {
+			resp = res.TxnOp
+		}
 		return err
 	})
 	if err != nil {
@@ -488,6 +493,16 @@ func (tx *Txn) op(ctx context.Context, req *vowdbpb.TxnOpRequest) (*vowdbpb.TxnO
 		}
 	}
 	return resp, nil
+}
+
+// remainingMs is how long ctx still has, in whole milliseconds (at least
+// 1), or 0 without a deadline.
+func remainingMs(ctx context.Context) int64 {
+	d, ok := ctx.Deadline()
+	if !ok {
+		return 0
+	}
+	return max(time.Until(d).Milliseconds(), 1)
 }
 
 // fail ends the transaction with err and releases its locks.
@@ -704,9 +719,12 @@ func (tx *Txn) Commit(ctx context.Context) error {
 	tx.mu.Unlock()
 
 	var resp *vowdbpb.TxnCommitResponse
-	err := tx.onGateway(ctx, func(ctx context.Context, c vowdbpb.TxnClient) error {
-		var err error
-		resp, err = c.Commit(ctx, req)
+	err := tx.onGateway(ctx, func(ctx context.Context, c *grpc.ClientConn) error {
+		req.TimeoutMs = remainingMs(ctx)
+		res, err := tx.db.batch(ctx, c, &vowdbpb.BatchOp{Op: &vowdbpb.BatchOp_TxnCommit{TxnCommit: req}})
+		if err == nil {
+			resp = res.TxnCommit
+		}
 		return err
 	})
 	if err != nil {
@@ -746,7 +764,7 @@ func (tx *Txn) Commit(ctx context.Context) error {
 // onGateway sends a request to the transaction's gateway. If the gateway
 // cannot be reached before anything is sent, another node takes its place
 // (a gateway holds no state for a transaction before its commit starts).
-func (tx *Txn) onGateway(ctx context.Context, fn func(ctx context.Context, c vowdbpb.TxnClient) error) error {
+func (tx *Txn) onGateway(ctx context.Context, fn func(ctx context.Context, c *grpc.ClientConn) error) error {
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, tx.db.cfg.RequestTimeout+5*time.Second)
@@ -762,9 +780,13 @@ func (tx *Txn) onGateway(ctx context.Context, fn func(ctx context.Context, c vow
 			lastErr = err
 			continue
 		}
-		err = fn(ctx, vowdbpb.NewTxnClient(conn))
+		err = fn(ctx, conn)
 		if err == nil {
 			return nil
+		}
+		if errors.Is(err, errNotSent) {
+			lastErr = err // nothing left this client: try the next node
+			continue
 		}
 		return classify(err, true)
 	}

@@ -260,7 +260,7 @@ func (x TxnOpRequest_Kind) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use TxnOpRequest_Kind.Descriptor instead.
 func (TxnOpRequest_Kind) EnumDescriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{69, 0}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{70, 0}
 }
 
 type TxnCommitResponse_Outcome int32
@@ -312,7 +312,7 @@ func (x TxnCommitResponse_Outcome) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use TxnCommitResponse_Outcome.Descriptor instead.
 func (TxnCommitResponse_Outcome) EnumDescriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{72, 0}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{73, 0}
 }
 
 type ReplicaDescriptor struct {
@@ -4272,6 +4272,9 @@ type BatchOp struct {
 	//	*BatchOp_Put
 	//	*BatchOp_Delete
 	//	*BatchOp_Cas
+	//	*BatchOp_TxnOp
+	//	*BatchOp_TxnCommit
+	//	*BatchOp_Cancel
 	Op            isBatchOp_Op `protobuf_oneof:"op"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -4357,6 +4360,33 @@ func (x *BatchOp) GetCas() *CasRequest {
 	return nil
 }
 
+func (x *BatchOp) GetTxnOp() *TxnOpRequest {
+	if x != nil {
+		if x, ok := x.Op.(*BatchOp_TxnOp); ok {
+			return x.TxnOp
+		}
+	}
+	return nil
+}
+
+func (x *BatchOp) GetTxnCommit() *TxnCommitRequest {
+	if x != nil {
+		if x, ok := x.Op.(*BatchOp_TxnCommit); ok {
+			return x.TxnCommit
+		}
+	}
+	return nil
+}
+
+func (x *BatchOp) GetCancel() *BatchCancel {
+	if x != nil {
+		if x, ok := x.Op.(*BatchOp_Cancel); ok {
+			return x.Cancel
+		}
+	}
+	return nil
+}
+
 type isBatchOp_Op interface {
 	isBatchOp_Op()
 }
@@ -4377,6 +4407,23 @@ type BatchOp_Cas struct {
 	Cas *CasRequest `protobuf:"bytes,5,opt,name=cas,proto3,oneof"`
 }
 
+type BatchOp_TxnOp struct {
+	// Transaction operations and commits ride the same stream: they answer
+	// exactly as the unary Txn.Op and Txn.Commit calls would.
+	TxnOp *TxnOpRequest `protobuf:"bytes,6,opt,name=txn_op,json=txnOp,proto3,oneof"`
+}
+
+type BatchOp_TxnCommit struct {
+	TxnCommit *TxnCommitRequest `protobuf:"bytes,7,opt,name=txn_commit,json=txnCommit,proto3,oneof"`
+}
+
+type BatchOp_Cancel struct {
+	// cancel stops the transaction operation or commit with that id, as
+	// cancelling a unary call would: the client stopped waiting for it.
+	// It has no result of its own.
+	Cancel *BatchCancel `protobuf:"bytes,8,opt,name=cancel,proto3,oneof"`
+}
+
 func (*BatchOp_Get) isBatchOp_Op() {}
 
 func (*BatchOp_Put) isBatchOp_Op() {}
@@ -4384,6 +4431,56 @@ func (*BatchOp_Put) isBatchOp_Op() {}
 func (*BatchOp_Delete) isBatchOp_Op() {}
 
 func (*BatchOp_Cas) isBatchOp_Op() {}
+
+func (*BatchOp_TxnOp) isBatchOp_Op() {}
+
+func (*BatchOp_TxnCommit) isBatchOp_Op() {}
+
+func (*BatchOp_Cancel) isBatchOp_Op() {}
+
+type BatchCancel struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            uint64                 `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BatchCancel) Reset() {
+	*x = BatchCancel{}
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[66]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BatchCancel) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BatchCancel) ProtoMessage() {}
+
+func (x *BatchCancel) ProtoReflect() protoreflect.Message {
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[66]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BatchCancel.ProtoReflect.Descriptor instead.
+func (*BatchCancel) Descriptor() ([]byte, []int) {
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{66}
+}
+
+func (x *BatchCancel) GetId() uint64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
 
 type BatchRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -4394,7 +4491,7 @@ type BatchRequest struct {
 
 func (x *BatchRequest) Reset() {
 	*x = BatchRequest{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[66]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[67]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4406,7 +4503,7 @@ func (x *BatchRequest) String() string {
 func (*BatchRequest) ProtoMessage() {}
 
 func (x *BatchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[66]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[67]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4419,7 +4516,7 @@ func (x *BatchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BatchRequest.ProtoReflect.Descriptor instead.
 func (*BatchRequest) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{66}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{67}
 }
 
 func (x *BatchRequest) GetOps() []*BatchOp {
@@ -4434,18 +4531,20 @@ type BatchResult struct {
 	Id    uint64                 `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
 	// grpc_code is the status code the same operation would have failed with
 	// as a unary call (0 = OK); error and error_message detail it.
-	GrpcCode      int32        `protobuf:"varint,2,opt,name=grpc_code,json=grpcCode,proto3" json:"grpc_code,omitempty"`
-	ErrorMessage  string       `protobuf:"bytes,3,opt,name=error_message,json=errorMessage,proto3" json:"error_message,omitempty"`
-	Error         *ErrorDetail `protobuf:"bytes,4,opt,name=error,proto3" json:"error,omitempty"`
-	Get           *GetResponse `protobuf:"bytes,5,opt,name=get,proto3" json:"get,omitempty"`
-	Cas           *CasResponse `protobuf:"bytes,6,opt,name=cas,proto3" json:"cas,omitempty"`
+	GrpcCode      int32              `protobuf:"varint,2,opt,name=grpc_code,json=grpcCode,proto3" json:"grpc_code,omitempty"`
+	ErrorMessage  string             `protobuf:"bytes,3,opt,name=error_message,json=errorMessage,proto3" json:"error_message,omitempty"`
+	Error         *ErrorDetail       `protobuf:"bytes,4,opt,name=error,proto3" json:"error,omitempty"`
+	Get           *GetResponse       `protobuf:"bytes,5,opt,name=get,proto3" json:"get,omitempty"`
+	Cas           *CasResponse       `protobuf:"bytes,6,opt,name=cas,proto3" json:"cas,omitempty"`
+	TxnOp         *TxnOpResponse     `protobuf:"bytes,7,opt,name=txn_op,json=txnOp,proto3" json:"txn_op,omitempty"`
+	TxnCommit     *TxnCommitResponse `protobuf:"bytes,8,opt,name=txn_commit,json=txnCommit,proto3" json:"txn_commit,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *BatchResult) Reset() {
 	*x = BatchResult{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[67]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[68]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4457,7 +4556,7 @@ func (x *BatchResult) String() string {
 func (*BatchResult) ProtoMessage() {}
 
 func (x *BatchResult) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[67]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[68]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4470,7 +4569,7 @@ func (x *BatchResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BatchResult.ProtoReflect.Descriptor instead.
 func (*BatchResult) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{67}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{68}
 }
 
 func (x *BatchResult) GetId() uint64 {
@@ -4515,6 +4614,20 @@ func (x *BatchResult) GetCas() *CasResponse {
 	return nil
 }
 
+func (x *BatchResult) GetTxnOp() *TxnOpResponse {
+	if x != nil {
+		return x.TxnOp
+	}
+	return nil
+}
+
+func (x *BatchResult) GetTxnCommit() *TxnCommitResponse {
+	if x != nil {
+		return x.TxnCommit
+	}
+	return nil
+}
+
 type BatchResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Results       []*BatchResult         `protobuf:"bytes,1,rep,name=results,proto3" json:"results,omitempty"`
@@ -4524,7 +4637,7 @@ type BatchResponse struct {
 
 func (x *BatchResponse) Reset() {
 	*x = BatchResponse{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[68]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[69]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4536,7 +4649,7 @@ func (x *BatchResponse) String() string {
 func (*BatchResponse) ProtoMessage() {}
 
 func (x *BatchResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[68]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[69]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4549,7 +4662,7 @@ func (x *BatchResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BatchResponse.ProtoReflect.Descriptor instead.
 func (*BatchResponse) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{68}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{69}
 }
 
 func (x *BatchResponse) GetResults() []*BatchResult {
@@ -4576,13 +4689,17 @@ type TxnOpRequest struct {
 	EndKey         []byte            `protobuf:"bytes,10,opt,name=end_key,json=endKey,proto3" json:"end_key,omitempty"`
 	Limit          int64             `protobuf:"varint,11,opt,name=limit,proto3" json:"limit,omitempty"`
 	Priority       int32             `protobuf:"varint,12,opt,name=priority,proto3" json:"priority,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// timeout_ms, when set, is how long the client waits for this answer (the
+	// deadline a unary call would carry): on the Batch stream the node stops
+	// the operation then, as gRPC would stop a unary call.
+	TimeoutMs     int64 `protobuf:"varint,13,opt,name=timeout_ms,json=timeoutMs,proto3" json:"timeout_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *TxnOpRequest) Reset() {
 	*x = TxnOpRequest{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[69]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[70]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4594,7 +4711,7 @@ func (x *TxnOpRequest) String() string {
 func (*TxnOpRequest) ProtoMessage() {}
 
 func (x *TxnOpRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[69]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[70]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4607,7 +4724,7 @@ func (x *TxnOpRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TxnOpRequest.ProtoReflect.Descriptor instead.
 func (*TxnOpRequest) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{69}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{70}
 }
 
 func (x *TxnOpRequest) GetTxnId() uint64 {
@@ -4694,6 +4811,13 @@ func (x *TxnOpRequest) GetPriority() int32 {
 	return 0
 }
 
+func (x *TxnOpRequest) GetTimeoutMs() int64 {
+	if x != nil {
+		return x.TimeoutMs
+	}
+	return 0
+}
+
 type TxnOpResponse struct {
 	state          protoimpl.MessageState `protogen:"open.v1"`
 	RangeId        uint64                 `protobuf:"varint,1,opt,name=range_id,json=rangeId,proto3" json:"range_id,omitempty"`
@@ -4709,7 +4833,7 @@ type TxnOpResponse struct {
 
 func (x *TxnOpResponse) Reset() {
 	*x = TxnOpResponse{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[70]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[71]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4721,7 +4845,7 @@ func (x *TxnOpResponse) String() string {
 func (*TxnOpResponse) ProtoMessage() {}
 
 func (x *TxnOpResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[70]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[71]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4734,7 +4858,7 @@ func (x *TxnOpResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TxnOpResponse.ProtoReflect.Descriptor instead.
 func (*TxnOpResponse) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{70}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{71}
 }
 
 func (x *TxnOpResponse) GetRangeId() uint64 {
@@ -4793,13 +4917,15 @@ type TxnCommitRequest struct {
 	Participants  []*TxnParticipant      `protobuf:"bytes,3,rep,name=participants,proto3" json:"participants,omitempty"`
 	AnchorRangeId uint64                 `protobuf:"varint,4,opt,name=anchor_range_id,json=anchorRangeId,proto3" json:"anchor_range_id,omitempty"`
 	AnchorKey     []byte                 `protobuf:"bytes,5,opt,name=anchor_key,json=anchorKey,proto3" json:"anchor_key,omitempty"`
+	// timeout_ms: as in TxnOpRequest.
+	TimeoutMs     int64 `protobuf:"varint,6,opt,name=timeout_ms,json=timeoutMs,proto3" json:"timeout_ms,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *TxnCommitRequest) Reset() {
 	*x = TxnCommitRequest{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[71]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[72]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4811,7 +4937,7 @@ func (x *TxnCommitRequest) String() string {
 func (*TxnCommitRequest) ProtoMessage() {}
 
 func (x *TxnCommitRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[71]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[72]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4824,7 +4950,7 @@ func (x *TxnCommitRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TxnCommitRequest.ProtoReflect.Descriptor instead.
 func (*TxnCommitRequest) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{71}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{72}
 }
 
 func (x *TxnCommitRequest) GetTxnId() uint64 {
@@ -4862,6 +4988,13 @@ func (x *TxnCommitRequest) GetAnchorKey() []byte {
 	return nil
 }
 
+func (x *TxnCommitRequest) GetTimeoutMs() int64 {
+	if x != nil {
+		return x.TimeoutMs
+	}
+	return 0
+}
+
 type TxnCommitResponse struct {
 	state         protoimpl.MessageState    `protogen:"open.v1"`
 	Outcome       TxnCommitResponse_Outcome `protobuf:"varint,1,opt,name=outcome,proto3,enum=vowdb.v1.TxnCommitResponse_Outcome" json:"outcome,omitempty"`
@@ -4876,7 +5009,7 @@ type TxnCommitResponse struct {
 
 func (x *TxnCommitResponse) Reset() {
 	*x = TxnCommitResponse{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[72]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[73]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4888,7 +5021,7 @@ func (x *TxnCommitResponse) String() string {
 func (*TxnCommitResponse) ProtoMessage() {}
 
 func (x *TxnCommitResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[72]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[73]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4901,7 +5034,7 @@ func (x *TxnCommitResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TxnCommitResponse.ProtoReflect.Descriptor instead.
 func (*TxnCommitResponse) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{72}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{73}
 }
 
 func (x *TxnCommitResponse) GetOutcome() TxnCommitResponse_Outcome {
@@ -4957,7 +5090,7 @@ type TxnRollbackRequest struct {
 
 func (x *TxnRollbackRequest) Reset() {
 	*x = TxnRollbackRequest{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[73]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[74]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4969,7 +5102,7 @@ func (x *TxnRollbackRequest) String() string {
 func (*TxnRollbackRequest) ProtoMessage() {}
 
 func (x *TxnRollbackRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[73]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[74]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4982,7 +5115,7 @@ func (x *TxnRollbackRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TxnRollbackRequest.ProtoReflect.Descriptor instead.
 func (*TxnRollbackRequest) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{73}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{74}
 }
 
 func (x *TxnRollbackRequest) GetTxnId() uint64 {
@@ -5014,7 +5147,7 @@ type TxnRollbackResponse struct {
 
 func (x *TxnRollbackResponse) Reset() {
 	*x = TxnRollbackResponse{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[74]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[75]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5026,7 +5159,7 @@ func (x *TxnRollbackResponse) String() string {
 func (*TxnRollbackResponse) ProtoMessage() {}
 
 func (x *TxnRollbackResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[74]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[75]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5039,7 +5172,7 @@ func (x *TxnRollbackResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TxnRollbackResponse.ProtoReflect.Descriptor instead.
 func (*TxnRollbackResponse) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{74}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{75}
 }
 
 // TxnMessage is a message of the 2PC protocol (package txn) on the wire.
@@ -5067,7 +5200,7 @@ type TxnMessage struct {
 
 func (x *TxnMessage) Reset() {
 	*x = TxnMessage{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[75]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[76]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5079,7 +5212,7 @@ func (x *TxnMessage) String() string {
 func (*TxnMessage) ProtoMessage() {}
 
 func (x *TxnMessage) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[75]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[76]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5092,7 +5225,7 @@ func (x *TxnMessage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TxnMessage.ProtoReflect.Descriptor instead.
 func (*TxnMessage) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{75}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{76}
 }
 
 func (x *TxnMessage) GetType() uint32 {
@@ -5209,7 +5342,7 @@ type TxnDeliverRequest struct {
 
 func (x *TxnDeliverRequest) Reset() {
 	*x = TxnDeliverRequest{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[76]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[77]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5221,7 +5354,7 @@ func (x *TxnDeliverRequest) String() string {
 func (*TxnDeliverRequest) ProtoMessage() {}
 
 func (x *TxnDeliverRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[76]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[77]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5234,7 +5367,7 @@ func (x *TxnDeliverRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TxnDeliverRequest.ProtoReflect.Descriptor instead.
 func (*TxnDeliverRequest) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{76}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{77}
 }
 
 func (x *TxnDeliverRequest) GetMsgs() []*TxnMessage {
@@ -5252,7 +5385,7 @@ type TxnDeliverResponse struct {
 
 func (x *TxnDeliverResponse) Reset() {
 	*x = TxnDeliverResponse{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[77]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[78]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5264,7 +5397,7 @@ func (x *TxnDeliverResponse) String() string {
 func (*TxnDeliverResponse) ProtoMessage() {}
 
 func (x *TxnDeliverResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[77]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[78]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5277,7 +5410,7 @@ func (x *TxnDeliverResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TxnDeliverResponse.ProtoReflect.Descriptor instead.
 func (*TxnDeliverResponse) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{77}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{78}
 }
 
 // TxnProposeRequest proposes a txn-record command to the leader of the
@@ -5292,7 +5425,7 @@ type TxnProposeRequest struct {
 
 func (x *TxnProposeRequest) Reset() {
 	*x = TxnProposeRequest{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[78]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[79]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5304,7 +5437,7 @@ func (x *TxnProposeRequest) String() string {
 func (*TxnProposeRequest) ProtoMessage() {}
 
 func (x *TxnProposeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[78]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[79]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5317,7 +5450,7 @@ func (x *TxnProposeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TxnProposeRequest.ProtoReflect.Descriptor instead.
 func (*TxnProposeRequest) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{78}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{79}
 }
 
 func (x *TxnProposeRequest) GetKey() []byte {
@@ -5344,7 +5477,7 @@ type TxnProposeResponse struct {
 
 func (x *TxnProposeResponse) Reset() {
 	*x = TxnProposeResponse{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[79]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[80]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5356,7 +5489,7 @@ func (x *TxnProposeResponse) String() string {
 func (*TxnProposeResponse) ProtoMessage() {}
 
 func (x *TxnProposeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[79]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[80]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5369,7 +5502,7 @@ func (x *TxnProposeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TxnProposeResponse.ProtoReflect.Descriptor instead.
 func (*TxnProposeResponse) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{79}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{80}
 }
 
 func (x *TxnProposeResponse) GetState() TxnState {
@@ -5396,7 +5529,7 @@ type CoordinatorStatusRequest struct {
 
 func (x *CoordinatorStatusRequest) Reset() {
 	*x = CoordinatorStatusRequest{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[80]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[81]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5408,7 +5541,7 @@ func (x *CoordinatorStatusRequest) String() string {
 func (*CoordinatorStatusRequest) ProtoMessage() {}
 
 func (x *CoordinatorStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[80]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[81]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5421,7 +5554,7 @@ func (x *CoordinatorStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CoordinatorStatusRequest.ProtoReflect.Descriptor instead.
 func (*CoordinatorStatusRequest) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{80}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{81}
 }
 
 func (x *CoordinatorStatusRequest) GetTxnId() uint64 {
@@ -5447,7 +5580,7 @@ type CoordinatorStatusResponse struct {
 
 func (x *CoordinatorStatusResponse) Reset() {
 	*x = CoordinatorStatusResponse{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[81]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[82]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5459,7 +5592,7 @@ func (x *CoordinatorStatusResponse) String() string {
 func (*CoordinatorStatusResponse) ProtoMessage() {}
 
 func (x *CoordinatorStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[81]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[82]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5472,7 +5605,7 @@ func (x *CoordinatorStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CoordinatorStatusResponse.ProtoReflect.Descriptor instead.
 func (*CoordinatorStatusResponse) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{81}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{82}
 }
 
 func (x *CoordinatorStatusResponse) GetRunning() bool {
@@ -5493,7 +5626,7 @@ type TxnStatusRequest struct {
 
 func (x *TxnStatusRequest) Reset() {
 	*x = TxnStatusRequest{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[82]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[83]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5505,7 +5638,7 @@ func (x *TxnStatusRequest) String() string {
 func (*TxnStatusRequest) ProtoMessage() {}
 
 func (x *TxnStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[82]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[83]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5518,7 +5651,7 @@ func (x *TxnStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TxnStatusRequest.ProtoReflect.Descriptor instead.
 func (*TxnStatusRequest) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{82}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{83}
 }
 
 func (x *TxnStatusRequest) GetTxnId() uint64 {
@@ -5548,7 +5681,7 @@ type TxnStatusResponse struct {
 
 func (x *TxnStatusResponse) Reset() {
 	*x = TxnStatusResponse{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[83]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[84]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5560,7 +5693,7 @@ func (x *TxnStatusResponse) String() string {
 func (*TxnStatusResponse) ProtoMessage() {}
 
 func (x *TxnStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[83]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[84]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5573,7 +5706,7 @@ func (x *TxnStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TxnStatusResponse.ProtoReflect.Descriptor instead.
 func (*TxnStatusResponse) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{83}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{84}
 }
 
 func (x *TxnStatusResponse) GetState() TxnState {
@@ -5612,7 +5745,7 @@ type TxnInfo struct {
 
 func (x *TxnInfo) Reset() {
 	*x = TxnInfo{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[84]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[85]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5624,7 +5757,7 @@ func (x *TxnInfo) String() string {
 func (*TxnInfo) ProtoMessage() {}
 
 func (x *TxnInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[84]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[85]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5637,7 +5770,7 @@ func (x *TxnInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TxnInfo.ProtoReflect.Descriptor instead.
 func (*TxnInfo) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{84}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{85}
 }
 
 func (x *TxnInfo) GetTxnId() uint64 {
@@ -5698,7 +5831,7 @@ type TxnListRequest struct {
 
 func (x *TxnListRequest) Reset() {
 	*x = TxnListRequest{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[85]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[86]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5710,7 +5843,7 @@ func (x *TxnListRequest) String() string {
 func (*TxnListRequest) ProtoMessage() {}
 
 func (x *TxnListRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[85]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[86]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5723,7 +5856,7 @@ func (x *TxnListRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TxnListRequest.ProtoReflect.Descriptor instead.
 func (*TxnListRequest) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{85}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{86}
 }
 
 func (x *TxnListRequest) GetLocal() bool {
@@ -5742,7 +5875,7 @@ type TxnListResponse struct {
 
 func (x *TxnListResponse) Reset() {
 	*x = TxnListResponse{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[86]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[87]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5754,7 +5887,7 @@ func (x *TxnListResponse) String() string {
 func (*TxnListResponse) ProtoMessage() {}
 
 func (x *TxnListResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[86]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[87]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5767,7 +5900,7 @@ func (x *TxnListResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TxnListResponse.ProtoReflect.Descriptor instead.
 func (*TxnListResponse) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{86}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{87}
 }
 
 func (x *TxnListResponse) GetTxns() []*TxnInfo {
@@ -5792,7 +5925,7 @@ type LockWait struct {
 
 func (x *LockWait) Reset() {
 	*x = LockWait{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[87]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[88]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5804,7 +5937,7 @@ func (x *LockWait) String() string {
 func (*LockWait) ProtoMessage() {}
 
 func (x *LockWait) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[87]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[88]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5817,7 +5950,7 @@ func (x *LockWait) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LockWait.ProtoReflect.Descriptor instead.
 func (*LockWait) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{87}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{88}
 }
 
 func (x *LockWait) GetWaiter() uint64 {
@@ -5880,7 +6013,7 @@ type Deadlock struct {
 
 func (x *Deadlock) Reset() {
 	*x = Deadlock{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[88]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[89]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5892,7 +6025,7 @@ func (x *Deadlock) String() string {
 func (*Deadlock) ProtoMessage() {}
 
 func (x *Deadlock) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[88]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[89]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5905,7 +6038,7 @@ func (x *Deadlock) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Deadlock.ProtoReflect.Descriptor instead.
 func (*Deadlock) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{88}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{89}
 }
 
 func (x *Deadlock) GetCycle() []uint64 {
@@ -5938,7 +6071,7 @@ type LocksRequest struct {
 
 func (x *LocksRequest) Reset() {
 	*x = LocksRequest{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[89]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[90]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5950,7 +6083,7 @@ func (x *LocksRequest) String() string {
 func (*LocksRequest) ProtoMessage() {}
 
 func (x *LocksRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[89]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[90]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5963,7 +6096,7 @@ func (x *LocksRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LocksRequest.ProtoReflect.Descriptor instead.
 func (*LocksRequest) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{89}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{90}
 }
 
 func (x *LocksRequest) GetLocal() bool {
@@ -5991,7 +6124,7 @@ type LockHold struct {
 
 func (x *LockHold) Reset() {
 	*x = LockHold{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[90]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[91]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6003,7 +6136,7 @@ func (x *LockHold) String() string {
 func (*LockHold) ProtoMessage() {}
 
 func (x *LockHold) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[90]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[91]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6016,7 +6149,7 @@ func (x *LockHold) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LockHold.ProtoReflect.Descriptor instead.
 func (*LockHold) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{90}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{91}
 }
 
 func (x *LockHold) GetHolder() uint64 {
@@ -6079,7 +6212,7 @@ type LocksResponse struct {
 
 func (x *LocksResponse) Reset() {
 	*x = LocksResponse{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[91]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[92]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6091,7 +6224,7 @@ func (x *LocksResponse) String() string {
 func (*LocksResponse) ProtoMessage() {}
 
 func (x *LocksResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[91]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[92]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6104,7 +6237,7 @@ func (x *LocksResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LocksResponse.ProtoReflect.Descriptor instead.
 func (*LocksResponse) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{91}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{92}
 }
 
 func (x *LocksResponse) GetWaits() []*LockWait {
@@ -6142,7 +6275,7 @@ type WaitsEdge struct {
 
 func (x *WaitsEdge) Reset() {
 	*x = WaitsEdge{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[92]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[93]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6154,7 +6287,7 @@ func (x *WaitsEdge) String() string {
 func (*WaitsEdge) ProtoMessage() {}
 
 func (x *WaitsEdge) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[92]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[93]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6167,7 +6300,7 @@ func (x *WaitsEdge) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WaitsEdge.ProtoReflect.Descriptor instead.
 func (*WaitsEdge) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{92}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{93}
 }
 
 func (x *WaitsEdge) GetWaiter() uint64 {
@@ -6222,7 +6355,7 @@ type WaitsReport struct {
 
 func (x *WaitsReport) Reset() {
 	*x = WaitsReport{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[93]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[94]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6234,7 +6367,7 @@ func (x *WaitsReport) String() string {
 func (*WaitsReport) ProtoMessage() {}
 
 func (x *WaitsReport) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[93]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[94]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6247,7 +6380,7 @@ func (x *WaitsReport) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WaitsReport.ProtoReflect.Descriptor instead.
 func (*WaitsReport) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{93}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{94}
 }
 
 func (x *WaitsReport) GetNodeId() uint64 {
@@ -6273,7 +6406,7 @@ type WaitsReportResponse struct {
 
 func (x *WaitsReportResponse) Reset() {
 	*x = WaitsReportResponse{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[94]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[95]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6285,7 +6418,7 @@ func (x *WaitsReportResponse) String() string {
 func (*WaitsReportResponse) ProtoMessage() {}
 
 func (x *WaitsReportResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[94]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[95]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6298,7 +6431,7 @@ func (x *WaitsReportResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WaitsReportResponse.ProtoReflect.Descriptor instead.
 func (*WaitsReportResponse) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{94}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{95}
 }
 
 func (x *WaitsReportResponse) GetVictims() []*Deadlock {
@@ -6607,25 +6740,34 @@ const file_api_vowdbpb_vowdb_proto_rawDesc = "" +
 	"\bCONFLICT\x10\x04\x12\f\n" +
 	"\bDEADLINE\x10\x05\x12\f\n" +
 	"\bROLLBACK\x10\x06\x12\x11\n" +
-	"\rDECISION_LOST\x10\a\"\xd0\x01\n" +
+	"\rDECISION_LOST\x10\a\"\xef\x02\n" +
 	"\aBatchOp\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12(\n" +
 	"\x03get\x18\x02 \x01(\v2\x14.vowdb.v1.GetRequestH\x00R\x03get\x12(\n" +
 	"\x03put\x18\x03 \x01(\v2\x14.vowdb.v1.PutRequestH\x00R\x03put\x121\n" +
 	"\x06delete\x18\x04 \x01(\v2\x17.vowdb.v1.DeleteRequestH\x00R\x06delete\x12(\n" +
-	"\x03cas\x18\x05 \x01(\v2\x14.vowdb.v1.CasRequestH\x00R\x03casB\x04\n" +
-	"\x02op\"3\n" +
+	"\x03cas\x18\x05 \x01(\v2\x14.vowdb.v1.CasRequestH\x00R\x03cas\x12/\n" +
+	"\x06txn_op\x18\x06 \x01(\v2\x16.vowdb.v1.TxnOpRequestH\x00R\x05txnOp\x12;\n" +
+	"\n" +
+	"txn_commit\x18\a \x01(\v2\x1a.vowdb.v1.TxnCommitRequestH\x00R\ttxnCommit\x12/\n" +
+	"\x06cancel\x18\b \x01(\v2\x15.vowdb.v1.BatchCancelH\x00R\x06cancelB\x04\n" +
+	"\x02op\"\x1d\n" +
+	"\vBatchCancel\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\x04R\x02id\"3\n" +
 	"\fBatchRequest\x12#\n" +
-	"\x03ops\x18\x01 \x03(\v2\x11.vowdb.v1.BatchOpR\x03ops\"\xde\x01\n" +
+	"\x03ops\x18\x01 \x03(\v2\x11.vowdb.v1.BatchOpR\x03ops\"\xca\x02\n" +
 	"\vBatchResult\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12\x1b\n" +
 	"\tgrpc_code\x18\x02 \x01(\x05R\bgrpcCode\x12#\n" +
 	"\rerror_message\x18\x03 \x01(\tR\ferrorMessage\x12+\n" +
 	"\x05error\x18\x04 \x01(\v2\x15.vowdb.v1.ErrorDetailR\x05error\x12'\n" +
 	"\x03get\x18\x05 \x01(\v2\x15.vowdb.v1.GetResponseR\x03get\x12'\n" +
-	"\x03cas\x18\x06 \x01(\v2\x15.vowdb.v1.CasResponseR\x03cas\"@\n" +
+	"\x03cas\x18\x06 \x01(\v2\x15.vowdb.v1.CasResponseR\x03cas\x12.\n" +
+	"\x06txn_op\x18\a \x01(\v2\x17.vowdb.v1.TxnOpResponseR\x05txnOp\x12:\n" +
+	"\n" +
+	"txn_commit\x18\b \x01(\v2\x1b.vowdb.v1.TxnCommitResponseR\ttxnCommit\"@\n" +
 	"\rBatchResponse\x12/\n" +
-	"\aresults\x18\x01 \x03(\v2\x15.vowdb.v1.BatchResultR\aresults\"\xb7\x03\n" +
+	"\aresults\x18\x01 \x03(\v2\x15.vowdb.v1.BatchResultR\aresults\"\xd6\x03\n" +
 	"\fTxnOpRequest\x12\x15\n" +
 	"\x06txn_id\x18\x01 \x01(\x04R\x05txnId\x12\x18\n" +
 	"\aattempt\x18\x02 \x01(\x04R\aattempt\x12&\n" +
@@ -6639,7 +6781,9 @@ const file_api_vowdbpb_vowdb_proto_rawDesc = "" +
 	"\aend_key\x18\n" +
 	" \x01(\fR\x06endKey\x12\x14\n" +
 	"\x05limit\x18\v \x01(\x03R\x05limit\x12\x1a\n" +
-	"\bpriority\x18\f \x01(\x05R\bpriority\".\n" +
+	"\bpriority\x18\f \x01(\x05R\bpriority\x12\x1d\n" +
+	"\n" +
+	"timeout_ms\x18\r \x01(\x03R\ttimeoutMs\".\n" +
 	"\x04Kind\x12\a\n" +
 	"\x03GET\x10\x00\x12\a\n" +
 	"\x03PUT\x10\x01\x12\n" +
@@ -6653,14 +6797,16 @@ const file_api_vowdbpb_vowdb_proto_rawDesc = "" +
 	"\x05value\x18\x04 \x01(\fR\x05value\x12$\n" +
 	"\x03kvs\x18\x05 \x03(\v2\x12.vowdb.v1.KeyValueR\x03kvs\x12\x1b\n" +
 	"\trange_end\x18\x06 \x01(\fR\brangeEnd\x12(\n" +
-	"\x10lock_wait_micros\x18\a \x01(\x03R\x0elockWaitMicros\"\xc8\x01\n" +
+	"\x10lock_wait_micros\x18\a \x01(\x03R\x0elockWaitMicros\"\xe7\x01\n" +
 	"\x10TxnCommitRequest\x12\x15\n" +
 	"\x06txn_id\x18\x01 \x01(\x04R\x05txnId\x12\x18\n" +
 	"\aattempt\x18\x02 \x01(\x04R\aattempt\x12<\n" +
 	"\fparticipants\x18\x03 \x03(\v2\x18.vowdb.v1.TxnParticipantR\fparticipants\x12&\n" +
 	"\x0fanchor_range_id\x18\x04 \x01(\x04R\ranchorRangeId\x12\x1d\n" +
 	"\n" +
-	"anchor_key\x18\x05 \x01(\fR\tanchorKey\"\xc3\x02\n" +
+	"anchor_key\x18\x05 \x01(\fR\tanchorKey\x12\x1d\n" +
+	"\n" +
+	"timeout_ms\x18\x06 \x01(\x03R\ttimeoutMs\"\xc3\x02\n" +
 	"\x11TxnCommitResponse\x12=\n" +
 	"\aoutcome\x18\x01 \x01(\x0e2#.vowdb.v1.TxnCommitResponse.OutcomeR\aoutcome\x12\x12\n" +
 	"\x04path\x18\x02 \x01(\tR\x04path\x12(\n" +
@@ -6826,7 +6972,7 @@ func file_api_vowdbpb_vowdb_proto_rawDescGZIP() []byte {
 }
 
 var file_api_vowdbpb_vowdb_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_api_vowdbpb_vowdb_proto_msgTypes = make([]protoimpl.MessageInfo, 95)
+var file_api_vowdbpb_vowdb_proto_msgTypes = make([]protoimpl.MessageInfo, 96)
 var file_api_vowdbpb_vowdb_proto_goTypes = []any{
 	(TxnState)(0),                     // 0: vowdb.v1.TxnState
 	(ErrorDetail_Code)(0),             // 1: vowdb.v1.ErrorDetail.Code
@@ -6899,35 +7045,36 @@ var file_api_vowdbpb_vowdb_proto_goTypes = []any{
 	(*ErrorDetail)(nil),               // 68: vowdb.v1.ErrorDetail
 	(*TxnAbort)(nil),                  // 69: vowdb.v1.TxnAbort
 	(*BatchOp)(nil),                   // 70: vowdb.v1.BatchOp
-	(*BatchRequest)(nil),              // 71: vowdb.v1.BatchRequest
-	(*BatchResult)(nil),               // 72: vowdb.v1.BatchResult
-	(*BatchResponse)(nil),             // 73: vowdb.v1.BatchResponse
-	(*TxnOpRequest)(nil),              // 74: vowdb.v1.TxnOpRequest
-	(*TxnOpResponse)(nil),             // 75: vowdb.v1.TxnOpResponse
-	(*TxnCommitRequest)(nil),          // 76: vowdb.v1.TxnCommitRequest
-	(*TxnCommitResponse)(nil),         // 77: vowdb.v1.TxnCommitResponse
-	(*TxnRollbackRequest)(nil),        // 78: vowdb.v1.TxnRollbackRequest
-	(*TxnRollbackResponse)(nil),       // 79: vowdb.v1.TxnRollbackResponse
-	(*TxnMessage)(nil),                // 80: vowdb.v1.TxnMessage
-	(*TxnDeliverRequest)(nil),         // 81: vowdb.v1.TxnDeliverRequest
-	(*TxnDeliverResponse)(nil),        // 82: vowdb.v1.TxnDeliverResponse
-	(*TxnProposeRequest)(nil),         // 83: vowdb.v1.TxnProposeRequest
-	(*TxnProposeResponse)(nil),        // 84: vowdb.v1.TxnProposeResponse
-	(*CoordinatorStatusRequest)(nil),  // 85: vowdb.v1.CoordinatorStatusRequest
-	(*CoordinatorStatusResponse)(nil), // 86: vowdb.v1.CoordinatorStatusResponse
-	(*TxnStatusRequest)(nil),          // 87: vowdb.v1.TxnStatusRequest
-	(*TxnStatusResponse)(nil),         // 88: vowdb.v1.TxnStatusResponse
-	(*TxnInfo)(nil),                   // 89: vowdb.v1.TxnInfo
-	(*TxnListRequest)(nil),            // 90: vowdb.v1.TxnListRequest
-	(*TxnListResponse)(nil),           // 91: vowdb.v1.TxnListResponse
-	(*LockWait)(nil),                  // 92: vowdb.v1.LockWait
-	(*Deadlock)(nil),                  // 93: vowdb.v1.Deadlock
-	(*LocksRequest)(nil),              // 94: vowdb.v1.LocksRequest
-	(*LockHold)(nil),                  // 95: vowdb.v1.LockHold
-	(*LocksResponse)(nil),             // 96: vowdb.v1.LocksResponse
-	(*WaitsEdge)(nil),                 // 97: vowdb.v1.WaitsEdge
-	(*WaitsReport)(nil),               // 98: vowdb.v1.WaitsReport
-	(*WaitsReportResponse)(nil),       // 99: vowdb.v1.WaitsReportResponse
+	(*BatchCancel)(nil),               // 71: vowdb.v1.BatchCancel
+	(*BatchRequest)(nil),              // 72: vowdb.v1.BatchRequest
+	(*BatchResult)(nil),               // 73: vowdb.v1.BatchResult
+	(*BatchResponse)(nil),             // 74: vowdb.v1.BatchResponse
+	(*TxnOpRequest)(nil),              // 75: vowdb.v1.TxnOpRequest
+	(*TxnOpResponse)(nil),             // 76: vowdb.v1.TxnOpResponse
+	(*TxnCommitRequest)(nil),          // 77: vowdb.v1.TxnCommitRequest
+	(*TxnCommitResponse)(nil),         // 78: vowdb.v1.TxnCommitResponse
+	(*TxnRollbackRequest)(nil),        // 79: vowdb.v1.TxnRollbackRequest
+	(*TxnRollbackResponse)(nil),       // 80: vowdb.v1.TxnRollbackResponse
+	(*TxnMessage)(nil),                // 81: vowdb.v1.TxnMessage
+	(*TxnDeliverRequest)(nil),         // 82: vowdb.v1.TxnDeliverRequest
+	(*TxnDeliverResponse)(nil),        // 83: vowdb.v1.TxnDeliverResponse
+	(*TxnProposeRequest)(nil),         // 84: vowdb.v1.TxnProposeRequest
+	(*TxnProposeResponse)(nil),        // 85: vowdb.v1.TxnProposeResponse
+	(*CoordinatorStatusRequest)(nil),  // 86: vowdb.v1.CoordinatorStatusRequest
+	(*CoordinatorStatusResponse)(nil), // 87: vowdb.v1.CoordinatorStatusResponse
+	(*TxnStatusRequest)(nil),          // 88: vowdb.v1.TxnStatusRequest
+	(*TxnStatusResponse)(nil),         // 89: vowdb.v1.TxnStatusResponse
+	(*TxnInfo)(nil),                   // 90: vowdb.v1.TxnInfo
+	(*TxnListRequest)(nil),            // 91: vowdb.v1.TxnListRequest
+	(*TxnListResponse)(nil),           // 92: vowdb.v1.TxnListResponse
+	(*LockWait)(nil),                  // 93: vowdb.v1.LockWait
+	(*Deadlock)(nil),                  // 94: vowdb.v1.Deadlock
+	(*LocksRequest)(nil),              // 95: vowdb.v1.LocksRequest
+	(*LockHold)(nil),                  // 96: vowdb.v1.LockHold
+	(*LocksResponse)(nil),             // 97: vowdb.v1.LocksResponse
+	(*WaitsEdge)(nil),                 // 98: vowdb.v1.WaitsEdge
+	(*WaitsReport)(nil),               // 99: vowdb.v1.WaitsReport
+	(*WaitsReportResponse)(nil),       // 100: vowdb.v1.WaitsReportResponse
 }
 var file_api_vowdbpb_vowdb_proto_depIdxs = []int32{
 	5,   // 0: vowdb.v1.RangeDescriptor.replicas:type_name -> vowdb.v1.ReplicaDescriptor
@@ -6982,89 +7129,94 @@ var file_api_vowdbpb_vowdb_proto_depIdxs = []int32{
 	34,  // 49: vowdb.v1.BatchOp.put:type_name -> vowdb.v1.PutRequest
 	36,  // 50: vowdb.v1.BatchOp.delete:type_name -> vowdb.v1.DeleteRequest
 	40,  // 51: vowdb.v1.BatchOp.cas:type_name -> vowdb.v1.CasRequest
-	70,  // 52: vowdb.v1.BatchRequest.ops:type_name -> vowdb.v1.BatchOp
-	68,  // 53: vowdb.v1.BatchResult.error:type_name -> vowdb.v1.ErrorDetail
-	33,  // 54: vowdb.v1.BatchResult.get:type_name -> vowdb.v1.GetResponse
-	41,  // 55: vowdb.v1.BatchResult.cas:type_name -> vowdb.v1.CasResponse
-	72,  // 56: vowdb.v1.BatchResponse.results:type_name -> vowdb.v1.BatchResult
-	3,   // 57: vowdb.v1.TxnOpRequest.kind:type_name -> vowdb.v1.TxnOpRequest.Kind
-	30,  // 58: vowdb.v1.TxnOpResponse.kvs:type_name -> vowdb.v1.KeyValue
-	13,  // 59: vowdb.v1.TxnCommitRequest.participants:type_name -> vowdb.v1.TxnParticipant
-	4,   // 60: vowdb.v1.TxnCommitResponse.outcome:type_name -> vowdb.v1.TxnCommitResponse.Outcome
-	69,  // 61: vowdb.v1.TxnCommitResponse.abort:type_name -> vowdb.v1.TxnAbort
-	13,  // 62: vowdb.v1.TxnRollbackRequest.participants:type_name -> vowdb.v1.TxnParticipant
-	13,  // 63: vowdb.v1.TxnMessage.participants:type_name -> vowdb.v1.TxnParticipant
-	80,  // 64: vowdb.v1.TxnDeliverRequest.msgs:type_name -> vowdb.v1.TxnMessage
-	9,   // 65: vowdb.v1.TxnProposeRequest.cmd:type_name -> vowdb.v1.Command
-	0,   // 66: vowdb.v1.TxnProposeResponse.state:type_name -> vowdb.v1.TxnState
-	0,   // 67: vowdb.v1.TxnStatusResponse.state:type_name -> vowdb.v1.TxnState
-	89,  // 68: vowdb.v1.TxnListResponse.txns:type_name -> vowdb.v1.TxnInfo
-	92,  // 69: vowdb.v1.LocksResponse.waits:type_name -> vowdb.v1.LockWait
-	93,  // 70: vowdb.v1.LocksResponse.deadlocks:type_name -> vowdb.v1.Deadlock
-	95,  // 71: vowdb.v1.LocksResponse.held:type_name -> vowdb.v1.LockHold
-	97,  // 72: vowdb.v1.WaitsReport.edges:type_name -> vowdb.v1.WaitsEdge
-	93,  // 73: vowdb.v1.WaitsReportResponse.victims:type_name -> vowdb.v1.Deadlock
-	28,  // 74: vowdb.v1.Raft.Stream:input_type -> vowdb.v1.RaftBatch
-	71,  // 75: vowdb.v1.KV.Batch:input_type -> vowdb.v1.BatchRequest
-	32,  // 76: vowdb.v1.KV.Get:input_type -> vowdb.v1.GetRequest
-	34,  // 77: vowdb.v1.KV.Put:input_type -> vowdb.v1.PutRequest
-	36,  // 78: vowdb.v1.KV.Delete:input_type -> vowdb.v1.DeleteRequest
-	38,  // 79: vowdb.v1.KV.Scan:input_type -> vowdb.v1.ScanRequest
-	40,  // 80: vowdb.v1.KV.CompareAndSwap:input_type -> vowdb.v1.CasRequest
-	74,  // 81: vowdb.v1.Txn.Op:input_type -> vowdb.v1.TxnOpRequest
-	76,  // 82: vowdb.v1.Txn.Commit:input_type -> vowdb.v1.TxnCommitRequest
-	78,  // 83: vowdb.v1.Txn.Rollback:input_type -> vowdb.v1.TxnRollbackRequest
-	87,  // 84: vowdb.v1.Txn.Status:input_type -> vowdb.v1.TxnStatusRequest
-	90,  // 85: vowdb.v1.Txn.List:input_type -> vowdb.v1.TxnListRequest
-	94,  // 86: vowdb.v1.Txn.Locks:input_type -> vowdb.v1.LocksRequest
-	81,  // 87: vowdb.v1.Txn.Deliver:input_type -> vowdb.v1.TxnDeliverRequest
-	83,  // 88: vowdb.v1.Txn.Propose:input_type -> vowdb.v1.TxnProposeRequest
-	85,  // 89: vowdb.v1.Txn.CoordinatorStatus:input_type -> vowdb.v1.CoordinatorStatusRequest
-	98,  // 90: vowdb.v1.Txn.ReportWaits:input_type -> vowdb.v1.WaitsReport
-	42,  // 91: vowdb.v1.Admin.Lookup:input_type -> vowdb.v1.LookupRequest
-	45,  // 92: vowdb.v1.Admin.ListRanges:input_type -> vowdb.v1.ListRangesRequest
-	48,  // 93: vowdb.v1.Admin.ListNodes:input_type -> vowdb.v1.ListNodesRequest
-	51,  // 94: vowdb.v1.Admin.Split:input_type -> vowdb.v1.SplitRequest
-	53,  // 95: vowdb.v1.Admin.Init:input_type -> vowdb.v1.InitRequest
-	55,  // 96: vowdb.v1.Admin.Join:input_type -> vowdb.v1.JoinRequest
-	57,  // 97: vowdb.v1.Admin.Heartbeat:input_type -> vowdb.v1.HeartbeatRequest
-	59,  // 98: vowdb.v1.Admin.MetaCommand:input_type -> vowdb.v1.MetaCommandRequest
-	66,  // 99: vowdb.v1.Admin.Ident:input_type -> vowdb.v1.IdentRequest
-	61,  // 100: vowdb.v1.Admin.CheckConsistency:input_type -> vowdb.v1.CheckConsistencyRequest
-	64,  // 101: vowdb.v1.Admin.RangeChecksum:input_type -> vowdb.v1.RangeChecksumRequest
-	29,  // 102: vowdb.v1.Raft.Stream:output_type -> vowdb.v1.RaftBatchAck
-	73,  // 103: vowdb.v1.KV.Batch:output_type -> vowdb.v1.BatchResponse
-	33,  // 104: vowdb.v1.KV.Get:output_type -> vowdb.v1.GetResponse
-	35,  // 105: vowdb.v1.KV.Put:output_type -> vowdb.v1.PutResponse
-	37,  // 106: vowdb.v1.KV.Delete:output_type -> vowdb.v1.DeleteResponse
-	39,  // 107: vowdb.v1.KV.Scan:output_type -> vowdb.v1.ScanResponse
-	41,  // 108: vowdb.v1.KV.CompareAndSwap:output_type -> vowdb.v1.CasResponse
-	75,  // 109: vowdb.v1.Txn.Op:output_type -> vowdb.v1.TxnOpResponse
-	77,  // 110: vowdb.v1.Txn.Commit:output_type -> vowdb.v1.TxnCommitResponse
-	79,  // 111: vowdb.v1.Txn.Rollback:output_type -> vowdb.v1.TxnRollbackResponse
-	88,  // 112: vowdb.v1.Txn.Status:output_type -> vowdb.v1.TxnStatusResponse
-	91,  // 113: vowdb.v1.Txn.List:output_type -> vowdb.v1.TxnListResponse
-	96,  // 114: vowdb.v1.Txn.Locks:output_type -> vowdb.v1.LocksResponse
-	82,  // 115: vowdb.v1.Txn.Deliver:output_type -> vowdb.v1.TxnDeliverResponse
-	84,  // 116: vowdb.v1.Txn.Propose:output_type -> vowdb.v1.TxnProposeResponse
-	86,  // 117: vowdb.v1.Txn.CoordinatorStatus:output_type -> vowdb.v1.CoordinatorStatusResponse
-	99,  // 118: vowdb.v1.Txn.ReportWaits:output_type -> vowdb.v1.WaitsReportResponse
-	44,  // 119: vowdb.v1.Admin.Lookup:output_type -> vowdb.v1.LookupResponse
-	47,  // 120: vowdb.v1.Admin.ListRanges:output_type -> vowdb.v1.ListRangesResponse
-	50,  // 121: vowdb.v1.Admin.ListNodes:output_type -> vowdb.v1.ListNodesResponse
-	52,  // 122: vowdb.v1.Admin.Split:output_type -> vowdb.v1.SplitResponse
-	54,  // 123: vowdb.v1.Admin.Init:output_type -> vowdb.v1.InitResponse
-	56,  // 124: vowdb.v1.Admin.Join:output_type -> vowdb.v1.JoinResponse
-	58,  // 125: vowdb.v1.Admin.Heartbeat:output_type -> vowdb.v1.HeartbeatResponse
-	60,  // 126: vowdb.v1.Admin.MetaCommand:output_type -> vowdb.v1.MetaCommandResponse
-	67,  // 127: vowdb.v1.Admin.Ident:output_type -> vowdb.v1.IdentResponse
-	63,  // 128: vowdb.v1.Admin.CheckConsistency:output_type -> vowdb.v1.CheckConsistencyResponse
-	65,  // 129: vowdb.v1.Admin.RangeChecksum:output_type -> vowdb.v1.RangeChecksumResponse
-	102, // [102:130] is the sub-list for method output_type
-	74,  // [74:102] is the sub-list for method input_type
-	74,  // [74:74] is the sub-list for extension type_name
-	74,  // [74:74] is the sub-list for extension extendee
-	0,   // [0:74] is the sub-list for field type_name
+	75,  // 52: vowdb.v1.BatchOp.txn_op:type_name -> vowdb.v1.TxnOpRequest
+	77,  // 53: vowdb.v1.BatchOp.txn_commit:type_name -> vowdb.v1.TxnCommitRequest
+	71,  // 54: vowdb.v1.BatchOp.cancel:type_name -> vowdb.v1.BatchCancel
+	70,  // 55: vowdb.v1.BatchRequest.ops:type_name -> vowdb.v1.BatchOp
+	68,  // 56: vowdb.v1.BatchResult.error:type_name -> vowdb.v1.ErrorDetail
+	33,  // 57: vowdb.v1.BatchResult.get:type_name -> vowdb.v1.GetResponse
+	41,  // 58: vowdb.v1.BatchResult.cas:type_name -> vowdb.v1.CasResponse
+	76,  // 59: vowdb.v1.BatchResult.txn_op:type_name -> vowdb.v1.TxnOpResponse
+	78,  // 60: vowdb.v1.BatchResult.txn_commit:type_name -> vowdb.v1.TxnCommitResponse
+	73,  // 61: vowdb.v1.BatchResponse.results:type_name -> vowdb.v1.BatchResult
+	3,   // 62: vowdb.v1.TxnOpRequest.kind:type_name -> vowdb.v1.TxnOpRequest.Kind
+	30,  // 63: vowdb.v1.TxnOpResponse.kvs:type_name -> vowdb.v1.KeyValue
+	13,  // 64: vowdb.v1.TxnCommitRequest.participants:type_name -> vowdb.v1.TxnParticipant
+	4,   // 65: vowdb.v1.TxnCommitResponse.outcome:type_name -> vowdb.v1.TxnCommitResponse.Outcome
+	69,  // 66: vowdb.v1.TxnCommitResponse.abort:type_name -> vowdb.v1.TxnAbort
+	13,  // 67: vowdb.v1.TxnRollbackRequest.participants:type_name -> vowdb.v1.TxnParticipant
+	13,  // 68: vowdb.v1.TxnMessage.participants:type_name -> vowdb.v1.TxnParticipant
+	81,  // 69: vowdb.v1.TxnDeliverRequest.msgs:type_name -> vowdb.v1.TxnMessage
+	9,   // 70: vowdb.v1.TxnProposeRequest.cmd:type_name -> vowdb.v1.Command
+	0,   // 71: vowdb.v1.TxnProposeResponse.state:type_name -> vowdb.v1.TxnState
+	0,   // 72: vowdb.v1.TxnStatusResponse.state:type_name -> vowdb.v1.TxnState
+	90,  // 73: vowdb.v1.TxnListResponse.txns:type_name -> vowdb.v1.TxnInfo
+	93,  // 74: vowdb.v1.LocksResponse.waits:type_name -> vowdb.v1.LockWait
+	94,  // 75: vowdb.v1.LocksResponse.deadlocks:type_name -> vowdb.v1.Deadlock
+	96,  // 76: vowdb.v1.LocksResponse.held:type_name -> vowdb.v1.LockHold
+	98,  // 77: vowdb.v1.WaitsReport.edges:type_name -> vowdb.v1.WaitsEdge
+	94,  // 78: vowdb.v1.WaitsReportResponse.victims:type_name -> vowdb.v1.Deadlock
+	28,  // 79: vowdb.v1.Raft.Stream:input_type -> vowdb.v1.RaftBatch
+	72,  // 80: vowdb.v1.KV.Batch:input_type -> vowdb.v1.BatchRequest
+	32,  // 81: vowdb.v1.KV.Get:input_type -> vowdb.v1.GetRequest
+	34,  // 82: vowdb.v1.KV.Put:input_type -> vowdb.v1.PutRequest
+	36,  // 83: vowdb.v1.KV.Delete:input_type -> vowdb.v1.DeleteRequest
+	38,  // 84: vowdb.v1.KV.Scan:input_type -> vowdb.v1.ScanRequest
+	40,  // 85: vowdb.v1.KV.CompareAndSwap:input_type -> vowdb.v1.CasRequest
+	75,  // 86: vowdb.v1.Txn.Op:input_type -> vowdb.v1.TxnOpRequest
+	77,  // 87: vowdb.v1.Txn.Commit:input_type -> vowdb.v1.TxnCommitRequest
+	79,  // 88: vowdb.v1.Txn.Rollback:input_type -> vowdb.v1.TxnRollbackRequest
+	88,  // 89: vowdb.v1.Txn.Status:input_type -> vowdb.v1.TxnStatusRequest
+	91,  // 90: vowdb.v1.Txn.List:input_type -> vowdb.v1.TxnListRequest
+	95,  // 91: vowdb.v1.Txn.Locks:input_type -> vowdb.v1.LocksRequest
+	82,  // 92: vowdb.v1.Txn.Deliver:input_type -> vowdb.v1.TxnDeliverRequest
+	84,  // 93: vowdb.v1.Txn.Propose:input_type -> vowdb.v1.TxnProposeRequest
+	86,  // 94: vowdb.v1.Txn.CoordinatorStatus:input_type -> vowdb.v1.CoordinatorStatusRequest
+	99,  // 95: vowdb.v1.Txn.ReportWaits:input_type -> vowdb.v1.WaitsReport
+	42,  // 96: vowdb.v1.Admin.Lookup:input_type -> vowdb.v1.LookupRequest
+	45,  // 97: vowdb.v1.Admin.ListRanges:input_type -> vowdb.v1.ListRangesRequest
+	48,  // 98: vowdb.v1.Admin.ListNodes:input_type -> vowdb.v1.ListNodesRequest
+	51,  // 99: vowdb.v1.Admin.Split:input_type -> vowdb.v1.SplitRequest
+	53,  // 100: vowdb.v1.Admin.Init:input_type -> vowdb.v1.InitRequest
+	55,  // 101: vowdb.v1.Admin.Join:input_type -> vowdb.v1.JoinRequest
+	57,  // 102: vowdb.v1.Admin.Heartbeat:input_type -> vowdb.v1.HeartbeatRequest
+	59,  // 103: vowdb.v1.Admin.MetaCommand:input_type -> vowdb.v1.MetaCommandRequest
+	66,  // 104: vowdb.v1.Admin.Ident:input_type -> vowdb.v1.IdentRequest
+	61,  // 105: vowdb.v1.Admin.CheckConsistency:input_type -> vowdb.v1.CheckConsistencyRequest
+	64,  // 106: vowdb.v1.Admin.RangeChecksum:input_type -> vowdb.v1.RangeChecksumRequest
+	29,  // 107: vowdb.v1.Raft.Stream:output_type -> vowdb.v1.RaftBatchAck
+	74,  // 108: vowdb.v1.KV.Batch:output_type -> vowdb.v1.BatchResponse
+	33,  // 109: vowdb.v1.KV.Get:output_type -> vowdb.v1.GetResponse
+	35,  // 110: vowdb.v1.KV.Put:output_type -> vowdb.v1.PutResponse
+	37,  // 111: vowdb.v1.KV.Delete:output_type -> vowdb.v1.DeleteResponse
+	39,  // 112: vowdb.v1.KV.Scan:output_type -> vowdb.v1.ScanResponse
+	41,  // 113: vowdb.v1.KV.CompareAndSwap:output_type -> vowdb.v1.CasResponse
+	76,  // 114: vowdb.v1.Txn.Op:output_type -> vowdb.v1.TxnOpResponse
+	78,  // 115: vowdb.v1.Txn.Commit:output_type -> vowdb.v1.TxnCommitResponse
+	80,  // 116: vowdb.v1.Txn.Rollback:output_type -> vowdb.v1.TxnRollbackResponse
+	89,  // 117: vowdb.v1.Txn.Status:output_type -> vowdb.v1.TxnStatusResponse
+	92,  // 118: vowdb.v1.Txn.List:output_type -> vowdb.v1.TxnListResponse
+	97,  // 119: vowdb.v1.Txn.Locks:output_type -> vowdb.v1.LocksResponse
+	83,  // 120: vowdb.v1.Txn.Deliver:output_type -> vowdb.v1.TxnDeliverResponse
+	85,  // 121: vowdb.v1.Txn.Propose:output_type -> vowdb.v1.TxnProposeResponse
+	87,  // 122: vowdb.v1.Txn.CoordinatorStatus:output_type -> vowdb.v1.CoordinatorStatusResponse
+	100, // 123: vowdb.v1.Txn.ReportWaits:output_type -> vowdb.v1.WaitsReportResponse
+	44,  // 124: vowdb.v1.Admin.Lookup:output_type -> vowdb.v1.LookupResponse
+	47,  // 125: vowdb.v1.Admin.ListRanges:output_type -> vowdb.v1.ListRangesResponse
+	50,  // 126: vowdb.v1.Admin.ListNodes:output_type -> vowdb.v1.ListNodesResponse
+	52,  // 127: vowdb.v1.Admin.Split:output_type -> vowdb.v1.SplitResponse
+	54,  // 128: vowdb.v1.Admin.Init:output_type -> vowdb.v1.InitResponse
+	56,  // 129: vowdb.v1.Admin.Join:output_type -> vowdb.v1.JoinResponse
+	58,  // 130: vowdb.v1.Admin.Heartbeat:output_type -> vowdb.v1.HeartbeatResponse
+	60,  // 131: vowdb.v1.Admin.MetaCommand:output_type -> vowdb.v1.MetaCommandResponse
+	67,  // 132: vowdb.v1.Admin.Ident:output_type -> vowdb.v1.IdentResponse
+	63,  // 133: vowdb.v1.Admin.CheckConsistency:output_type -> vowdb.v1.CheckConsistencyResponse
+	65,  // 134: vowdb.v1.Admin.RangeChecksum:output_type -> vowdb.v1.RangeChecksumResponse
+	107, // [107:135] is the sub-list for method output_type
+	79,  // [79:107] is the sub-list for method input_type
+	79,  // [79:79] is the sub-list for extension type_name
+	79,  // [79:79] is the sub-list for extension extendee
+	0,   // [0:79] is the sub-list for field type_name
 }
 
 func init() { file_api_vowdbpb_vowdb_proto_init() }
@@ -7091,6 +7243,9 @@ func file_api_vowdbpb_vowdb_proto_init() {
 		(*BatchOp_Put)(nil),
 		(*BatchOp_Delete)(nil),
 		(*BatchOp_Cas)(nil),
+		(*BatchOp_TxnOp)(nil),
+		(*BatchOp_TxnCommit)(nil),
+		(*BatchOp_Cancel)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -7098,7 +7253,7 @@ func file_api_vowdbpb_vowdb_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_api_vowdbpb_vowdb_proto_rawDesc), len(file_api_vowdbpb_vowdb_proto_rawDesc)),
 			NumEnums:      5,
-			NumMessages:   95,
+			NumMessages:   96,
 			NumExtensions: 0,
 			NumServices:   4,
 		},

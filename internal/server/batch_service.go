@@ -25,20 +25,63 @@ import (
 func (s *kvService) Batch(st grpc.BidiStreamingServer[vowdbpb.BatchRequest, vowdbpb.BatchResponse]) error {
 	out := newResponder(st)
 	defer out.close()
+	running := &streamRequests{parent: st.Context(), cancels: map[uint64]context.CancelFunc{}}
 	for {
 		req, err := st.Recv()
 		if err != nil {
 			return nil // the client closed the stream or the connection broke
 		}
 		for _, op := range req.Ops {
-			s.startOp(op, out.push)
+			if c, ok := op.Op.(*vowdbpb.BatchOp_Cancel); ok {
+				running.cancel(c.Cancel.Id)
+				continue
+			}
+			s.startOp(running, op, out.push)
 		}
 	}
 }
 
+// streamRequests holds the cancel functions of a stream's transactional
+// requests that are still running, by operation id, so that a BatchCancel
+// stops one as cancelling a unary call would. Their contexts are the
+// stream's: all of them end when the client goes away.
+type streamRequests struct {
+	parent  context.Context
+	mu      sync.Mutex
+	cancels map[uint64]context.CancelFunc
+}
+
+// start returns the context of request id, bounded by timeout, and the
+// function to call once it is answered.
+func (r *streamRequests) start(id uint64, timeout time.Duration) (context.Context, func()) {
+	ctx, cancel := context.WithTimeout(r.parent, timeout)
+	r.mu.Lock()
+	r.cancels[id] = cancel
+	r.mu.Unlock()
+	return ctx, func() {
+		r.mu.Lock()
+		delete(r.cancels, id)
+		r.mu.Unlock()
+		cancel()
+	}
+}
+
+// cancel stops request id; an id that already finished (or never was) is
+// ignored: the answer and the cancellation crossed.
+func (r *streamRequests) cancel(id uint64) {
+	r.mu.Lock()
+	cancel := r.cancels[id]
+	delete(r.cancels, id)
+	r.mu.Unlock()
+	if cancel != nil {
+		cancel()
+	}
+}
+
 // startOp starts one operation; done is called exactly once with its result,
-// possibly on the scheduler goroutine.
-func (s *kvService) startOp(op *vowdbpb.BatchOp, done func(*vowdbpb.BatchResult)) {
+// possibly on the scheduler goroutine. Transactional requests run under a
+// context of running's.
+func (s *kvService) startOp(running *streamRequests, op *vowdbpb.BatchOp, done func(*vowdbpb.BatchResult)) {
 	n := s.n
 	start := time.Now()
 	method := "unknown"
@@ -112,9 +155,37 @@ func (s *kvService) startOp(op *vowdbpb.BatchOp, done func(*vowdbpb.BatchResult)
 		c := o.Cas
 		s.startWrite(c.Key, c.Value, c.Expected, &vowdbpb.Command{Op: &vowdbpb.Command_Cas{Cas: &vowdbpb.CasOp{
 			Key: c.Key, Expected: c.Expected, ExpectAbsent: c.ExpectAbsent, Value: c.Value, DeleteOnSwap: c.DeleteOnSwap}}}, finish)
+	case *vowdbpb.BatchOp_TxnOp:
+		// A transactional operation may wait for a lock: then it goes on
+		// in a goroutine of its own, bounded as the client bounds the
+		// unary call; one granted at once is answered from here.
+		method = "txn_op"
+		ctx, end := running.start(op.Id, streamTimeout(o.TxnOp.TimeoutMs, time.Duration(o.TxnOp.LockTimeoutMs)*time.Millisecond+n.cfg.RequestTimeout))
+		(&txnService{n: n}).startOp(ctx, o.TxnOp, func(resp *vowdbpb.TxnOpResponse, err error) {
+			end()
+			finish(&vowdbpb.BatchResult{TxnOp: resp}, err)
+		})
+	case *vowdbpb.BatchOp_TxnCommit:
+		method = "txn_commit"
+		ctx, end := running.start(op.Id, streamTimeout(o.TxnCommit.TimeoutMs, n.cfg.RequestTimeout+5*time.Second))
+		go func() {
+			defer end()
+			resp, err := (&txnService{n: n}).commit(ctx, o.TxnCommit)
+			finish(&vowdbpb.BatchResult{TxnCommit: resp}, err)
+		}()
 	default:
 		finish(nil, transport.Invalid("batch operation %d is empty", op.Id))
 	}
+}
+
+// streamTimeout bounds a transactional request of the Batch stream: by the
+// client's own wait when it sent one (as a unary call's deadline would),
+// never beyond def.
+func streamTimeout(clientMs int64, def time.Duration) time.Duration {
+	if c := time.Duration(clientMs) * time.Millisecond; c > 0 && c < def {
+		return c
+	}
+	return def
 }
 
 func (s *kvService) startWrite(key, value, expected []byte, cmd *vowdbpb.Command, finish func(*vowdbpb.BatchResult, error)) {

@@ -181,28 +181,49 @@ func abortStatus(ab *vowdbpb.TxnAbort, format string, args ...any) error {
 
 // op runs one transactional operation on this node, the leader of its key.
 func (l *txnLayer) op(ctx context.Context, req *vowdbpb.TxnOpRequest) (*vowdbpb.TxnOpResponse, error) {
+	type result struct {
+		resp *vowdbpb.TxnOpResponse
+		err  error
+	}
+	ch := make(chan result, 1)
+	l.startOp(ctx, req, func(resp *vowdbpb.TxnOpResponse, err error) { ch <- result{resp, err} })
+	r := <-ch
+	return r.resp, r.err
+}
+
+// startOp serves a transactional operation and calls done exactly once
+// with its answer: before it returns when the lock is granted at once (or
+// the operation is refused), which is the common case and costs no
+// goroutine; else from a goroutine that waits for the lock, the lock-wait
+// timeout or ctx, whichever comes first.
+func (l *txnLayer) startOp(ctx context.Context, req *vowdbpb.TxnOpRequest, done func(*vowdbpb.TxnOpResponse, error)) {
 	n := l.n
 	id := lock.TxnID(req.TxnId)
 	if id == 0 || id&plainTxnBit != 0 || req.Attempt == 0 {
-		return nil, transport.Invalid("txn id %d / attempt %d out of range (1..2^63-1, attempt > 0)", req.TxnId, req.Attempt)
+		done(nil, transport.Invalid("txn id %d / attempt %d out of range (1..2^63-1, attempt > 0)", req.TxnId, req.Attempt))
+		return
 	}
 	val := req.Value
 	if req.Kind != vowdbpb.TxnOpRequest_PUT {
 		val = nil
 	}
 	if err := n.checkKV(req.Key, val); err != nil {
-		return nil, err
+		done(nil, err)
+		return
 	}
 	if req.Kind == vowdbpb.TxnOpRequest_SCAN && len(req.EndKey) > 0 && string(req.EndKey) <= string(req.Key) {
-		return nil, transport.Invalid("scan end key %q is not after start key %q", req.EndKey, req.Key)
+		done(nil, transport.Invalid("scan end key %q is not after start key %q", req.EndKey, req.Key))
+		return
 	}
 	sched, r, err := n.leaderFor(req.Key)
 	if err != nil {
-		return nil, err
+		done(nil, err)
+		return
 	}
 	tr, err := l.rangeFor(ctx, sched, r)
 	if err != nil {
-		return nil, err
+		done(nil, err)
+		return
 	}
 	span, mode := lock.Point(req.Key), lock.S
 	var w *txn.Write
@@ -219,7 +240,8 @@ func (l *txnLayer) op(ctx context.Context, req *vowdbpb.TxnOpRequest) (*vowdbpb.
 		span = lock.Span{Start: req.Key, End: end}
 	}
 	if req.DeadlineUnixMs > 0 && time.Now().UnixMilli() > req.DeadlineUnixMs {
-		return nil, abortStatus(&vowdbpb.TxnAbort{Reason: vowdbpb.TxnAbort_DEADLINE}, "transaction %d ran past its deadline", id)
+		done(nil, abortStatus(&vowdbpb.TxnAbort{Reason: vowdbpb.TxnAbort_DEADLINE}, "transaction %d ran past its deadline", id))
+		return
 	}
 
 	timeout := time.Duration(req.LockTimeoutMs) * time.Millisecond
@@ -234,43 +256,60 @@ func (l *txnLayer) op(ctx context.Context, req *vowdbpb.TxnOpRequest) (*vowdbpb.
 		// The client gave up before this request was served (it waited in
 		// a queue, or this node was paused): taking a lock now would leave
 		// it to a transaction nobody is running.
-		return nil, status.FromContextError(err).Err()
+		done(nil, status.FromContextError(err).Err())
+		return
 	}
-	type granted struct {
-		waited time.Duration
-		ab     *vowdbpb.TxnAbort
-	}
-	ch := make(chan granted, 1)
-	now := time.Now()
-	err = tr.Do(now, txnhost.Op{Txn: id, Attempt: req.Attempt, Span: span, Mode: mode, Write: w,
+	ch := make(chan opGrant, 1)
+	err = tr.Do(time.Now(), txnhost.Op{Txn: id, Attempt: req.Attempt, Span: span, Mode: mode, Write: w,
 		Age: uint64(req.BeginUnixNanos), Gateway: req.GatewayNodeId, Deadline: deadline, LockTimeout: timeout},
-		func(waited time.Duration, ab *vowdbpb.TxnAbort) { ch <- granted{waited, ab} })
+		func(waited time.Duration, ab *vowdbpb.TxnAbort) { ch <- opGrant{waited, ab} })
 	if err != nil {
 		var ref *txnhost.Refusal
 		if !errors.As(err, &ref) {
-			return nil, err
+			done(nil, err)
+			return
 		}
 		switch {
 		case ref.Vowed:
-			return nil, transport.Invalid("%s", ref.Msg)
+			done(nil, transport.Invalid("%s", ref.Msg))
 		case ref.Limit:
-			return nil, transport.Status(&vowdbpb.ErrorDetail{Code: vowdbpb.ErrorDetail_TXN_LIMIT, Abort: ref.Abort}, "%s", ref.Msg)
+			done(nil, transport.Status(&vowdbpb.ErrorDetail{Code: vowdbpb.ErrorDetail_TXN_LIMIT, Abort: ref.Abort}, "%s", ref.Msg))
 		default:
-			return nil, abortStatus(ref.Abort, "%s", ref.Msg)
+			done(nil, abortStatus(ref.Abort, "%s", ref.Msg))
 		}
+		return
 	}
-	var g granted
-	timer := time.NewTimer(timeout)
 	select {
-	case g = <-ch:
-	case <-timer.C:
-		tr.GiveUp(time.Now(), id)
-		g = <-ch
-	case <-ctx.Done():
-		tr.GiveUp(time.Now(), id)
-		g = <-ch
+	case g := <-ch: // granted (or refused) at once
+		done(l.granted(ctx, tr, req, span, g))
+		return
+	default:
 	}
-	timer.Stop()
+	go func() {
+		var g opGrant
+		timer := time.NewTimer(timeout)
+		select {
+		case g = <-ch:
+		case <-timer.C:
+			tr.GiveUp(time.Now(), id)
+			g = <-ch
+		case <-ctx.Done():
+			tr.GiveUp(time.Now(), id)
+			g = <-ch
+		}
+		timer.Stop()
+		done(l.granted(ctx, tr, req, span, g))
+	}()
+}
+
+// opGrant is the end of an operation's wait for its lock.
+type opGrant struct {
+	waited time.Duration
+	ab     *vowdbpb.TxnAbort
+}
+
+// granted finishes an operation whose wait for its lock ended with g.
+func (l *txnLayer) granted(ctx context.Context, tr *txnhost.Tenure, req *vowdbpb.TxnOpRequest, span lock.Span, g opGrant) (*vowdbpb.TxnOpResponse, error) {
 	if g.ab != nil {
 		return nil, abortStatus(g.ab, "%s", txnhost.DescribeAbort(g.ab))
 	}
@@ -288,7 +327,7 @@ func (l *txnLayer) op(ctx context.Context, req *vowdbpb.TxnOpRequest) (*vowdbpb.
 		// not get here (this node was cut off or paused). Roll back the
 		// attempt's state on this range now, so its locks are not kept
 		// until the deadline; a prepared attempt is never touched.
-		tr.Rollback(id, req.Attempt)
+		tr.Rollback(lock.TxnID(req.TxnId), req.Attempt)
 		return nil, status.FromContextError(err).Err()
 	}
 	return resp, nil

@@ -40,11 +40,26 @@ func (s *txnService) layer() (*txnLayer, error) {
 
 func (s *txnService) Op(ctx context.Context, req *vowdbpb.TxnOpRequest) (resp *vowdbpb.TxnOpResponse, err error) {
 	defer func(start time.Time) { (&kvService{n: s.n}).observe("txn_op", start, err) }(time.Now())
+	return s.op(ctx, req)
+}
+
+func (s *txnService) op(ctx context.Context, req *vowdbpb.TxnOpRequest) (*vowdbpb.TxnOpResponse, error) {
 	l, err := s.layer()
 	if err != nil {
 		return nil, err
 	}
 	return l.op(ctx, req)
+}
+
+// startOp serves a transactional operation of the KV.Batch stream: done is
+// called exactly once, possibly before startOp returns (txnLayer.startOp).
+func (s *txnService) startOp(ctx context.Context, req *vowdbpb.TxnOpRequest, done func(*vowdbpb.TxnOpResponse, error)) {
+	l, err := s.layer()
+	if err != nil {
+		done(nil, err)
+		return
+	}
+	l.startOp(ctx, req, done)
 }
 
 func abortReasonOf(r txn.AbortReason) vowdbpb.TxnAbort_Reason {
@@ -58,6 +73,11 @@ func abortReasonOf(r txn.AbortReason) vowdbpb.TxnAbort_Reason {
 
 func (s *txnService) Commit(ctx context.Context, req *vowdbpb.TxnCommitRequest) (resp *vowdbpb.TxnCommitResponse, err error) {
 	defer func(start time.Time) { (&kvService{n: s.n}).observe("txn_commit", start, err) }(time.Now())
+	return s.commit(ctx, req)
+}
+
+// commit serves Txn.Commit and the commits of the KV.Batch stream.
+func (s *txnService) commit(ctx context.Context, req *vowdbpb.TxnCommitRequest) (resp *vowdbpb.TxnCommitResponse, err error) {
 	l, err := s.layer()
 	if err != nil {
 		return nil, err

@@ -756,3 +756,86 @@ func TestTxnCommitOnAnchorLeader(t *testing.T) {
 		}
 	}
 }
+
+// TestTxnStreamCancel: a transactional operation sent on the KV.Batch
+// stream and waiting for a lock stops when its client cancels it
+// (BatchCancel), as a cancelled unary call would, though the client sends
+// no rollback: the node drops the waiting request at once instead of at
+// the 30 s lock-wait timeout, and the transaction is never granted the
+// lock.
+func TestTxnStreamCancel(t *testing.T) {
+	c, db := startCluster(t, 1)
+	ctx := context.Background()
+	holder, err := db.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := holder.Put(ctx, []byte("k"), []byte("held")); err != nil {
+		t.Fatal(err)
+	}
+	conn, err := grpc.NewClient(c.Endpoints()[0], grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	sctx, stop := context.WithCancel(ctx)
+	defer stop()
+	st, err := vowdbpb.NewKVClient(conn).Batch(sctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const id = 5151
+	if err := st.Send(&vowdbpb.BatchRequest{Ops: []*vowdbpb.BatchOp{{Id: 1, Op: &vowdbpb.BatchOp_TxnOp{TxnOp: &vowdbpb.TxnOpRequest{
+		TxnId: id, Attempt: 1, Kind: vowdbpb.TxnOpRequest_GET, Key: []byte("k"), GatewayNodeId: 1,
+		LockTimeoutMs: 30000, BeginUnixNanos: time.Now().UnixNano()}}}}}); err != nil {
+		t.Fatal(err)
+	}
+	waiting := func() bool {
+		rep, err := db.LockTable(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, w := range rep.Waits {
+			if w.Waiter == id {
+				return true
+			}
+		}
+		return false
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for !waiting() {
+		if time.Now().After(deadline) {
+			t.Fatal("the stream operation never waited for the lock")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err := st.Send(&vowdbpb.BatchRequest{Ops: []*vowdbpb.BatchOp{{Op: &vowdbpb.BatchOp_Cancel{Cancel: &vowdbpb.BatchCancel{Id: 1}}}}}); err != nil {
+		t.Fatal(err)
+	}
+	deadline = time.Now().Add(3 * time.Second)
+	for waiting() {
+		if time.Now().After(deadline) {
+			t.Fatal("the cancelled operation still waits for the lock")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	resp, err := st.Recv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(resp.Results) != 1 || resp.Results[0].Id != 1 || resp.Results[0].GrpcCode == 0 {
+		t.Fatalf("answer to the cancelled operation: %+v, want one failed result for id 1", resp.Results)
+	}
+	if err := holder.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	rep, err := db.LockTable(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, h := range rep.Held {
+		if h.Holder == id {
+			t.Fatalf("the cancelled operation was granted its lock: %+v", h)
+		}
+	}
+}
