@@ -269,13 +269,7 @@ func (t *Table) ReleaseAll(txn TxnID) []Lock {
 		t.spans = slices.DeleteFunc(t.spans, func(o heldLock) bool { return o.Txn == txn })
 		delete(t.byTxn, txn)
 	}
-	queue := t.queue[:0]
-	for _, w := range t.queue {
-		if w.Txn != txn {
-			queue = append(queue, w)
-		}
-	}
-	t.queue = queue
+	t.queue = slices.DeleteFunc(t.queue, func(w Lock) bool { return w.Txn == txn })
 	return t.grantWaiters()
 }
 
@@ -303,11 +297,15 @@ type Edge struct {
 }
 
 // WaitsFor returns the current waits-for edges, sorted.
-func (t *Table) WaitsFor() []Edge {
+func (t *Table) WaitsFor() []Edge { return waitsFor(t.queue, t.blockersOf) }
+
+// waitsFor returns the sorted edges from each waiter in queue to the
+// transactions blockersOf names for it.
+func waitsFor(queue []Lock, blockersOf func(req Lock, pos int) []TxnID) []Edge {
 	seen := map[Edge]bool{}
 	var out []Edge
-	for i, w := range t.queue {
-		for _, b := range t.blockersOf(w, i) {
+	for i, w := range queue {
+		for _, b := range blockersOf(w, i) {
 			e := Edge{Waiter: w.Txn, Holder: b}
 			if !seen[e] {
 				seen[e] = true

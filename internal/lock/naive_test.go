@@ -1,9 +1,6 @@
 package lock
 
-import (
-	"slices"
-	"sort"
-)
+import "slices"
 
 // naiveTable is the lock table as the simplest correct code: every held
 // lock in one list, scanned by every request. TestAgainstOracle checks
@@ -75,23 +72,4 @@ func (t *naiveTable) ReleaseAll(txn TxnID) []Lock {
 	return granted
 }
 
-func (t *naiveTable) WaitsFor() []Edge {
-	seen := map[Edge]bool{}
-	var out []Edge
-	for i, w := range t.queue {
-		for _, b := range t.blockersOf(w, i) {
-			e := Edge{Waiter: w.Txn, Holder: b}
-			if !seen[e] {
-				seen[e] = true
-				out = append(out, e)
-			}
-		}
-	}
-	sort.Slice(out, func(i, j int) bool {
-		if out[i].Waiter != out[j].Waiter {
-			return out[i].Waiter < out[j].Waiter
-		}
-		return out[i].Holder < out[j].Holder
-	})
-	return out
-}
+func (t *naiveTable) WaitsFor() []Edge { return waitsFor(t.queue, t.blockersOf) }

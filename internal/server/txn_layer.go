@@ -181,49 +181,80 @@ func abortStatus(ab *vowdbpb.TxnAbort, format string, args ...any) error {
 
 // op runs one transactional operation on this node, the leader of its key.
 func (l *txnLayer) op(ctx context.Context, req *vowdbpb.TxnOpRequest) (*vowdbpb.TxnOpResponse, error) {
-	type result struct {
-		resp *vowdbpb.TxnOpResponse
-		err  error
+	a, err := l.admitOp(ctx, req)
+	if err != nil {
+		return nil, err
 	}
-	ch := make(chan result, 1)
-	l.startOp(ctx, req, func(resp *vowdbpb.TxnOpResponse, err error) { ch <- result{resp, err} })
-	r := <-ch
-	return r.resp, r.err
+	return l.granted(ctx, a, req, a.await(ctx, lock.TxnID(req.TxnId)))
 }
 
-// startOp serves a transactional operation and calls done exactly once
-// with its answer: before it returns when the lock is granted at once (or
-// the operation is refused), which is the common case and costs no
-// goroutine; else from a goroutine that waits for the lock, the lock-wait
-// timeout or ctx, whichever comes first.
+// startOp is op for a caller that must not block (the Batch stream's
+// receiving goroutine): done is called exactly once with the answer,
+// before startOp returns when the lock is granted at once (or the
+// operation is refused), which is the common case and costs no goroutine;
+// else from a goroutine that waits for the lock.
 func (l *txnLayer) startOp(ctx context.Context, req *vowdbpb.TxnOpRequest, done func(*vowdbpb.TxnOpResponse, error)) {
+	a, err := l.admitOp(ctx, req)
+	if err != nil {
+		done(nil, err)
+		return
+	}
+	select {
+	case g := <-a.grant: // granted (or refused) at once
+		done(l.granted(ctx, a, req, g))
+		return
+	default:
+	}
+	go func() { done(l.granted(ctx, a, req, a.await(ctx, lock.TxnID(req.TxnId)))) }()
+}
+
+// admittedOp is an operation that asked its range for its lock.
+type admittedOp struct {
+	tr      *txnhost.Tenure
+	span    lock.Span
+	timeout time.Duration // the lock-wait timeout
+	grant   chan opGrant  // receives the end of the wait
+}
+
+// await waits for the end of the lock wait: the grant, the lock-wait
+// timeout or ctx, whichever comes first (then the wait is given up).
+func (a *admittedOp) await(ctx context.Context, id lock.TxnID) opGrant {
+	timer := time.NewTimer(a.timeout)
+	defer timer.Stop()
+	select {
+	case g := <-a.grant:
+		return g
+	case <-timer.C:
+	case <-ctx.Done():
+	}
+	a.tr.GiveUp(time.Now(), id)
+	return <-a.grant
+}
+
+// admitOp checks req and asks its range's tenure for its lock.
+func (l *txnLayer) admitOp(ctx context.Context, req *vowdbpb.TxnOpRequest) (*admittedOp, error) {
 	n := l.n
 	id := lock.TxnID(req.TxnId)
 	if id == 0 || id&plainTxnBit != 0 || req.Attempt == 0 {
-		done(nil, transport.Invalid("txn id %d / attempt %d out of range (1..2^63-1, attempt > 0)", req.TxnId, req.Attempt))
-		return
+		return nil, transport.Invalid("txn id %d / attempt %d out of range (1..2^63-1, attempt > 0)", req.TxnId, req.Attempt)
 	}
 	val := req.Value
 	if req.Kind != vowdbpb.TxnOpRequest_PUT {
 		val = nil
 	}
 	if err := n.checkKV(req.Key, val); err != nil {
-		done(nil, err)
-		return
+		return nil, err
 	}
 	if req.Kind == vowdbpb.TxnOpRequest_SCAN && len(req.EndKey) > 0 && string(req.EndKey) <= string(req.Key) {
-		done(nil, transport.Invalid("scan end key %q is not after start key %q", req.EndKey, req.Key))
-		return
+		return nil, transport.Invalid("scan end key %q is not after start key %q", req.EndKey, req.Key)
 	}
 	sched, r, err := n.leaderFor(req.Key)
 	if err != nil {
-		done(nil, err)
-		return
+		return nil, err
 	}
 	tr, err := l.rangeFor(ctx, sched, r)
 	if err != nil {
-		done(nil, err)
-		return
+		return nil, err
 	}
 	span, mode := lock.Point(req.Key), lock.S
 	var w *txn.Write
@@ -240,8 +271,7 @@ func (l *txnLayer) startOp(ctx context.Context, req *vowdbpb.TxnOpRequest, done 
 		span = lock.Span{Start: req.Key, End: end}
 	}
 	if req.DeadlineUnixMs > 0 && time.Now().UnixMilli() > req.DeadlineUnixMs {
-		done(nil, abortStatus(&vowdbpb.TxnAbort{Reason: vowdbpb.TxnAbort_DEADLINE}, "transaction %d ran past its deadline", id))
-		return
+		return nil, abortStatus(&vowdbpb.TxnAbort{Reason: vowdbpb.TxnAbort_DEADLINE}, "transaction %d ran past its deadline", id)
 	}
 
 	timeout := time.Duration(req.LockTimeoutMs) * time.Millisecond
@@ -256,8 +286,7 @@ func (l *txnLayer) startOp(ctx context.Context, req *vowdbpb.TxnOpRequest, done 
 		// The client gave up before this request was served (it waited in
 		// a queue, or this node was paused): taking a lock now would leave
 		// it to a transaction nobody is running.
-		done(nil, status.FromContextError(err).Err())
-		return
+		return nil, status.FromContextError(err).Err()
 	}
 	ch := make(chan opGrant, 1)
 	err = tr.Do(time.Now(), txnhost.Op{Txn: id, Attempt: req.Attempt, Span: span, Mode: mode, Write: w,
@@ -266,40 +295,18 @@ func (l *txnLayer) startOp(ctx context.Context, req *vowdbpb.TxnOpRequest, done 
 	if err != nil {
 		var ref *txnhost.Refusal
 		if !errors.As(err, &ref) {
-			done(nil, err)
-			return
+			return nil, err
 		}
 		switch {
 		case ref.Vowed:
-			done(nil, transport.Invalid("%s", ref.Msg))
+			return nil, transport.Invalid("%s", ref.Msg)
 		case ref.Limit:
-			done(nil, transport.Status(&vowdbpb.ErrorDetail{Code: vowdbpb.ErrorDetail_TXN_LIMIT, Abort: ref.Abort}, "%s", ref.Msg))
+			return nil, transport.Status(&vowdbpb.ErrorDetail{Code: vowdbpb.ErrorDetail_TXN_LIMIT, Abort: ref.Abort}, "%s", ref.Msg)
 		default:
-			done(nil, abortStatus(ref.Abort, "%s", ref.Msg))
+			return nil, abortStatus(ref.Abort, "%s", ref.Msg)
 		}
-		return
 	}
-	select {
-	case g := <-ch: // granted (or refused) at once
-		done(l.granted(ctx, tr, req, span, g))
-		return
-	default:
-	}
-	go func() {
-		var g opGrant
-		timer := time.NewTimer(timeout)
-		select {
-		case g = <-ch:
-		case <-timer.C:
-			tr.GiveUp(time.Now(), id)
-			g = <-ch
-		case <-ctx.Done():
-			tr.GiveUp(time.Now(), id)
-			g = <-ch
-		}
-		timer.Stop()
-		done(l.granted(ctx, tr, req, span, g))
-	}()
+	return &admittedOp{tr: tr, span: span, timeout: timeout, grant: ch}, nil
 }
 
 // opGrant is the end of an operation's wait for its lock.
@@ -309,7 +316,8 @@ type opGrant struct {
 }
 
 // granted finishes an operation whose wait for its lock ended with g.
-func (l *txnLayer) granted(ctx context.Context, tr *txnhost.Tenure, req *vowdbpb.TxnOpRequest, span lock.Span, g opGrant) (*vowdbpb.TxnOpResponse, error) {
+func (l *txnLayer) granted(ctx context.Context, a *admittedOp, req *vowdbpb.TxnOpRequest, g opGrant) (*vowdbpb.TxnOpResponse, error) {
+	tr := a.tr
 	if g.ab != nil {
 		return nil, abortStatus(g.ab, "%s", txnhost.DescribeAbort(g.ab))
 	}
@@ -317,7 +325,7 @@ func (l *txnLayer) granted(ctx context.Context, tr *txnhost.Tenure, req *vowdbpb
 	resp := &vowdbpb.TxnOpResponse{RangeId: tr.Range(), Term: tr.Number(), LockWaitMicros: g.waited.Microseconds()}
 	_, resp.RangeEnd = tr.Span()
 	if req.Kind == vowdbpb.TxnOpRequest_GET || req.Kind == vowdbpb.TxnOpRequest_SCAN {
-		if err := l.readUnderLock(ctx, tr, req, span, resp); err != nil {
+		if err := l.readUnderLock(ctx, tr, req, a.span, resp); err != nil {
 			return nil, err
 		}
 	}
