@@ -28,6 +28,12 @@ type Config struct {
 	RequestTimeout time.Duration
 	// DialTimeout bounds Open's first contact with the cluster (default 5s).
 	DialTimeout time.Duration
+	// TxnKeepAlive is how often an open transaction tells each range it
+	// holds locks on that its client is still running it (default 1s;
+	// negative: never). A range aborts a transaction it has not heard from
+	// for its idle timeout (vowdb start --txn-idle-timeout, 5s by default),
+	// so the locks of a client that vanished are freed.
+	TxnKeepAlive time.Duration
 }
 
 // KeyValue is one key and its value.
@@ -69,6 +75,9 @@ func Open(ctx context.Context, cfg Config) (*DB, error) {
 	}
 	if cfg.DialTimeout == 0 {
 		cfg.DialTimeout = 5 * time.Second
+	}
+	if cfg.TxnKeepAlive == 0 {
+		cfg.TxnKeepAlive = time.Second
 	}
 	db := &DB{cfg: cfg}
 	db.mu.conns = map[string]*grpc.ClientConn{}

@@ -92,11 +92,12 @@ const (
 	AbortDeadline                 // the transaction ran past its deadline
 	AbortRollback                 // explicit rollback
 	AbortDecisionLost             // the coordinator was presumed gone and the txn record aborted
+	AbortIdle                     // a range heard no operation or keep-alive for its idle timeout
 )
 
 var abortNames = map[AbortReason]string{AbortUnknown: "unknown", AbortDeadlock: "deadlock",
 	AbortLockTimeout: "lock-wait timeout", AbortStateLost: "participant lost state", AbortConflict: "conflict",
-	AbortDeadline: "deadline", AbortRollback: "rollback", AbortDecisionLost: "decision lost"}
+	AbortDeadline: "deadline", AbortRollback: "rollback", AbortDecisionLost: "decision lost", AbortIdle: "idle"}
 
 func (r AbortReason) String() string { return abortNames[r] }
 
@@ -156,7 +157,7 @@ func abortFromPB(id TxnID, ab *vowdbpb.TxnAbort) *AbortError {
 		vowdbpb.TxnAbort_DEADLOCK: AbortDeadlock, vowdbpb.TxnAbort_LOCK_TIMEOUT: AbortLockTimeout,
 		vowdbpb.TxnAbort_STATE_LOST: AbortStateLost, vowdbpb.TxnAbort_CONFLICT: AbortConflict,
 		vowdbpb.TxnAbort_DEADLINE: AbortDeadline, vowdbpb.TxnAbort_ROLLBACK: AbortRollback,
-		vowdbpb.TxnAbort_DECISION_LOST: AbortDecisionLost}[ab.Reason]
+		vowdbpb.TxnAbort_DECISION_LOST: AbortDecisionLost, vowdbpb.TxnAbort_IDLE: AbortIdle}[ab.Reason]
 	e.ConflictingTxn, e.Key, e.Mode = TxnID(ab.ConflictingTxnId), ab.Key, ab.LockMode
 	e.Wait, e.Range = time.Duration(ab.WaitMicros)*time.Microsecond, ab.RangeId
 	for _, t := range ab.Cycle {
@@ -251,11 +252,14 @@ type Txn struct {
 	receipt   *Receipt
 	attempts  int
 	touched   []uint64 // ranges an operation of unknown fate went to
+	keepAlive *time.Timer
+	kaStopped bool
 }
 
 type txnPart struct {
 	term   uint64
 	writes bool
+	key    []byte // a key of the range, to route keep-alives
 }
 
 var gatewayRR atomic.Uint64
@@ -341,6 +345,7 @@ func (db *DB) begin(ctx context.Context, o txnOptions, id TxnID, born time.Time)
 		cancel()
 		if err == nil {
 			tx.gateway = ep
+			tx.startKeepAlive()
 			return tx, nil
 		}
 		lastErr = err
@@ -472,7 +477,7 @@ func (tx *Txn) op(ctx context.Context, req *vowdbpb.TxnOpRequest) (*vowdbpb.TxnO
 	tx.lockWait += time.Duration(resp.LockWaitMicros) * time.Microsecond
 	p := tx.parts[resp.RangeId]
 	if p == nil {
-		p = &txnPart{term: resp.Term}
+		p = &txnPart{term: resp.Term, key: append([]byte(nil), req.Key...)}
 		tx.parts[resp.RangeId] = p
 		tx.order = append(tx.order, resp.RangeId)
 		if tx.firstRng == 0 {
@@ -516,6 +521,7 @@ func (tx *Txn) fail(ctx context.Context, err error) error {
 	tx.done = true
 	tx.mu.Unlock()
 	if !already {
+		tx.stopKeepAlive()
 		tx.rollbackRPC(ctx)
 	}
 	return err
@@ -698,6 +704,7 @@ func (tx *Txn) Commit(ctx context.Context) error {
 		return err
 	}
 	tx.done = true
+	defer tx.stopKeepAlive() // alive until the commit's answer: participants wait for PREPARE
 	req := &vowdbpb.TxnCommitRequest{TxnId: uint64(tx.id), Attempt: tx.attempt,
 		AnchorRangeId: tx.anchorRng, AnchorKey: tx.anchorKey}
 	if req.AnchorRangeId == 0 {
@@ -804,6 +811,7 @@ func (tx *Txn) Rollback(ctx context.Context) error {
 	tx.done = true
 	tx.abort = &AbortError{Txn: tx.id, Reason: AbortRollback}
 	tx.mu.Unlock()
+	tx.stopKeepAlive()
 	tx.rollbackRPC(ctx)
 	return nil
 }

@@ -158,6 +158,7 @@ const (
 	TxnAbort_DEADLINE      TxnAbort_Reason = 5 // the transaction ran past its deadline
 	TxnAbort_ROLLBACK      TxnAbort_Reason = 6 // explicit rollback
 	TxnAbort_DECISION_LOST TxnAbort_Reason = 7 // an inquirer aborted the undecided txn record (rule 4)
+	TxnAbort_IDLE          TxnAbort_Reason = 8 // its client sent no operation or keep-alive for the idle timeout
 )
 
 // Enum value maps for TxnAbort_Reason.
@@ -171,6 +172,7 @@ var (
 		5: "DEADLINE",
 		6: "ROLLBACK",
 		7: "DECISION_LOST",
+		8: "IDLE",
 	}
 	TxnAbort_Reason_value = map[string]int32{
 		"UNKNOWN":       0,
@@ -181,6 +183,7 @@ var (
 		"DEADLINE":      5,
 		"ROLLBACK":      6,
 		"DECISION_LOST": 7,
+		"IDLE":          8,
 	}
 )
 
@@ -5175,6 +5178,115 @@ func (*TxnRollbackResponse) Descriptor() ([]byte, []int) {
 	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{75}
 }
 
+// TxnKeepAliveRequest keeps an open transaction attempt alive on the range
+// of key: a leader aborts an ACTIVE attempt that heard neither an operation
+// nor a keep-alive for its idle timeout (vowdb start --txn-idle-timeout),
+// so the locks of a client that vanished, or whose rollback was lost, are
+// not held until the transaction's deadline.
+type TxnKeepAliveRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	TxnId         uint64                 `protobuf:"varint,1,opt,name=txn_id,json=txnId,proto3" json:"txn_id,omitempty"`
+	Attempt       uint64                 `protobuf:"varint,2,opt,name=attempt,proto3" json:"attempt,omitempty"`
+	Key           []byte                 `protobuf:"bytes,3,opt,name=key,proto3" json:"key,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TxnKeepAliveRequest) Reset() {
+	*x = TxnKeepAliveRequest{}
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[76]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TxnKeepAliveRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TxnKeepAliveRequest) ProtoMessage() {}
+
+func (x *TxnKeepAliveRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[76]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TxnKeepAliveRequest.ProtoReflect.Descriptor instead.
+func (*TxnKeepAliveRequest) Descriptor() ([]byte, []int) {
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{76}
+}
+
+func (x *TxnKeepAliveRequest) GetTxnId() uint64 {
+	if x != nil {
+		return x.TxnId
+	}
+	return 0
+}
+
+func (x *TxnKeepAliveRequest) GetAttempt() uint64 {
+	if x != nil {
+		return x.Attempt
+	}
+	return 0
+}
+
+func (x *TxnKeepAliveRequest) GetKey() []byte {
+	if x != nil {
+		return x.Key
+	}
+	return nil
+}
+
+type TxnKeepAliveResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	RangeId       uint64                 `protobuf:"varint,1,opt,name=range_id,json=rangeId,proto3" json:"range_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TxnKeepAliveResponse) Reset() {
+	*x = TxnKeepAliveResponse{}
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[77]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TxnKeepAliveResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TxnKeepAliveResponse) ProtoMessage() {}
+
+func (x *TxnKeepAliveResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[77]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TxnKeepAliveResponse.ProtoReflect.Descriptor instead.
+func (*TxnKeepAliveResponse) Descriptor() ([]byte, []int) {
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{77}
+}
+
+func (x *TxnKeepAliveResponse) GetRangeId() uint64 {
+	if x != nil {
+		return x.RangeId
+	}
+	return 0
+}
+
 // TxnMessage is a message of the 2PC protocol (package txn) on the wire.
 type TxnMessage struct {
 	state             protoimpl.MessageState `protogen:"open.v1"`
@@ -5200,7 +5312,7 @@ type TxnMessage struct {
 
 func (x *TxnMessage) Reset() {
 	*x = TxnMessage{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[76]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[78]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5212,7 +5324,7 @@ func (x *TxnMessage) String() string {
 func (*TxnMessage) ProtoMessage() {}
 
 func (x *TxnMessage) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[76]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[78]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5225,7 +5337,7 @@ func (x *TxnMessage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TxnMessage.ProtoReflect.Descriptor instead.
 func (*TxnMessage) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{76}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{78}
 }
 
 func (x *TxnMessage) GetType() uint32 {
@@ -5342,7 +5454,7 @@ type TxnDeliverRequest struct {
 
 func (x *TxnDeliverRequest) Reset() {
 	*x = TxnDeliverRequest{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[77]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[79]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5354,7 +5466,7 @@ func (x *TxnDeliverRequest) String() string {
 func (*TxnDeliverRequest) ProtoMessage() {}
 
 func (x *TxnDeliverRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[77]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[79]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5367,7 +5479,7 @@ func (x *TxnDeliverRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TxnDeliverRequest.ProtoReflect.Descriptor instead.
 func (*TxnDeliverRequest) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{77}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{79}
 }
 
 func (x *TxnDeliverRequest) GetMsgs() []*TxnMessage {
@@ -5385,7 +5497,7 @@ type TxnDeliverResponse struct {
 
 func (x *TxnDeliverResponse) Reset() {
 	*x = TxnDeliverResponse{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[78]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[80]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5397,7 +5509,7 @@ func (x *TxnDeliverResponse) String() string {
 func (*TxnDeliverResponse) ProtoMessage() {}
 
 func (x *TxnDeliverResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[78]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[80]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5410,7 +5522,7 @@ func (x *TxnDeliverResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TxnDeliverResponse.ProtoReflect.Descriptor instead.
 func (*TxnDeliverResponse) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{78}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{80}
 }
 
 // TxnProposeRequest proposes a txn-record command to the leader of the
@@ -5425,7 +5537,7 @@ type TxnProposeRequest struct {
 
 func (x *TxnProposeRequest) Reset() {
 	*x = TxnProposeRequest{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[79]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[81]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5437,7 +5549,7 @@ func (x *TxnProposeRequest) String() string {
 func (*TxnProposeRequest) ProtoMessage() {}
 
 func (x *TxnProposeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[79]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[81]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5450,7 +5562,7 @@ func (x *TxnProposeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TxnProposeRequest.ProtoReflect.Descriptor instead.
 func (*TxnProposeRequest) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{79}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{81}
 }
 
 func (x *TxnProposeRequest) GetKey() []byte {
@@ -5477,7 +5589,7 @@ type TxnProposeResponse struct {
 
 func (x *TxnProposeResponse) Reset() {
 	*x = TxnProposeResponse{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[80]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[82]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5489,7 +5601,7 @@ func (x *TxnProposeResponse) String() string {
 func (*TxnProposeResponse) ProtoMessage() {}
 
 func (x *TxnProposeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[80]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[82]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5502,7 +5614,7 @@ func (x *TxnProposeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TxnProposeResponse.ProtoReflect.Descriptor instead.
 func (*TxnProposeResponse) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{80}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{82}
 }
 
 func (x *TxnProposeResponse) GetState() TxnState {
@@ -5529,7 +5641,7 @@ type CoordinatorStatusRequest struct {
 
 func (x *CoordinatorStatusRequest) Reset() {
 	*x = CoordinatorStatusRequest{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[81]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[83]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5541,7 +5653,7 @@ func (x *CoordinatorStatusRequest) String() string {
 func (*CoordinatorStatusRequest) ProtoMessage() {}
 
 func (x *CoordinatorStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[81]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[83]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5554,7 +5666,7 @@ func (x *CoordinatorStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CoordinatorStatusRequest.ProtoReflect.Descriptor instead.
 func (*CoordinatorStatusRequest) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{81}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{83}
 }
 
 func (x *CoordinatorStatusRequest) GetTxnId() uint64 {
@@ -5580,7 +5692,7 @@ type CoordinatorStatusResponse struct {
 
 func (x *CoordinatorStatusResponse) Reset() {
 	*x = CoordinatorStatusResponse{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[82]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[84]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5592,7 +5704,7 @@ func (x *CoordinatorStatusResponse) String() string {
 func (*CoordinatorStatusResponse) ProtoMessage() {}
 
 func (x *CoordinatorStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[82]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[84]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5605,7 +5717,7 @@ func (x *CoordinatorStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CoordinatorStatusResponse.ProtoReflect.Descriptor instead.
 func (*CoordinatorStatusResponse) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{82}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{84}
 }
 
 func (x *CoordinatorStatusResponse) GetRunning() bool {
@@ -5626,7 +5738,7 @@ type TxnStatusRequest struct {
 
 func (x *TxnStatusRequest) Reset() {
 	*x = TxnStatusRequest{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[83]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[85]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5638,7 +5750,7 @@ func (x *TxnStatusRequest) String() string {
 func (*TxnStatusRequest) ProtoMessage() {}
 
 func (x *TxnStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[83]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[85]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5651,7 +5763,7 @@ func (x *TxnStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TxnStatusRequest.ProtoReflect.Descriptor instead.
 func (*TxnStatusRequest) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{83}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{85}
 }
 
 func (x *TxnStatusRequest) GetTxnId() uint64 {
@@ -5681,7 +5793,7 @@ type TxnStatusResponse struct {
 
 func (x *TxnStatusResponse) Reset() {
 	*x = TxnStatusResponse{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[84]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[86]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5693,7 +5805,7 @@ func (x *TxnStatusResponse) String() string {
 func (*TxnStatusResponse) ProtoMessage() {}
 
 func (x *TxnStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[84]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[86]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5706,7 +5818,7 @@ func (x *TxnStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TxnStatusResponse.ProtoReflect.Descriptor instead.
 func (*TxnStatusResponse) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{84}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{86}
 }
 
 func (x *TxnStatusResponse) GetState() TxnState {
@@ -5745,7 +5857,7 @@ type TxnInfo struct {
 
 func (x *TxnInfo) Reset() {
 	*x = TxnInfo{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[85]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[87]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5757,7 +5869,7 @@ func (x *TxnInfo) String() string {
 func (*TxnInfo) ProtoMessage() {}
 
 func (x *TxnInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[85]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[87]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5770,7 +5882,7 @@ func (x *TxnInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TxnInfo.ProtoReflect.Descriptor instead.
 func (*TxnInfo) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{85}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{87}
 }
 
 func (x *TxnInfo) GetTxnId() uint64 {
@@ -5831,7 +5943,7 @@ type TxnListRequest struct {
 
 func (x *TxnListRequest) Reset() {
 	*x = TxnListRequest{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[86]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[88]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5843,7 +5955,7 @@ func (x *TxnListRequest) String() string {
 func (*TxnListRequest) ProtoMessage() {}
 
 func (x *TxnListRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[86]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[88]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5856,7 +5968,7 @@ func (x *TxnListRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TxnListRequest.ProtoReflect.Descriptor instead.
 func (*TxnListRequest) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{86}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{88}
 }
 
 func (x *TxnListRequest) GetLocal() bool {
@@ -5875,7 +5987,7 @@ type TxnListResponse struct {
 
 func (x *TxnListResponse) Reset() {
 	*x = TxnListResponse{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[87]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[89]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5887,7 +5999,7 @@ func (x *TxnListResponse) String() string {
 func (*TxnListResponse) ProtoMessage() {}
 
 func (x *TxnListResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[87]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[89]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5900,7 +6012,7 @@ func (x *TxnListResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TxnListResponse.ProtoReflect.Descriptor instead.
 func (*TxnListResponse) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{87}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{89}
 }
 
 func (x *TxnListResponse) GetTxns() []*TxnInfo {
@@ -5925,7 +6037,7 @@ type LockWait struct {
 
 func (x *LockWait) Reset() {
 	*x = LockWait{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[88]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[90]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5937,7 +6049,7 @@ func (x *LockWait) String() string {
 func (*LockWait) ProtoMessage() {}
 
 func (x *LockWait) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[88]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[90]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5950,7 +6062,7 @@ func (x *LockWait) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LockWait.ProtoReflect.Descriptor instead.
 func (*LockWait) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{88}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{90}
 }
 
 func (x *LockWait) GetWaiter() uint64 {
@@ -6013,7 +6125,7 @@ type Deadlock struct {
 
 func (x *Deadlock) Reset() {
 	*x = Deadlock{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[89]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[91]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6025,7 +6137,7 @@ func (x *Deadlock) String() string {
 func (*Deadlock) ProtoMessage() {}
 
 func (x *Deadlock) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[89]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[91]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6038,7 +6150,7 @@ func (x *Deadlock) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Deadlock.ProtoReflect.Descriptor instead.
 func (*Deadlock) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{89}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{91}
 }
 
 func (x *Deadlock) GetCycle() []uint64 {
@@ -6071,7 +6183,7 @@ type LocksRequest struct {
 
 func (x *LocksRequest) Reset() {
 	*x = LocksRequest{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[90]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[92]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6083,7 +6195,7 @@ func (x *LocksRequest) String() string {
 func (*LocksRequest) ProtoMessage() {}
 
 func (x *LocksRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[90]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[92]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6096,7 +6208,7 @@ func (x *LocksRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LocksRequest.ProtoReflect.Descriptor instead.
 func (*LocksRequest) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{90}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{92}
 }
 
 func (x *LocksRequest) GetLocal() bool {
@@ -6124,7 +6236,7 @@ type LockHold struct {
 
 func (x *LockHold) Reset() {
 	*x = LockHold{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[91]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[93]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6136,7 +6248,7 @@ func (x *LockHold) String() string {
 func (*LockHold) ProtoMessage() {}
 
 func (x *LockHold) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[91]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[93]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6149,7 +6261,7 @@ func (x *LockHold) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LockHold.ProtoReflect.Descriptor instead.
 func (*LockHold) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{91}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{93}
 }
 
 func (x *LockHold) GetHolder() uint64 {
@@ -6212,7 +6324,7 @@ type LocksResponse struct {
 
 func (x *LocksResponse) Reset() {
 	*x = LocksResponse{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[92]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[94]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6224,7 +6336,7 @@ func (x *LocksResponse) String() string {
 func (*LocksResponse) ProtoMessage() {}
 
 func (x *LocksResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[92]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[94]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6237,7 +6349,7 @@ func (x *LocksResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LocksResponse.ProtoReflect.Descriptor instead.
 func (*LocksResponse) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{92}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{94}
 }
 
 func (x *LocksResponse) GetWaits() []*LockWait {
@@ -6275,7 +6387,7 @@ type WaitsEdge struct {
 
 func (x *WaitsEdge) Reset() {
 	*x = WaitsEdge{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[93]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[95]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6287,7 +6399,7 @@ func (x *WaitsEdge) String() string {
 func (*WaitsEdge) ProtoMessage() {}
 
 func (x *WaitsEdge) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[93]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[95]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6300,7 +6412,7 @@ func (x *WaitsEdge) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WaitsEdge.ProtoReflect.Descriptor instead.
 func (*WaitsEdge) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{93}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{95}
 }
 
 func (x *WaitsEdge) GetWaiter() uint64 {
@@ -6355,7 +6467,7 @@ type WaitsReport struct {
 
 func (x *WaitsReport) Reset() {
 	*x = WaitsReport{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[94]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[96]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6367,7 +6479,7 @@ func (x *WaitsReport) String() string {
 func (*WaitsReport) ProtoMessage() {}
 
 func (x *WaitsReport) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[94]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[96]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6380,7 +6492,7 @@ func (x *WaitsReport) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WaitsReport.ProtoReflect.Descriptor instead.
 func (*WaitsReport) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{94}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{96}
 }
 
 func (x *WaitsReport) GetNodeId() uint64 {
@@ -6406,7 +6518,7 @@ type WaitsReportResponse struct {
 
 func (x *WaitsReportResponse) Reset() {
 	*x = WaitsReportResponse{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[95]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[97]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6418,7 +6530,7 @@ func (x *WaitsReportResponse) String() string {
 func (*WaitsReportResponse) ProtoMessage() {}
 
 func (x *WaitsReportResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[95]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[97]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6431,7 +6543,7 @@ func (x *WaitsReportResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WaitsReportResponse.ProtoReflect.Descriptor instead.
 func (*WaitsReportResponse) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{95}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{97}
 }
 
 func (x *WaitsReportResponse) GetVictims() []*Deadlock {
@@ -6721,7 +6833,7 @@ const file_api_vowdbpb_vowdb_proto_rawDesc = "" +
 	"\x10CLUSTER_MISMATCH\x10\x06\x12\v\n" +
 	"\aINVALID\x10\a\x12\x0f\n" +
 	"\vTXN_ABORTED\x10\b\x12\r\n" +
-	"\tTXN_LIMIT\x10\t\"\xf1\x02\n" +
+	"\tTXN_LIMIT\x10\t\"\xfb\x02\n" +
 	"\bTxnAbort\x121\n" +
 	"\x06reason\x18\x01 \x01(\x0e2\x19.vowdb.v1.TxnAbort.ReasonR\x06reason\x12,\n" +
 	"\x12conflicting_txn_id\x18\x02 \x01(\x04R\x10conflictingTxnId\x12\x10\n" +
@@ -6730,7 +6842,7 @@ const file_api_vowdbpb_vowdb_proto_rawDesc = "" +
 	"\vwait_micros\x18\x05 \x01(\x03R\n" +
 	"waitMicros\x12\x14\n" +
 	"\x05cycle\x18\x06 \x03(\x04R\x05cycle\x12\x19\n" +
-	"\brange_id\x18\a \x01(\x04R\arangeId\"\x82\x01\n" +
+	"\brange_id\x18\a \x01(\x04R\arangeId\"\x8c\x01\n" +
 	"\x06Reason\x12\v\n" +
 	"\aUNKNOWN\x10\x00\x12\f\n" +
 	"\bDEADLOCK\x10\x01\x12\x10\n" +
@@ -6740,7 +6852,8 @@ const file_api_vowdbpb_vowdb_proto_rawDesc = "" +
 	"\bCONFLICT\x10\x04\x12\f\n" +
 	"\bDEADLINE\x10\x05\x12\f\n" +
 	"\bROLLBACK\x10\x06\x12\x11\n" +
-	"\rDECISION_LOST\x10\a\"\xef\x02\n" +
+	"\rDECISION_LOST\x10\a\x12\b\n" +
+	"\x04IDLE\x10\b\"\xef\x02\n" +
 	"\aBatchOp\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12(\n" +
 	"\x03get\x18\x02 \x01(\v2\x14.vowdb.v1.GetRequestH\x00R\x03get\x12(\n" +
@@ -6824,7 +6937,13 @@ const file_api_vowdbpb_vowdb_proto_rawDesc = "" +
 	"\x06txn_id\x18\x01 \x01(\x04R\x05txnId\x12\x18\n" +
 	"\aattempt\x18\x02 \x01(\x04R\aattempt\x12<\n" +
 	"\fparticipants\x18\x03 \x03(\v2\x18.vowdb.v1.TxnParticipantR\fparticipants\"\x15\n" +
-	"\x13TxnRollbackResponse\"\xce\x03\n" +
+	"\x13TxnRollbackResponse\"X\n" +
+	"\x13TxnKeepAliveRequest\x12\x15\n" +
+	"\x06txn_id\x18\x01 \x01(\x04R\x05txnId\x12\x18\n" +
+	"\aattempt\x18\x02 \x01(\x04R\aattempt\x12\x10\n" +
+	"\x03key\x18\x03 \x01(\fR\x03key\"1\n" +
+	"\x14TxnKeepAliveResponse\x12\x19\n" +
+	"\brange_id\x18\x01 \x01(\x04R\arangeId\"\xce\x03\n" +
 	"\n" +
 	"TxnMessage\x12\x12\n" +
 	"\x04type\x18\x01 \x01(\rR\x04type\x12\x15\n" +
@@ -6933,11 +7052,12 @@ const file_api_vowdbpb_vowdb_proto_rawDesc = "" +
 	"\x03Put\x12\x14.vowdb.v1.PutRequest\x1a\x15.vowdb.v1.PutResponse\x12;\n" +
 	"\x06Delete\x12\x17.vowdb.v1.DeleteRequest\x1a\x18.vowdb.v1.DeleteResponse\x125\n" +
 	"\x04Scan\x12\x15.vowdb.v1.ScanRequest\x1a\x16.vowdb.v1.ScanResponse\x12=\n" +
-	"\x0eCompareAndSwap\x12\x14.vowdb.v1.CasRequest\x1a\x15.vowdb.v1.CasResponse2\xb1\x05\n" +
+	"\x0eCompareAndSwap\x12\x14.vowdb.v1.CasRequest\x1a\x15.vowdb.v1.CasResponse2\xfd\x05\n" +
 	"\x03Txn\x125\n" +
 	"\x02Op\x12\x16.vowdb.v1.TxnOpRequest\x1a\x17.vowdb.v1.TxnOpResponse\x12A\n" +
 	"\x06Commit\x12\x1a.vowdb.v1.TxnCommitRequest\x1a\x1b.vowdb.v1.TxnCommitResponse\x12G\n" +
-	"\bRollback\x12\x1c.vowdb.v1.TxnRollbackRequest\x1a\x1d.vowdb.v1.TxnRollbackResponse\x12A\n" +
+	"\bRollback\x12\x1c.vowdb.v1.TxnRollbackRequest\x1a\x1d.vowdb.v1.TxnRollbackResponse\x12J\n" +
+	"\tKeepAlive\x12\x1d.vowdb.v1.TxnKeepAliveRequest\x1a\x1e.vowdb.v1.TxnKeepAliveResponse\x12A\n" +
 	"\x06Status\x12\x1a.vowdb.v1.TxnStatusRequest\x1a\x1b.vowdb.v1.TxnStatusResponse\x12;\n" +
 	"\x04List\x12\x18.vowdb.v1.TxnListRequest\x1a\x19.vowdb.v1.TxnListResponse\x128\n" +
 	"\x05Locks\x12\x16.vowdb.v1.LocksRequest\x1a\x17.vowdb.v1.LocksResponse\x12D\n" +
@@ -6972,7 +7092,7 @@ func file_api_vowdbpb_vowdb_proto_rawDescGZIP() []byte {
 }
 
 var file_api_vowdbpb_vowdb_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_api_vowdbpb_vowdb_proto_msgTypes = make([]protoimpl.MessageInfo, 96)
+var file_api_vowdbpb_vowdb_proto_msgTypes = make([]protoimpl.MessageInfo, 98)
 var file_api_vowdbpb_vowdb_proto_goTypes = []any{
 	(TxnState)(0),                     // 0: vowdb.v1.TxnState
 	(ErrorDetail_Code)(0),             // 1: vowdb.v1.ErrorDetail.Code
@@ -7055,26 +7175,28 @@ var file_api_vowdbpb_vowdb_proto_goTypes = []any{
 	(*TxnCommitResponse)(nil),         // 78: vowdb.v1.TxnCommitResponse
 	(*TxnRollbackRequest)(nil),        // 79: vowdb.v1.TxnRollbackRequest
 	(*TxnRollbackResponse)(nil),       // 80: vowdb.v1.TxnRollbackResponse
-	(*TxnMessage)(nil),                // 81: vowdb.v1.TxnMessage
-	(*TxnDeliverRequest)(nil),         // 82: vowdb.v1.TxnDeliverRequest
-	(*TxnDeliverResponse)(nil),        // 83: vowdb.v1.TxnDeliverResponse
-	(*TxnProposeRequest)(nil),         // 84: vowdb.v1.TxnProposeRequest
-	(*TxnProposeResponse)(nil),        // 85: vowdb.v1.TxnProposeResponse
-	(*CoordinatorStatusRequest)(nil),  // 86: vowdb.v1.CoordinatorStatusRequest
-	(*CoordinatorStatusResponse)(nil), // 87: vowdb.v1.CoordinatorStatusResponse
-	(*TxnStatusRequest)(nil),          // 88: vowdb.v1.TxnStatusRequest
-	(*TxnStatusResponse)(nil),         // 89: vowdb.v1.TxnStatusResponse
-	(*TxnInfo)(nil),                   // 90: vowdb.v1.TxnInfo
-	(*TxnListRequest)(nil),            // 91: vowdb.v1.TxnListRequest
-	(*TxnListResponse)(nil),           // 92: vowdb.v1.TxnListResponse
-	(*LockWait)(nil),                  // 93: vowdb.v1.LockWait
-	(*Deadlock)(nil),                  // 94: vowdb.v1.Deadlock
-	(*LocksRequest)(nil),              // 95: vowdb.v1.LocksRequest
-	(*LockHold)(nil),                  // 96: vowdb.v1.LockHold
-	(*LocksResponse)(nil),             // 97: vowdb.v1.LocksResponse
-	(*WaitsEdge)(nil),                 // 98: vowdb.v1.WaitsEdge
-	(*WaitsReport)(nil),               // 99: vowdb.v1.WaitsReport
-	(*WaitsReportResponse)(nil),       // 100: vowdb.v1.WaitsReportResponse
+	(*TxnKeepAliveRequest)(nil),       // 81: vowdb.v1.TxnKeepAliveRequest
+	(*TxnKeepAliveResponse)(nil),      // 82: vowdb.v1.TxnKeepAliveResponse
+	(*TxnMessage)(nil),                // 83: vowdb.v1.TxnMessage
+	(*TxnDeliverRequest)(nil),         // 84: vowdb.v1.TxnDeliverRequest
+	(*TxnDeliverResponse)(nil),        // 85: vowdb.v1.TxnDeliverResponse
+	(*TxnProposeRequest)(nil),         // 86: vowdb.v1.TxnProposeRequest
+	(*TxnProposeResponse)(nil),        // 87: vowdb.v1.TxnProposeResponse
+	(*CoordinatorStatusRequest)(nil),  // 88: vowdb.v1.CoordinatorStatusRequest
+	(*CoordinatorStatusResponse)(nil), // 89: vowdb.v1.CoordinatorStatusResponse
+	(*TxnStatusRequest)(nil),          // 90: vowdb.v1.TxnStatusRequest
+	(*TxnStatusResponse)(nil),         // 91: vowdb.v1.TxnStatusResponse
+	(*TxnInfo)(nil),                   // 92: vowdb.v1.TxnInfo
+	(*TxnListRequest)(nil),            // 93: vowdb.v1.TxnListRequest
+	(*TxnListResponse)(nil),           // 94: vowdb.v1.TxnListResponse
+	(*LockWait)(nil),                  // 95: vowdb.v1.LockWait
+	(*Deadlock)(nil),                  // 96: vowdb.v1.Deadlock
+	(*LocksRequest)(nil),              // 97: vowdb.v1.LocksRequest
+	(*LockHold)(nil),                  // 98: vowdb.v1.LockHold
+	(*LocksResponse)(nil),             // 99: vowdb.v1.LocksResponse
+	(*WaitsEdge)(nil),                 // 100: vowdb.v1.WaitsEdge
+	(*WaitsReport)(nil),               // 101: vowdb.v1.WaitsReport
+	(*WaitsReportResponse)(nil),       // 102: vowdb.v1.WaitsReportResponse
 }
 var file_api_vowdbpb_vowdb_proto_depIdxs = []int32{
 	5,   // 0: vowdb.v1.RangeDescriptor.replicas:type_name -> vowdb.v1.ReplicaDescriptor
@@ -7146,16 +7268,16 @@ var file_api_vowdbpb_vowdb_proto_depIdxs = []int32{
 	69,  // 66: vowdb.v1.TxnCommitResponse.abort:type_name -> vowdb.v1.TxnAbort
 	13,  // 67: vowdb.v1.TxnRollbackRequest.participants:type_name -> vowdb.v1.TxnParticipant
 	13,  // 68: vowdb.v1.TxnMessage.participants:type_name -> vowdb.v1.TxnParticipant
-	81,  // 69: vowdb.v1.TxnDeliverRequest.msgs:type_name -> vowdb.v1.TxnMessage
+	83,  // 69: vowdb.v1.TxnDeliverRequest.msgs:type_name -> vowdb.v1.TxnMessage
 	9,   // 70: vowdb.v1.TxnProposeRequest.cmd:type_name -> vowdb.v1.Command
 	0,   // 71: vowdb.v1.TxnProposeResponse.state:type_name -> vowdb.v1.TxnState
 	0,   // 72: vowdb.v1.TxnStatusResponse.state:type_name -> vowdb.v1.TxnState
-	90,  // 73: vowdb.v1.TxnListResponse.txns:type_name -> vowdb.v1.TxnInfo
-	93,  // 74: vowdb.v1.LocksResponse.waits:type_name -> vowdb.v1.LockWait
-	94,  // 75: vowdb.v1.LocksResponse.deadlocks:type_name -> vowdb.v1.Deadlock
-	96,  // 76: vowdb.v1.LocksResponse.held:type_name -> vowdb.v1.LockHold
-	98,  // 77: vowdb.v1.WaitsReport.edges:type_name -> vowdb.v1.WaitsEdge
-	94,  // 78: vowdb.v1.WaitsReportResponse.victims:type_name -> vowdb.v1.Deadlock
+	92,  // 73: vowdb.v1.TxnListResponse.txns:type_name -> vowdb.v1.TxnInfo
+	95,  // 74: vowdb.v1.LocksResponse.waits:type_name -> vowdb.v1.LockWait
+	96,  // 75: vowdb.v1.LocksResponse.deadlocks:type_name -> vowdb.v1.Deadlock
+	98,  // 76: vowdb.v1.LocksResponse.held:type_name -> vowdb.v1.LockHold
+	100, // 77: vowdb.v1.WaitsReport.edges:type_name -> vowdb.v1.WaitsEdge
+	96,  // 78: vowdb.v1.WaitsReportResponse.victims:type_name -> vowdb.v1.Deadlock
 	28,  // 79: vowdb.v1.Raft.Stream:input_type -> vowdb.v1.RaftBatch
 	72,  // 80: vowdb.v1.KV.Batch:input_type -> vowdb.v1.BatchRequest
 	32,  // 81: vowdb.v1.KV.Get:input_type -> vowdb.v1.GetRequest
@@ -7166,54 +7288,56 @@ var file_api_vowdbpb_vowdb_proto_depIdxs = []int32{
 	75,  // 86: vowdb.v1.Txn.Op:input_type -> vowdb.v1.TxnOpRequest
 	77,  // 87: vowdb.v1.Txn.Commit:input_type -> vowdb.v1.TxnCommitRequest
 	79,  // 88: vowdb.v1.Txn.Rollback:input_type -> vowdb.v1.TxnRollbackRequest
-	88,  // 89: vowdb.v1.Txn.Status:input_type -> vowdb.v1.TxnStatusRequest
-	91,  // 90: vowdb.v1.Txn.List:input_type -> vowdb.v1.TxnListRequest
-	95,  // 91: vowdb.v1.Txn.Locks:input_type -> vowdb.v1.LocksRequest
-	82,  // 92: vowdb.v1.Txn.Deliver:input_type -> vowdb.v1.TxnDeliverRequest
-	84,  // 93: vowdb.v1.Txn.Propose:input_type -> vowdb.v1.TxnProposeRequest
-	86,  // 94: vowdb.v1.Txn.CoordinatorStatus:input_type -> vowdb.v1.CoordinatorStatusRequest
-	99,  // 95: vowdb.v1.Txn.ReportWaits:input_type -> vowdb.v1.WaitsReport
-	42,  // 96: vowdb.v1.Admin.Lookup:input_type -> vowdb.v1.LookupRequest
-	45,  // 97: vowdb.v1.Admin.ListRanges:input_type -> vowdb.v1.ListRangesRequest
-	48,  // 98: vowdb.v1.Admin.ListNodes:input_type -> vowdb.v1.ListNodesRequest
-	51,  // 99: vowdb.v1.Admin.Split:input_type -> vowdb.v1.SplitRequest
-	53,  // 100: vowdb.v1.Admin.Init:input_type -> vowdb.v1.InitRequest
-	55,  // 101: vowdb.v1.Admin.Join:input_type -> vowdb.v1.JoinRequest
-	57,  // 102: vowdb.v1.Admin.Heartbeat:input_type -> vowdb.v1.HeartbeatRequest
-	59,  // 103: vowdb.v1.Admin.MetaCommand:input_type -> vowdb.v1.MetaCommandRequest
-	66,  // 104: vowdb.v1.Admin.Ident:input_type -> vowdb.v1.IdentRequest
-	61,  // 105: vowdb.v1.Admin.CheckConsistency:input_type -> vowdb.v1.CheckConsistencyRequest
-	64,  // 106: vowdb.v1.Admin.RangeChecksum:input_type -> vowdb.v1.RangeChecksumRequest
-	29,  // 107: vowdb.v1.Raft.Stream:output_type -> vowdb.v1.RaftBatchAck
-	74,  // 108: vowdb.v1.KV.Batch:output_type -> vowdb.v1.BatchResponse
-	33,  // 109: vowdb.v1.KV.Get:output_type -> vowdb.v1.GetResponse
-	35,  // 110: vowdb.v1.KV.Put:output_type -> vowdb.v1.PutResponse
-	37,  // 111: vowdb.v1.KV.Delete:output_type -> vowdb.v1.DeleteResponse
-	39,  // 112: vowdb.v1.KV.Scan:output_type -> vowdb.v1.ScanResponse
-	41,  // 113: vowdb.v1.KV.CompareAndSwap:output_type -> vowdb.v1.CasResponse
-	76,  // 114: vowdb.v1.Txn.Op:output_type -> vowdb.v1.TxnOpResponse
-	78,  // 115: vowdb.v1.Txn.Commit:output_type -> vowdb.v1.TxnCommitResponse
-	80,  // 116: vowdb.v1.Txn.Rollback:output_type -> vowdb.v1.TxnRollbackResponse
-	89,  // 117: vowdb.v1.Txn.Status:output_type -> vowdb.v1.TxnStatusResponse
-	92,  // 118: vowdb.v1.Txn.List:output_type -> vowdb.v1.TxnListResponse
-	97,  // 119: vowdb.v1.Txn.Locks:output_type -> vowdb.v1.LocksResponse
-	83,  // 120: vowdb.v1.Txn.Deliver:output_type -> vowdb.v1.TxnDeliverResponse
-	85,  // 121: vowdb.v1.Txn.Propose:output_type -> vowdb.v1.TxnProposeResponse
-	87,  // 122: vowdb.v1.Txn.CoordinatorStatus:output_type -> vowdb.v1.CoordinatorStatusResponse
-	100, // 123: vowdb.v1.Txn.ReportWaits:output_type -> vowdb.v1.WaitsReportResponse
-	44,  // 124: vowdb.v1.Admin.Lookup:output_type -> vowdb.v1.LookupResponse
-	47,  // 125: vowdb.v1.Admin.ListRanges:output_type -> vowdb.v1.ListRangesResponse
-	50,  // 126: vowdb.v1.Admin.ListNodes:output_type -> vowdb.v1.ListNodesResponse
-	52,  // 127: vowdb.v1.Admin.Split:output_type -> vowdb.v1.SplitResponse
-	54,  // 128: vowdb.v1.Admin.Init:output_type -> vowdb.v1.InitResponse
-	56,  // 129: vowdb.v1.Admin.Join:output_type -> vowdb.v1.JoinResponse
-	58,  // 130: vowdb.v1.Admin.Heartbeat:output_type -> vowdb.v1.HeartbeatResponse
-	60,  // 131: vowdb.v1.Admin.MetaCommand:output_type -> vowdb.v1.MetaCommandResponse
-	67,  // 132: vowdb.v1.Admin.Ident:output_type -> vowdb.v1.IdentResponse
-	63,  // 133: vowdb.v1.Admin.CheckConsistency:output_type -> vowdb.v1.CheckConsistencyResponse
-	65,  // 134: vowdb.v1.Admin.RangeChecksum:output_type -> vowdb.v1.RangeChecksumResponse
-	107, // [107:135] is the sub-list for method output_type
-	79,  // [79:107] is the sub-list for method input_type
+	81,  // 89: vowdb.v1.Txn.KeepAlive:input_type -> vowdb.v1.TxnKeepAliveRequest
+	90,  // 90: vowdb.v1.Txn.Status:input_type -> vowdb.v1.TxnStatusRequest
+	93,  // 91: vowdb.v1.Txn.List:input_type -> vowdb.v1.TxnListRequest
+	97,  // 92: vowdb.v1.Txn.Locks:input_type -> vowdb.v1.LocksRequest
+	84,  // 93: vowdb.v1.Txn.Deliver:input_type -> vowdb.v1.TxnDeliverRequest
+	86,  // 94: vowdb.v1.Txn.Propose:input_type -> vowdb.v1.TxnProposeRequest
+	88,  // 95: vowdb.v1.Txn.CoordinatorStatus:input_type -> vowdb.v1.CoordinatorStatusRequest
+	101, // 96: vowdb.v1.Txn.ReportWaits:input_type -> vowdb.v1.WaitsReport
+	42,  // 97: vowdb.v1.Admin.Lookup:input_type -> vowdb.v1.LookupRequest
+	45,  // 98: vowdb.v1.Admin.ListRanges:input_type -> vowdb.v1.ListRangesRequest
+	48,  // 99: vowdb.v1.Admin.ListNodes:input_type -> vowdb.v1.ListNodesRequest
+	51,  // 100: vowdb.v1.Admin.Split:input_type -> vowdb.v1.SplitRequest
+	53,  // 101: vowdb.v1.Admin.Init:input_type -> vowdb.v1.InitRequest
+	55,  // 102: vowdb.v1.Admin.Join:input_type -> vowdb.v1.JoinRequest
+	57,  // 103: vowdb.v1.Admin.Heartbeat:input_type -> vowdb.v1.HeartbeatRequest
+	59,  // 104: vowdb.v1.Admin.MetaCommand:input_type -> vowdb.v1.MetaCommandRequest
+	66,  // 105: vowdb.v1.Admin.Ident:input_type -> vowdb.v1.IdentRequest
+	61,  // 106: vowdb.v1.Admin.CheckConsistency:input_type -> vowdb.v1.CheckConsistencyRequest
+	64,  // 107: vowdb.v1.Admin.RangeChecksum:input_type -> vowdb.v1.RangeChecksumRequest
+	29,  // 108: vowdb.v1.Raft.Stream:output_type -> vowdb.v1.RaftBatchAck
+	74,  // 109: vowdb.v1.KV.Batch:output_type -> vowdb.v1.BatchResponse
+	33,  // 110: vowdb.v1.KV.Get:output_type -> vowdb.v1.GetResponse
+	35,  // 111: vowdb.v1.KV.Put:output_type -> vowdb.v1.PutResponse
+	37,  // 112: vowdb.v1.KV.Delete:output_type -> vowdb.v1.DeleteResponse
+	39,  // 113: vowdb.v1.KV.Scan:output_type -> vowdb.v1.ScanResponse
+	41,  // 114: vowdb.v1.KV.CompareAndSwap:output_type -> vowdb.v1.CasResponse
+	76,  // 115: vowdb.v1.Txn.Op:output_type -> vowdb.v1.TxnOpResponse
+	78,  // 116: vowdb.v1.Txn.Commit:output_type -> vowdb.v1.TxnCommitResponse
+	80,  // 117: vowdb.v1.Txn.Rollback:output_type -> vowdb.v1.TxnRollbackResponse
+	82,  // 118: vowdb.v1.Txn.KeepAlive:output_type -> vowdb.v1.TxnKeepAliveResponse
+	91,  // 119: vowdb.v1.Txn.Status:output_type -> vowdb.v1.TxnStatusResponse
+	94,  // 120: vowdb.v1.Txn.List:output_type -> vowdb.v1.TxnListResponse
+	99,  // 121: vowdb.v1.Txn.Locks:output_type -> vowdb.v1.LocksResponse
+	85,  // 122: vowdb.v1.Txn.Deliver:output_type -> vowdb.v1.TxnDeliverResponse
+	87,  // 123: vowdb.v1.Txn.Propose:output_type -> vowdb.v1.TxnProposeResponse
+	89,  // 124: vowdb.v1.Txn.CoordinatorStatus:output_type -> vowdb.v1.CoordinatorStatusResponse
+	102, // 125: vowdb.v1.Txn.ReportWaits:output_type -> vowdb.v1.WaitsReportResponse
+	44,  // 126: vowdb.v1.Admin.Lookup:output_type -> vowdb.v1.LookupResponse
+	47,  // 127: vowdb.v1.Admin.ListRanges:output_type -> vowdb.v1.ListRangesResponse
+	50,  // 128: vowdb.v1.Admin.ListNodes:output_type -> vowdb.v1.ListNodesResponse
+	52,  // 129: vowdb.v1.Admin.Split:output_type -> vowdb.v1.SplitResponse
+	54,  // 130: vowdb.v1.Admin.Init:output_type -> vowdb.v1.InitResponse
+	56,  // 131: vowdb.v1.Admin.Join:output_type -> vowdb.v1.JoinResponse
+	58,  // 132: vowdb.v1.Admin.Heartbeat:output_type -> vowdb.v1.HeartbeatResponse
+	60,  // 133: vowdb.v1.Admin.MetaCommand:output_type -> vowdb.v1.MetaCommandResponse
+	67,  // 134: vowdb.v1.Admin.Ident:output_type -> vowdb.v1.IdentResponse
+	63,  // 135: vowdb.v1.Admin.CheckConsistency:output_type -> vowdb.v1.CheckConsistencyResponse
+	65,  // 136: vowdb.v1.Admin.RangeChecksum:output_type -> vowdb.v1.RangeChecksumResponse
+	108, // [108:137] is the sub-list for method output_type
+	79,  // [79:108] is the sub-list for method input_type
 	79,  // [79:79] is the sub-list for extension type_name
 	79,  // [79:79] is the sub-list for extension extendee
 	0,   // [0:79] is the sub-list for field type_name
@@ -7253,7 +7377,7 @@ func file_api_vowdbpb_vowdb_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_api_vowdbpb_vowdb_proto_rawDesc), len(file_api_vowdbpb_vowdb_proto_rawDesc)),
 			NumEnums:      5,
-			NumMessages:   96,
+			NumMessages:   98,
 			NumExtensions: 0,
 			NumServices:   4,
 		},

@@ -416,6 +416,7 @@ const (
 	Txn_Op_FullMethodName                = "/vowdb.v1.Txn/Op"
 	Txn_Commit_FullMethodName            = "/vowdb.v1.Txn/Commit"
 	Txn_Rollback_FullMethodName          = "/vowdb.v1.Txn/Rollback"
+	Txn_KeepAlive_FullMethodName         = "/vowdb.v1.Txn/KeepAlive"
 	Txn_Status_FullMethodName            = "/vowdb.v1.Txn/Status"
 	Txn_List_FullMethodName              = "/vowdb.v1.Txn/List"
 	Txn_Locks_FullMethodName             = "/vowdb.v1.Txn/Locks"
@@ -434,6 +435,9 @@ type TxnClient interface {
 	// Commit and Rollback are sent to the gateway that coordinates the txn.
 	Commit(ctx context.Context, in *TxnCommitRequest, opts ...grpc.CallOption) (*TxnCommitResponse, error)
 	Rollback(ctx context.Context, in *TxnRollbackRequest, opts ...grpc.CallOption) (*TxnRollbackResponse, error)
+	// KeepAlive tells the leader of the key's range that the transaction's
+	// client is still running it (see TxnKeepAliveRequest).
+	KeepAlive(ctx context.Context, in *TxnKeepAliveRequest, opts ...grpc.CallOption) (*TxnKeepAliveResponse, error)
 	Status(ctx context.Context, in *TxnStatusRequest, opts ...grpc.CallOption) (*TxnStatusResponse, error)
 	List(ctx context.Context, in *TxnListRequest, opts ...grpc.CallOption) (*TxnListResponse, error)
 	Locks(ctx context.Context, in *LocksRequest, opts ...grpc.CallOption) (*LocksResponse, error)
@@ -476,6 +480,16 @@ func (c *txnClient) Rollback(ctx context.Context, in *TxnRollbackRequest, opts .
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(TxnRollbackResponse)
 	err := c.cc.Invoke(ctx, Txn_Rollback_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *txnClient) KeepAlive(ctx context.Context, in *TxnKeepAliveRequest, opts ...grpc.CallOption) (*TxnKeepAliveResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(TxnKeepAliveResponse)
+	err := c.cc.Invoke(ctx, Txn_KeepAlive_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -561,6 +575,9 @@ type TxnServer interface {
 	// Commit and Rollback are sent to the gateway that coordinates the txn.
 	Commit(context.Context, *TxnCommitRequest) (*TxnCommitResponse, error)
 	Rollback(context.Context, *TxnRollbackRequest) (*TxnRollbackResponse, error)
+	// KeepAlive tells the leader of the key's range that the transaction's
+	// client is still running it (see TxnKeepAliveRequest).
+	KeepAlive(context.Context, *TxnKeepAliveRequest) (*TxnKeepAliveResponse, error)
 	Status(context.Context, *TxnStatusRequest) (*TxnStatusResponse, error)
 	List(context.Context, *TxnListRequest) (*TxnListResponse, error)
 	Locks(context.Context, *LocksRequest) (*LocksResponse, error)
@@ -587,6 +604,9 @@ func (UnimplementedTxnServer) Commit(context.Context, *TxnCommitRequest) (*TxnCo
 }
 func (UnimplementedTxnServer) Rollback(context.Context, *TxnRollbackRequest) (*TxnRollbackResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Rollback not implemented")
+}
+func (UnimplementedTxnServer) KeepAlive(context.Context, *TxnKeepAliveRequest) (*TxnKeepAliveResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method KeepAlive not implemented")
 }
 func (UnimplementedTxnServer) Status(context.Context, *TxnStatusRequest) (*TxnStatusResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Status not implemented")
@@ -680,6 +700,24 @@ func _Txn_Rollback_Handler(srv interface{}, ctx context.Context, dec func(interf
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
 		return srv.(TxnServer).Rollback(ctx, req.(*TxnRollbackRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Txn_KeepAlive_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(TxnKeepAliveRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(TxnServer).KeepAlive(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Txn_KeepAlive_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(TxnServer).KeepAlive(ctx, req.(*TxnKeepAliveRequest))
 	}
 	return interceptor(ctx, in, info, handler)
 }
@@ -828,6 +866,10 @@ var Txn_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Rollback",
 			Handler:    _Txn_Rollback_Handler,
+		},
+		{
+			MethodName: "KeepAlive",
+			Handler:    _Txn_KeepAlive_Handler,
 		},
 		{
 			MethodName: "Status",

@@ -40,7 +40,7 @@ func demoLedgerKey(id vowdb.TxnID) string {
 
 // demoAbortReasons is one more than the largest AbortReason the demo knows;
 // a larger one is counted as unknown.
-const demoAbortReasons = int(vowdb.AbortDecisionLost) + 1
+const demoAbortReasons = int(vowdb.AbortIdle) + 1
 
 // demoCounts counts workload outcomes. Every transfer is one db.Transact
 // call with one attempt, so each abort is counted once, with its reason.

@@ -108,3 +108,20 @@ func TestStartMaxTxnBytes(t *testing.T) {
 		t.Fatal("a negative --max-txn-bytes was accepted")
 	}
 }
+
+// TestStartTxnIdleTimeout: --txn-idle-timeout reaches the server
+// configuration; below 2s (clients keep alive every second) or negative it
+// is a usage error.
+func TestStartTxnIdleTimeout(t *testing.T) {
+	f := &startFlags{dataDir: t.TempDir(), listenAddr: "127.0.0.1:0", replicationFactor: 3, txnIdleTimeout: 7 * time.Second}
+	cfg, err := f.config(nil)
+	if err != nil || cfg.TxnIdleTimeout != 7*time.Second {
+		t.Fatalf("config: TxnIdleTimeout %v, %v; want 7s", cfg.TxnIdleTimeout, err)
+	}
+	for _, d := range []time.Duration{time.Second, -time.Second} {
+		f.txnIdleTimeout = d
+		if _, err := f.config(nil); err == nil {
+			t.Fatalf("--txn-idle-timeout %v was accepted", d)
+		}
+	}
+}

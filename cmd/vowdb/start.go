@@ -58,6 +58,7 @@ type startFlags struct {
 	requestTimeout     time.Duration
 	txnPipelineRecords int
 	txnPrepareAnchor   bool
+	txnIdleTimeout     time.Duration
 }
 
 func newStartCmd() *cobra.Command {
@@ -84,6 +85,7 @@ func newStartCmd() *cobra.Command {
 	fs.IntVar(&f.maxKeyBytes, "max-key-bytes", 0, "largest key accepted, in bytes (0: the server default)")
 	fs.IntVar(&f.maxValueBytes, "max-value-bytes", 0, "largest value accepted, in bytes (0: the server default)")
 	fs.IntVar(&f.maxTxnBytes, "max-txn-bytes", 0, "bytes of keys and values one transaction may write on one range, all committed in one Raft entry; past it the transaction is aborted with a limit error (0: 16 MiB)")
+	fs.DurationVar(&f.txnIdleTimeout, "txn-idle-timeout", 0, "abort an open transaction on a range once its client sent that range no operation and no keep-alive for this long, so a vanished client's locks are freed (the Go client keeps open transactions alive every second; at least 2s; 0: 5s)")
 	// Timing knobs, mostly for tests; 0 keeps the server's default.
 	fs.DurationVar(&f.tickInterval, "tick-interval", 0, "advanced: length of one Raft tick (0: 100ms)")
 	fs.DurationVar(&f.heartbeatInterval, "heartbeat-interval", 0, "advanced: liveness heartbeat period (0: 500ms)")
@@ -119,6 +121,9 @@ func (f *startFlags) config(logger *slog.Logger) (server.Config, error) {
 			return server.Config{}, usageErrorf("--%s must not be negative", name)
 		}
 	}
+	if f.txnIdleTimeout != 0 && f.txnIdleTimeout < 2*time.Second {
+		return server.Config{}, usageErrorf("--txn-idle-timeout must be at least 2s (clients keep transactions alive every second), not %v", f.txnIdleTimeout)
+	}
 	return server.Config{
 		DataDir:            f.dataDir,
 		ListenAddr:         f.listenAddr,
@@ -135,6 +140,7 @@ func (f *startFlags) config(logger *slog.Logger) (server.Config, error) {
 		MaxTxnBytes:        f.maxTxnBytes,
 		TxnPipelineRecords: f.txnPipelineRecords,
 		TxnPrepareAnchor:   f.txnPrepareAnchor,
+		TxnIdleTimeout:     f.txnIdleTimeout,
 		Logger:             logger,
 	}, nil
 }

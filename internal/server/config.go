@@ -45,6 +45,11 @@ type Config struct {
 	// range before its commit starts (default 60 s; a client deadline may
 	// shorten it). Past it the ACTIVE transaction is aborted.
 	MaxTxnDuration time.Duration
+	// TxnIdleTimeout aborts an ACTIVE transaction on a range once its
+	// client sent that range no operation and no keep-alive for this long
+	// (default 5 s): the client vanished, or its rollback was lost. The Go
+	// client keeps an open transaction alive every second.
+	TxnIdleTimeout time.Duration
 	// TxnPipelineRecords is how many transaction records (prepare, commit,
 	// abort) a range's leader keeps in its Raft log at once before the next
 	// ones wait and batch (default 1). More lowers commit latency at low
@@ -93,6 +98,9 @@ func (c *Config) Defaults() {
 	}
 	if c.MaxTxnDuration == 0 {
 		c.MaxTxnDuration = 60 * time.Second
+	}
+	if c.TxnIdleTimeout == 0 {
+		c.TxnIdleTimeout = 5 * time.Second
 	}
 	if c.MaxTxnBytes == 0 {
 		c.MaxTxnBytes = 16 << 20

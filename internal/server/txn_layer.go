@@ -148,7 +148,7 @@ func (l *txnLayer) build(ctx context.Context, sched *multiraft.Scheduler, r *rep
 	tenure := st.Term<<16 | (l.gen.Add(1) & 0xffff)
 	tr, err := txnhost.NewTenure(tenureHost{l}, txnhost.Config{Range: r.RangeID, RaftTerm: st.Term, Tenure: tenure,
 		Start: st2.Desc.StartKey, End: st2.Desc.EndKey, Prepared: prepared, InquireTicks: inquireTicks,
-		MaxFinished: maxFinishedTxns, MaxTxnBytes: l.n.cfg.MaxTxnBytes, PipelineRecords: l.n.cfg.TxnPipelineRecords})
+		MaxFinished: maxFinishedTxns, MaxTxnBytes: l.n.cfg.MaxTxnBytes, IdleTimeout: l.n.cfg.TxnIdleTimeout, PipelineRecords: l.n.cfg.TxnPipelineRecords})
 	if err != nil {
 		return nil, err
 	}

@@ -147,6 +147,28 @@ func (s *txnService) Rollback(ctx context.Context, req *vowdbpb.TxnRollbackReque
 	return &vowdbpb.TxnRollbackResponse{}, nil
 }
 
+// KeepAlive marks the attempt as still run by its client on the range of
+// req.Key, which this node must lead (else the usual not-leader error).
+func (s *txnService) KeepAlive(ctx context.Context, req *vowdbpb.TxnKeepAliveRequest) (*vowdbpb.TxnKeepAliveResponse, error) {
+	l, err := s.layer()
+	if err != nil {
+		return nil, err
+	}
+	if req.TxnId == 0 || lock.TxnID(req.TxnId)&plainTxnBit != 0 || req.Attempt == 0 {
+		return nil, transport.Invalid("txn id %d / attempt %d out of range (1..2^63-1, attempt > 0)", req.TxnId, req.Attempt)
+	}
+	sched, r, err := s.n.leaderFor(req.Key)
+	if err != nil {
+		return nil, err
+	}
+	tr, err := l.rangeFor(ctx, sched, r)
+	if err != nil {
+		return nil, err
+	}
+	tr.KeepAlive(time.Now(), lock.TxnID(req.TxnId), req.Attempt)
+	return &vowdbpb.TxnKeepAliveResponse{RangeId: tr.Range()}, nil
+}
+
 func (s *txnService) Deliver(ctx context.Context, req *vowdbpb.TxnDeliverRequest) (*vowdbpb.TxnDeliverResponse, error) {
 	l, err := s.layer()
 	if err != nil {

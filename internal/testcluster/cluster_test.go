@@ -12,11 +12,14 @@ import (
 	"github.com/vowdb/vowdb"
 )
 
-func startCluster(t *testing.T, n int) (*Cluster, *vowdb.DB) {
+func startCluster(t *testing.T, n int, tweaks ...func(*Options)) (*Cluster, *vowdb.DB) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	opts := Options{Nodes: n, Dir: t.TempDir(), Fast: true, LogKeepEntries: 50}
+	for _, tw := range tweaks {
+		tw(&opts)
+	}
 	// VOWDB_TEST_LOG=FILE writes every node's debug log to FILE.
 	if path := os.Getenv("VOWDB_TEST_LOG"); path != "" {
 		f, err := os.Create(path)

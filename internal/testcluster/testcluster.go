@@ -25,6 +25,7 @@ type Options struct {
 	LogKeepEntries    uint64
 	Logger            *slog.Logger
 	HTTP              bool
+	TxnIdleTimeout    time.Duration // 0: the server's default
 }
 
 // Cluster is a running in-process cluster.
@@ -50,6 +51,7 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 			ListenAddr:        "127.0.0.1:0",
 			ReplicationFactor: opts.ReplicationFactor,
 			LogKeepEntries:    opts.LogKeepEntries,
+			TxnIdleTimeout:    opts.TxnIdleTimeout,
 			Logger:            opts.Logger.With("node", i+1),
 		}
 		if opts.HTTP {

@@ -839,3 +839,74 @@ func TestTxnStreamCancel(t *testing.T) {
 		}
 	}
 }
+
+// TestTxnIdleTimeout: a range aborts an open transaction whose client went
+// silent (no operation, no keep-alive) for the node's idle timeout, so a
+// waiter gets its locks long before its lock-wait timeout; the client's
+// keep-alives keep a slow but live transaction, on every range it touched,
+// past that timeout.
+func TestTxnIdleTimeout(t *testing.T) {
+	c, db := startCluster(t, 3, func(o *Options) { o.TxnIdleTimeout = time.Second })
+	splitAt(t, db, "m")
+	ctx := context.Background()
+	open := func(keepAlive time.Duration) *vowdb.DB {
+		d, err := vowdb.Open(ctx, vowdb.Config{Endpoints: c.Endpoints(), TxnKeepAlive: keepAlive})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = d.Close() })
+		return d
+	}
+	live, silent := open(200*time.Millisecond), open(-1)
+
+	slow, err := live.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []string{"a1", "z1"} {
+		if err := slow.Put(ctx, []byte(k), []byte("slow")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	time.Sleep(2500 * time.Millisecond)      // 2.5 idle timeouts without an operation
+	for _, k := range []string{"b1", "y1"} { // both ranges, new keys: each goes to its range
+		if err := slow.Put(ctx, []byte(k), []byte("slow")); err != nil {
+			t.Fatalf("a transaction kept alive was aborted: %v", err)
+		}
+	}
+	if err := slow.Commit(ctx); err != nil {
+		t.Fatalf("commit of a transaction kept alive: %v", err)
+	}
+
+	gone, err := silent.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []string{"a2", "z2"} {
+		if err := gone.Put(ctx, []byte(k), []byte("gone")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The silent client neither commits nor rolls back: a waiter with a
+	// 20 s lock-wait timeout gets both keys once the idle timeout passed.
+	err = db.Transact(ctx, func(ctx context.Context, tx *vowdb.Txn) error {
+		for _, k := range []string{"a2", "z2"} {
+			if err := tx.Put(ctx, []byte(k), []byte("next")); err != nil {
+				return err
+			}
+		}
+		return nil
+	}, vowdb.WithLockTimeout(20*time.Second), vowdb.WithMaxAttempts(1))
+	if err != nil {
+		t.Fatalf("the waiter did not get the silent transaction's locks: %v", err)
+	}
+	for _, k := range []string{"a2", "z2"} {
+		if v := mustGet(t, db, k); v != "next" {
+			t.Fatalf("%s = %q, want the waiter's write", k, v)
+		}
+	}
+	var ab *vowdb.AbortError
+	if err := gone.Put(ctx, []byte("a3"), []byte("late")); !errors.As(err, &ab) || ab.Reason != vowdb.AbortIdle || !errors.Is(err, vowdb.ErrRetryable) {
+		t.Fatalf("operation of the silent transaction: %v, want a retryable abort for idleness", err)
+	}
+}

@@ -69,6 +69,11 @@ type Config struct {
 	// MaxTxnBytes limits the bytes of keys and values one txn writes on
 	// the range; 0 means no limit.
 	MaxTxnBytes int
+	// IdleTimeout aborts an ACTIVE txn that heard neither an operation nor
+	// a KeepAlive for that long and waits for no lock here: its client
+	// vanished, or its rollback was lost on the way. 0 means never (the
+	// txn's deadline still ends it).
+	IdleTimeout time.Duration
 	// PipelineRecords is how many records may be in the range's Raft log
 	// at once before the participant's next records wait for them (0 or
 	// 1: one batch at a time). Below it, each batch is proposed as soon as
@@ -91,11 +96,13 @@ type Tenure struct {
 	start    []byte
 	end      []byte
 	maxBytes int
+	idle     time.Duration
 	pipeline int
 	noLocks  bool
 
 	mu      sync.Mutex
 	dead    bool
+	now     time.Time // the latest time a caller passed in
 	locks   lock.Table
 	part    *txn.Participant
 	meta    map[lock.TxnID]*meta
@@ -121,6 +128,7 @@ type meta struct {
 	age      uint64
 	gateway  uint64
 	deadline time.Time
+	heard    time.Time // the last operation, grant or keep-alive of the attempt
 }
 
 type waiter struct {
@@ -141,7 +149,7 @@ func NewTenure(h Host, cfg Config) (*Tenure, error) {
 		return nil, err
 	}
 	t := &Tenure{host: h, id: cfg.Range, raftTerm: cfg.RaftTerm, num: cfg.Tenure, start: cfg.Start, end: cfg.End,
-		maxBytes: cfg.MaxTxnBytes, pipeline: max(cfg.PipelineRecords, 1), noLocks: cfg.BugNoLocks, part: part, meta: map[lock.TxnID]*meta{},
+		maxBytes: cfg.MaxTxnBytes, idle: cfg.IdleTimeout, pipeline: max(cfg.PipelineRecords, 1), noLocks: cfg.BugNoLocks, part: part, meta: map[lock.TxnID]*meta{},
 		waiters: map[lock.TxnID]*waiter{}, aborted: map[lock.TxnID]*vowdbpb.TxnAbort{}, rolledBack: map[lock.TxnID]uint64{}}
 	for _, lk := range relock {
 		t.locks.Acquire(lk.Txn, lk.Span, lk.Mode)
@@ -262,6 +270,7 @@ func (r *Refusal) Error() string { return r.Msg }
 func (t *Tenure) Do(now time.Time, op Op, done func(waited time.Duration, ab *vowdbpb.TxnAbort)) error {
 	t.lock()
 	defer t.unlock()
+	t.setNow(now)
 	id := op.Txn
 	if t.dead {
 		return &Refusal{Abort: &vowdbpb.TxnAbort{Reason: vowdbpb.TxnAbort_STATE_LOST, RangeId: t.id},
@@ -300,6 +309,7 @@ func (t *Tenure) Do(now time.Time, op Op, done func(waited time.Duration, ab *vo
 		t.meta[id] = m
 	}
 	m.bytes += size
+	m.heard = now
 	t.pumpLocked()
 	t.requestLocked(now, id, op.Span, op.Mode, op.LockTimeout, done)
 	return nil
@@ -366,13 +376,37 @@ func (t *Tenure) timeoutLocked(now time.Time, id lock.TxnID, w *waiter) {
 	t.abortLocked(id, ab)
 }
 
-// grantLocked wakes the waiters whose requests the lock table granted.
+// grantLocked wakes the waiters whose requests the lock table granted. A
+// grant counts as hearing from the txn: its client was waiting.
 func (t *Tenure) grantLocked(granted []lock.Lock, now time.Time) {
 	for _, g := range granted {
 		if w := t.waiters[g.Txn]; w != nil {
 			delete(t.waiters, g.Txn)
 			t.fire(w, nil, now)
+			if m := t.meta[g.Txn]; m != nil {
+				m.heard = t.now
+			}
 		}
+	}
+}
+
+// setNow records now as the tenure's latest time, for the events that
+// carry none (grants on release).
+func (t *Tenure) setNow(now time.Time) {
+	if now.After(t.now) {
+		t.now = now
+	}
+}
+
+// KeepAlive tells the range that attempt of id is still run by its client
+// (Config.IdleTimeout). It does nothing for an attempt with no ACTIVE state
+// here (not yet, or any more).
+func (t *Tenure) KeepAlive(now time.Time, id lock.TxnID, attempt uint64) {
+	t.lock()
+	defer t.unlock()
+	t.setNow(now)
+	if m := t.meta[id]; !t.dead && m != nil && m.attempt == attempt && t.part.State(id) == txn.StateActive {
+		m.heard = now
 	}
 }
 
@@ -549,11 +583,12 @@ func (t *Tenure) Unreachable(rangeID txn.RangeID) {
 }
 
 // Tick advances the participant's clock, fails lock waits past their
-// timeout and aborts ACTIVE txns past their deadline. The tenure ends if
+// timeout and aborts ACTIVE txns past their deadline or idle timeout. The tenure ends if
 // this node no longer leads the range in the tenure's term and span.
 func (t *Tenure) Tick(now time.Time) {
 	t.lock()
 	defer t.unlock()
+	t.setNow(now)
 	if t.dead {
 		return
 	}
@@ -569,8 +604,15 @@ func (t *Tenure) Tick(now time.Time) {
 		}
 	}
 	for _, id := range sortedIDs(t.meta) {
-		if m := t.meta[id]; m != nil && !m.deadline.IsZero() && now.After(m.deadline) && t.part.State(id) == txn.StateActive {
+		m := t.meta[id]
+		if m == nil || t.part.State(id) != txn.StateActive {
+			continue
+		}
+		switch {
+		case !m.deadline.IsZero() && now.After(m.deadline):
 			t.abortLocked(id, &vowdbpb.TxnAbort{Reason: vowdbpb.TxnAbort_DEADLINE, RangeId: t.id})
+		case t.idle > 0 && t.waiters[id] == nil && now.Sub(m.heard) > t.idle:
+			t.abortLocked(id, &vowdbpb.TxnAbort{Reason: vowdbpb.TxnAbort_IDLE, RangeId: t.id})
 		}
 	}
 	t.pumpLocked()

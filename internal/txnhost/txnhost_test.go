@@ -118,8 +118,15 @@ func newTenure(t *testing.T, h *fakeHost, prepared ...txn.PrepareRecord) *Tenure
 
 func newTenurePipelined(t *testing.T, h *fakeHost, pipeline int, prepared ...txn.PrepareRecord) *Tenure {
 	t.Helper()
-	tr, err := NewTenure(h, Config{Range: 7, RaftTerm: 5, Tenure: 5 << 16, Start: []byte("a"), End: []byte("m"),
-		Prepared: prepared, InquireTicks: 10, MaxFinished: 100, MaxTxnBytes: 64, PipelineRecords: pipeline})
+	return newTenureConfig(t, h, Config{Prepared: prepared, PipelineRecords: pipeline})
+}
+
+// newTenureConfig builds the test range's tenure with cfg's knobs.
+func newTenureConfig(t *testing.T, h *fakeHost, cfg Config) *Tenure {
+	t.Helper()
+	cfg.Range, cfg.RaftTerm, cfg.Tenure, cfg.Start, cfg.End = 7, 5, 5<<16, []byte("a"), []byte("m")
+	cfg.InquireTicks, cfg.MaxFinished, cfg.MaxTxnBytes = 10, 100, 64
+	tr, err := NewTenure(h, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -487,5 +494,60 @@ func TestGatewayCASLostToAbort(t *testing.T) {
 	h.apply(vowdbpb.TxnState_TXN_ABORTED)
 	if res == nil || res.Outcome != txn.OutcomeAborted || len(h.sentOf(txn.MsgCommit)) != 0 {
 		t.Fatalf("result %v commits %v: want ABORTED and no COMMIT", res, h.sentOf(txn.MsgCommit))
+	}
+}
+
+// An ACTIVE txn that heard neither an operation nor a keep-alive for the
+// idle timeout is aborted and its locks go to the next waiter; a keep-alive,
+// a grant after a wait, or a wait in progress keeps a txn; a prepared txn
+// is never aborted for silence (rule 2).
+func TestTenureIdleTimeout(t *testing.T) {
+	h := newFakeHost(t)
+	tr := newTenureConfig(t, h, Config{IdleTimeout: 5 * time.Second})
+	long := func(op Op) Op { op.LockTimeout = time.Minute; return op }
+	var g1, g2, g3, g4 grant
+	_ = tr.Do(t0, put(1, "b"), g1.done)       // t1 goes silent
+	_ = tr.Do(t0, put(2, "c"), g2.done)       // t2 keeps alive
+	_ = tr.Do(t0, long(put(3, "b")), g3.done) // t3 waits for t1
+	_ = tr.Do(t0, put(4, "d"), g4.done)       // t4 prepares
+	if err := tr.Step(prepare(4, tr.Number())); err != nil {
+		t.Fatal(err)
+	}
+	h.apply()
+	state := func(id lock.TxnID) txn.State {
+		for _, v := range tr.Txns() {
+			if v.Txn == id {
+				return v.State
+			}
+		}
+		return 0
+	}
+	tr.KeepAlive(t0.Add(3*time.Second), 2, 1)
+	tr.KeepAlive(t0.Add(3*time.Second), 1, 99) // another attempt's keep-alive is not t1's
+	tr.Tick(t0.Add(5 * time.Second))
+	if state(1) != txn.StateActive || g3.called {
+		t.Fatalf("t1 %v, t3 granted %v: aborted at, not after, the idle timeout", state(1), g3.called)
+	}
+	tr.Tick(t0.Add(5*time.Second + time.Millisecond))
+	if state(1) != 0 || !g3.called || g3.ab != nil {
+		t.Fatalf("t1 %v, t3 %+v: want t1 aborted for silence and t3 granted", state(1), g3)
+	}
+	if state(2) != txn.StateActive || state(3) != txn.StateActive {
+		t.Fatalf("t2 %v (kept alive), t3 %v (was waiting): want both ACTIVE", state(2), state(3))
+	}
+	var g5 grant
+	if err := tr.Do(t0.Add(6*time.Second), put(1, "e"), g5.done); err == nil || !strings.Contains(err.Error(), "IDLE") {
+		t.Fatalf("op of the idle-aborted attempt: %v, want refused naming IDLE", err)
+	}
+	tr.Tick(t0.Add(9 * time.Second))
+	if state(2) != 0 || state(3) != txn.StateActive {
+		t.Fatalf("t2 %v (silent since 3s), t3 %v (granted at 5s): want t2 aborted, t3 ACTIVE", state(2), state(3))
+	}
+	tr.Tick(t0.Add(30 * time.Second))
+	if state(4) != txn.StatePrepared {
+		t.Fatalf("prepared t4 is %v after 30s of silence, want PREPARED", state(4))
+	}
+	if state(3) != 0 {
+		t.Fatalf("t3 %v: want aborted once silent past the timeout", state(3))
 	}
 }
