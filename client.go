@@ -31,7 +31,7 @@ type Config struct {
 	// TxnKeepAlive is how often an open transaction tells each range it
 	// holds locks on that its client is still running it (default 1s;
 	// negative: never). A range aborts a transaction it has not heard from
-	// for its idle timeout (vowdb start --txn-idle-timeout, 5s by default),
+	// for its idle timeout (vowdb start --txn-idle-timeout, 4s by default),
 	// so the locks of a client that vanished are freed.
 	TxnKeepAlive time.Duration
 }

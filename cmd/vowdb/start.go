@@ -85,7 +85,7 @@ func newStartCmd() *cobra.Command {
 	fs.IntVar(&f.maxKeyBytes, "max-key-bytes", 0, "largest key accepted, in bytes (0: the server default)")
 	fs.IntVar(&f.maxValueBytes, "max-value-bytes", 0, "largest value accepted, in bytes (0: the server default)")
 	fs.IntVar(&f.maxTxnBytes, "max-txn-bytes", 0, "bytes of keys and values one transaction may write on one range, all committed in one Raft entry; past it the transaction is aborted with a limit error (0: 16 MiB)")
-	fs.DurationVar(&f.txnIdleTimeout, "txn-idle-timeout", 0, "abort an open transaction on a range once its client sent that range no operation and no keep-alive for this long, so a vanished client's locks are freed (the Go client keeps open transactions alive every second; at least 2s; 0: 5s)")
+	fs.DurationVar(&f.txnIdleTimeout, "txn-idle-timeout", 0, "abort an open transaction on a range once its client sent that range no operation and no keep-alive for this long, so a vanished client's locks are freed (the Go client keeps open transactions alive every second; at least 2s; 0: 4s, under the 5s default lock-wait timeout)")
 	// Timing knobs, mostly for tests; 0 keeps the server's default.
 	fs.DurationVar(&f.tickInterval, "tick-interval", 0, "advanced: length of one Raft tick (0: 100ms)")
 	fs.DurationVar(&f.heartbeatInterval, "heartbeat-interval", 0, "advanced: liveness heartbeat period (0: 500ms)")

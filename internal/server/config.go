@@ -47,8 +47,10 @@ type Config struct {
 	MaxTxnDuration time.Duration
 	// TxnIdleTimeout aborts an ACTIVE transaction on a range once its
 	// client sent that range no operation and no keep-alive for this long
-	// (default 5 s): the client vanished, or its rollback was lost. The Go
-	// client keeps an open transaction alive every second.
+	// (default 4 s, under the client's default 5 s lock-wait timeout, so a
+	// waiter outlasts a vanished holder): the client vanished, or its
+	// rollback was lost. The Go client keeps an open transaction alive
+	// every second.
 	TxnIdleTimeout time.Duration
 	// TxnPipelineRecords is how many transaction records (prepare, commit,
 	// abort) a range's leader keeps in its Raft log at once before the next
@@ -100,7 +102,7 @@ func (c *Config) Defaults() {
 		c.MaxTxnDuration = 60 * time.Second
 	}
 	if c.TxnIdleTimeout == 0 {
-		c.TxnIdleTimeout = 5 * time.Second
+		c.TxnIdleTimeout = 4 * time.Second
 	}
 	if c.MaxTxnBytes == 0 {
 		c.MaxTxnBytes = 16 << 20

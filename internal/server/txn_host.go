@@ -29,6 +29,8 @@ var _ txnhost.Host = tenureHost{}
 
 func (h tenureHost) NodeID() uint64 { return h.l.n.nodeID() }
 
+func (h tenureHost) Now() time.Time { return time.Now() }
+
 func (h tenureHost) Status(rangeID uint64) *replica.Status {
 	s := h.l.n.sched.Load()
 	if s == nil {

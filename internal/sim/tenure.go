@@ -86,6 +86,8 @@ func (h nodeHost) WithTenure(rangeID uint64, fn func(*txnhost.Tenure)) {
 
 func (h nodeHost) NodeID() uint64 { return h.n.id }
 
+func (h nodeHost) Now() time.Time { return simTime(h.n.w.now) }
+
 func (h nodeHost) Status(rangeID uint64) *replica.Status { return h.n.status(rangeID) }
 
 func (h nodeHost) Propose(rangeID uint64, cmd *vowdbpb.Command, done func(replica.Result)) {

@@ -888,17 +888,22 @@ func TestTxnIdleTimeout(t *testing.T) {
 		}
 	}
 	// The silent client neither commits nor rolls back: a waiter with a
-	// 20 s lock-wait timeout gets both keys once the idle timeout passed.
-	err = db.Transact(ctx, func(ctx context.Context, tx *vowdb.Txn) error {
-		for _, k := range []string{"a2", "z2"} {
-			if err := tx.Put(ctx, []byte(k), []byte("next")); err != nil {
-				return err
-			}
-		}
-		return nil
-	}, vowdb.WithLockTimeout(20*time.Second), vowdb.WithMaxAttempts(1))
+	// 20 s lock-wait timeout gets both keys once the idle timeout passed,
+	// and its receipt counts the wait.
+	waiter, err := db.Begin(ctx, vowdb.WithLockTimeout(20*time.Second))
 	if err != nil {
-		t.Fatalf("the waiter did not get the silent transaction's locks: %v", err)
+		t.Fatal(err)
+	}
+	for _, k := range []string{"a2", "z2"} {
+		if err := waiter.Put(ctx, []byte(k), []byte("next")); err != nil {
+			t.Fatalf("the waiter did not get the silent transaction's lock on %s: %v", k, err)
+		}
+	}
+	if err := waiter.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if lw := waiter.Receipt().LockWait; lw < 500*time.Millisecond {
+		t.Fatalf("receipt lock-wait %v, want about the 1s the holder stayed silent", lw)
 	}
 	for _, k := range []string{"a2", "z2"} {
 		if v := mustGet(t, db, k); v != "next" {

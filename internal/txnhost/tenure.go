@@ -31,6 +31,9 @@ const maxAbortMemory = 10000
 type Host interface {
 	// NodeID is this node's id.
 	NodeID() uint64
+	// Now is the current time, for the events that arrive without one (a
+	// lock granted because another txn released it).
+	Now() time.Time
 	// Status is the status of this node's replica of rangeID, nil if none.
 	Status(rangeID uint64) *replica.Status
 	// Propose proposes cmd on rangeID's Raft log; done gets the result of
@@ -102,7 +105,6 @@ type Tenure struct {
 
 	mu      sync.Mutex
 	dead    bool
-	now     time.Time // the latest time a caller passed in
 	locks   lock.Table
 	part    *txn.Participant
 	meta    map[lock.TxnID]*meta
@@ -270,7 +272,6 @@ func (r *Refusal) Error() string { return r.Msg }
 func (t *Tenure) Do(now time.Time, op Op, done func(waited time.Duration, ab *vowdbpb.TxnAbort)) error {
 	t.lock()
 	defer t.unlock()
-	t.setNow(now)
 	id := op.Txn
 	if t.dead {
 		return &Refusal{Abort: &vowdbpb.TxnAbort{Reason: vowdbpb.TxnAbort_STATE_LOST, RangeId: t.id},
@@ -378,23 +379,19 @@ func (t *Tenure) timeoutLocked(now time.Time, id lock.TxnID, w *waiter) {
 
 // grantLocked wakes the waiters whose requests the lock table granted. A
 // grant counts as hearing from the txn: its client was waiting.
-func (t *Tenure) grantLocked(granted []lock.Lock, now time.Time) {
+func (t *Tenure) grantLocked(granted []lock.Lock) {
+	var now time.Time
 	for _, g := range granted {
 		if w := t.waiters[g.Txn]; w != nil {
+			if now.IsZero() {
+				now = t.host.Now()
+			}
 			delete(t.waiters, g.Txn)
 			t.fire(w, nil, now)
 			if m := t.meta[g.Txn]; m != nil {
-				m.heard = t.now
+				m.heard = now
 			}
 		}
-	}
-}
-
-// setNow records now as the tenure's latest time, for the events that
-// carry none (grants on release).
-func (t *Tenure) setNow(now time.Time) {
-	if now.After(t.now) {
-		t.now = now
 	}
 }
 
@@ -404,14 +401,13 @@ func (t *Tenure) setNow(now time.Time) {
 func (t *Tenure) KeepAlive(now time.Time, id lock.TxnID, attempt uint64) {
 	t.lock()
 	defer t.unlock()
-	t.setNow(now)
 	if m := t.meta[id]; !t.dead && m != nil && m.attempt == attempt && t.part.State(id) == txn.StateActive {
 		m.heard = now
 	}
 }
 
 func (t *Tenure) releaseLocked(id lock.TxnID) {
-	t.grantLocked(t.locks.ReleaseAll(id), time.Time{})
+	t.grantLocked(t.locks.ReleaseAll(id))
 }
 
 // abortLocked aborts an ACTIVE txn here on the leader's own initiative
@@ -588,7 +584,6 @@ func (t *Tenure) Unreachable(rangeID txn.RangeID) {
 func (t *Tenure) Tick(now time.Time) {
 	t.lock()
 	defer t.unlock()
-	t.setNow(now)
 	if t.dead {
 		return
 	}

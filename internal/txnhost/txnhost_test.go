@@ -20,6 +20,7 @@ import (
 type fakeHost struct {
 	t         *testing.T
 	node      uint64
+	now       time.Time // what Now answers
 	status    *replica.Status
 	proposals []*fakeProposal
 	confirms  []func(error)
@@ -40,6 +41,7 @@ func newFakeHost(t *testing.T) *fakeHost {
 }
 
 func (h *fakeHost) NodeID() uint64                            { return h.node }
+func (h *fakeHost) Now() time.Time                            { return h.now }
 func (h *fakeHost) Status(uint64) *replica.Status             { return h.status }
 func (h *fakeHost) Send(msgs []txn.Message)                   { h.sent = append(h.sent, msgs...); h.note("send", msgs) }
 func (h *fakeHost) LocalDeadlock(v deadlock.Victim)           { h.note("deadlock", v.Txn) }
@@ -135,10 +137,13 @@ func newTenureConfig(t *testing.T, h *fakeHost, cfg Config) *Tenure {
 
 type grant struct {
 	called bool
+	waited time.Duration
 	ab     *vowdbpb.TxnAbort
 }
 
-func (g *grant) done(_ time.Duration, ab *vowdbpb.TxnAbort) { g.called, g.ab = true, ab }
+func (g *grant) done(waited time.Duration, ab *vowdbpb.TxnAbort) {
+	g.called, g.waited, g.ab = true, waited, ab
+}
 
 func put(id lock.TxnID, key string) Op {
 	return Op{Txn: id, Attempt: 1, Span: lock.Point([]byte(key)), Mode: lock.X, Write: &txn.Write{Key: []byte(key), Value: []byte("v")},
@@ -177,7 +182,8 @@ func TestTenureCallbacksRunOutsideTheMutex(t *testing.T) {
 }
 
 // Rule 9 and FIFO waiting through the driver: a conflicting op waits, and
-// is granted when the holder aborts (its locks released).
+// is granted when the holder aborts (its locks released), with the time it
+// waited.
 func TestTenureWaitThenGrantOnAbort(t *testing.T) {
 	h := newFakeHost(t)
 	tr := newTenure(t, h)
@@ -191,9 +197,13 @@ func TestTenureWaitThenGrantOnAbort(t *testing.T) {
 	if w := tr.Waits(); len(w) != 1 || w[0].Waiter != 2 || w[0].Holder != 1 {
 		t.Fatalf("waits = %+v, want t2 waiting for t1", w)
 	}
+	h.now = t0.Add(2 * time.Second)
 	tr.Rollback(1, 1)
 	if !g2.called || g2.ab != nil {
 		t.Fatalf("waiter not granted after the holder rolled back: %+v", g2)
+	}
+	if g2.waited != 2*time.Second {
+		t.Fatalf("waiter granted on release reports waiting %v, want 2s (its receipt's lock-wait time)", g2.waited)
 	}
 }
 
@@ -522,15 +532,16 @@ func TestTenureIdleTimeout(t *testing.T) {
 		}
 		return 0
 	}
+	tick := func(at time.Time) { h.now = at; tr.Tick(at) }
 	tr.KeepAlive(t0.Add(3*time.Second), 2, 1)
 	tr.KeepAlive(t0.Add(3*time.Second), 1, 99) // another attempt's keep-alive is not t1's
-	tr.Tick(t0.Add(5 * time.Second))
+	tick(t0.Add(5 * time.Second))
 	if state(1) != txn.StateActive || g3.called {
 		t.Fatalf("t1 %v, t3 granted %v: aborted at, not after, the idle timeout", state(1), g3.called)
 	}
-	tr.Tick(t0.Add(5*time.Second + time.Millisecond))
-	if state(1) != 0 || !g3.called || g3.ab != nil {
-		t.Fatalf("t1 %v, t3 %+v: want t1 aborted for silence and t3 granted", state(1), g3)
+	tick(t0.Add(5*time.Second + time.Millisecond))
+	if state(1) != 0 || !g3.called || g3.ab != nil || g3.waited != 5*time.Second+time.Millisecond {
+		t.Fatalf("t1 %v, t3 %+v: want t1 aborted for silence and t3 granted after waiting 5.001s", state(1), g3)
 	}
 	if state(2) != txn.StateActive || state(3) != txn.StateActive {
 		t.Fatalf("t2 %v (kept alive), t3 %v (was waiting): want both ACTIVE", state(2), state(3))
@@ -539,11 +550,11 @@ func TestTenureIdleTimeout(t *testing.T) {
 	if err := tr.Do(t0.Add(6*time.Second), put(1, "e"), g5.done); err == nil || !strings.Contains(err.Error(), "IDLE") {
 		t.Fatalf("op of the idle-aborted attempt: %v, want refused naming IDLE", err)
 	}
-	tr.Tick(t0.Add(9 * time.Second))
+	tick(t0.Add(9 * time.Second))
 	if state(2) != 0 || state(3) != txn.StateActive {
 		t.Fatalf("t2 %v (silent since 3s), t3 %v (granted at 5s): want t2 aborted, t3 ACTIVE", state(2), state(3))
 	}
-	tr.Tick(t0.Add(30 * time.Second))
+	tick(t0.Add(30 * time.Second))
 	if state(4) != txn.StatePrepared {
 		t.Fatalf("prepared t4 is %v after 30s of silence, want PREPARED", state(4))
 	}
