@@ -997,6 +997,10 @@ type TxnInfo struct {
 	State       string
 	Ranges      []uint64
 	Age         time.Duration
+	// Idle is, for an ACTIVE transaction, how long since its client was
+	// last heard on its ranges (an operation or a keep-alive); a range
+	// aborts it past its idle timeout (vowdb start --txn-idle-timeout).
+	Idle time.Duration
 }
 
 // Txns lists the transactions in flight in the cluster: ACTIVE (running
@@ -1016,7 +1020,8 @@ func (db *DB) Txns(ctx context.Context) ([]TxnInfo, error) {
 	out := make([]TxnInfo, len(resp.Txns))
 	for i, t := range resp.Txns {
 		out[i] = TxnInfo{ID: TxnID(t.TxnId), Attempt: t.Attempt, Coordinator: t.CoordinatorNodeId, State: t.State,
-			Ranges: t.ParticipantRangeIds, Age: time.Duration(t.AgeMicros) * time.Microsecond}
+			Ranges: t.ParticipantRangeIds, Age: time.Duration(t.AgeMicros) * time.Microsecond,
+			Idle: time.Duration(t.IdleMicros) * time.Microsecond}
 	}
 	return out, nil
 }

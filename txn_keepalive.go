@@ -44,9 +44,10 @@ func (tx *Txn) stopKeepAlive() {
 // learns what became of the transaction.
 func (tx *Txn) sendKeepAlives() {
 	tx.mu.Lock()
-	if tx.kaStopped || time.Now().After(tx.deadline()) {
+	if tx.kaStopped || time.Now().After(tx.deadline()) || tx.db.isClosed() {
 		// Past its deadline the transaction can only fail: a program that
-		// neither commits nor rolls back keeps it alive no longer.
+		// neither commits nor rolls back keeps it alive no longer; nor
+		// does a closed DB.
 		tx.kaStopped = true
 		tx.mu.Unlock()
 		return

@@ -5851,8 +5851,11 @@ type TxnInfo struct {
 	ParticipantRangeIds []uint64               `protobuf:"varint,5,rep,packed,name=participant_range_ids,json=participantRangeIds,proto3" json:"participant_range_ids,omitempty"`
 	AgeMicros           int64                  `protobuf:"varint,6,opt,name=age_micros,json=ageMicros,proto3" json:"age_micros,omitempty"`
 	NodeId              uint64                 `protobuf:"varint,7,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
-	unknownFields       protoimpl.UnknownFields
-	sizeCache           protoimpl.SizeCache
+	// ACTIVE only: how long since its client was last heard (an operation,
+	// a lock grant or a keep-alive), the least over its ranges; 0 otherwise.
+	IdleMicros    int64 `protobuf:"varint,8,opt,name=idle_micros,json=idleMicros,proto3" json:"idle_micros,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *TxnInfo) Reset() {
@@ -5930,6 +5933,13 @@ func (x *TxnInfo) GetAgeMicros() int64 {
 func (x *TxnInfo) GetNodeId() uint64 {
 	if x != nil {
 		return x.NodeId
+	}
+	return 0
+}
+
+func (x *TxnInfo) GetIdleMicros() int64 {
+	if x != nil {
+		return x.IdleMicros
 	}
 	return 0
 }
@@ -6984,7 +6994,7 @@ const file_api_vowdbpb_vowdb_proto_rawDesc = "" +
 	"\x11TxnStatusResponse\x12(\n" +
 	"\x05state\x18\x01 \x01(\x0e2\x12.vowdb.v1.TxnStateR\x05state\x12\x18\n" +
 	"\aattempt\x18\x02 \x01(\x04R\aattempt\x12*\n" +
-	"\x11covered_range_ids\x18\x03 \x03(\x04R\x0fcoveredRangeIds\"\xec\x01\n" +
+	"\x11covered_range_ids\x18\x03 \x03(\x04R\x0fcoveredRangeIds\"\x8d\x02\n" +
 	"\aTxnInfo\x12\x15\n" +
 	"\x06txn_id\x18\x01 \x01(\x04R\x05txnId\x12\x18\n" +
 	"\aattempt\x18\x02 \x01(\x04R\aattempt\x12.\n" +
@@ -6993,7 +7003,9 @@ const file_api_vowdbpb_vowdb_proto_rawDesc = "" +
 	"\x15participant_range_ids\x18\x05 \x03(\x04R\x13participantRangeIds\x12\x1d\n" +
 	"\n" +
 	"age_micros\x18\x06 \x01(\x03R\tageMicros\x12\x17\n" +
-	"\anode_id\x18\a \x01(\x04R\x06nodeId\"&\n" +
+	"\anode_id\x18\a \x01(\x04R\x06nodeId\x12\x1f\n" +
+	"\vidle_micros\x18\b \x01(\x03R\n" +
+	"idleMicros\"&\n" +
 	"\x0eTxnListRequest\x12\x14\n" +
 	"\x05local\x18\x01 \x01(\bR\x05local\"8\n" +
 	"\x0fTxnListResponse\x12%\n" +

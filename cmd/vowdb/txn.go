@@ -246,6 +246,7 @@ type txnJSON struct {
 	State       string   `json:"state"`
 	Ranges      []uint64 `json:"ranges"`
 	AgeSeconds  float64  `json:"age_seconds"`
+	IdleSeconds float64  `json:"idle_seconds"`
 }
 
 func writeTxns(w io.Writer, format string, txns []vowdb.TxnInfo) error {
@@ -253,15 +254,19 @@ func writeTxns(w io.Writer, format string, txns []vowdb.TxnInfo) error {
 		out := make([]txnJSON, 0, len(txns))
 		for _, t := range txns {
 			out = append(out, txnJSON{ID: fmt.Sprint(t.ID), Coordinator: t.Coordinator, State: t.State,
-				Ranges: nonNil(t.Ranges), AgeSeconds: t.Age.Seconds()})
+				Ranges: nonNil(t.Ranges), AgeSeconds: t.Age.Seconds(), IdleSeconds: t.Idle.Seconds()})
 		}
 		return writeJSON(w, out)
 	}
 	rows := make([][]string, 0, len(txns))
 	for _, t := range txns {
-		rows = append(rows, []string{fmt.Sprint(t.ID), nodeOrDash(t.Coordinator), t.State, idList(t.Ranges), txnDuration(t.Age)})
+		idle := "-"
+		if t.Idle > 0 {
+			idle = txnDuration(t.Idle)
+		}
+		rows = append(rows, []string{fmt.Sprint(t.ID), nodeOrDash(t.Coordinator), t.State, idList(t.Ranges), txnDuration(t.Age), idle})
 	}
-	return writeTable(w, []string{"TXN", "COORDINATOR", "STATE", "RANGES", "AGE"}, rows)
+	return writeTable(w, []string{"TXN", "COORDINATOR", "STATE", "RANGES", "AGE", "IDLE"}, rows)
 }
 
 // lockWaitJSON is the JSON form of a lock wait; a nil id is "-" in a table.

@@ -382,6 +382,9 @@ func (s *txnService) List(ctx context.Context, req *vowdbpb.TxnListRequest) (*vo
 				cur.State = t.State
 			}
 			cur.AgeMicros = max(cur.AgeMicros, t.AgeMicros)
+			if cur.IdleMicros == 0 || (t.IdleMicros > 0 && t.IdleMicros < cur.IdleMicros) {
+				cur.IdleMicros = t.IdleMicros
+			}
 			if cur.CoordinatorNodeId == 0 {
 				cur.CoordinatorNodeId = t.CoordinatorNodeId
 			}
@@ -392,6 +395,9 @@ func (s *txnService) List(ctx context.Context, req *vowdbpb.TxnListRequest) (*vo
 	for _, t := range byID {
 		sort.Slice(t.ParticipantRangeIds, func(i, j int) bool { return t.ParticipantRangeIds[i] < t.ParticipantRangeIds[j] })
 		t.ParticipantRangeIds = dedup(t.ParticipantRangeIds)
+		if t.State != txn.StateActive.String() {
+			t.IdleMicros = 0 // its commit started: silence no longer matters
+		}
 		out.Txns = append(out.Txns, t)
 	}
 	sort.Slice(out.Txns, func(i, j int) bool { return out.Txns[i].AgeMicros > out.Txns[j].AgeMicros })
@@ -410,15 +416,19 @@ func dedup(xs []uint64) []uint64 {
 
 func (l *txnLayer) localTxns() []*vowdbpb.TxnInfo {
 	out := l.committingInfos()
-	now := time.Now().UnixNano()
+	now := time.Now()
 	for _, tr := range l.tenures() {
 		for _, v := range tr.Txns() {
-			age := int64(0)
+			age, idle := int64(0), int64(0)
 			if v.Age > 0 {
-				age = (now - int64(v.Age)) / 1000
+				age = (now.UnixNano() - int64(v.Age)) / 1000
+			}
+			if !v.Heard.IsZero() {
+				idle = max(now.Sub(v.Heard).Microseconds(), 1)
 			}
 			out = append(out, &vowdbpb.TxnInfo{TxnId: uint64(v.Txn), Attempt: v.Attempt, CoordinatorNodeId: v.Gateway,
-				State: v.State.String(), ParticipantRangeIds: []uint64{tr.Range()}, AgeMicros: age, NodeId: l.n.nodeID()})
+				State: v.State.String(), ParticipantRangeIds: []uint64{tr.Range()}, AgeMicros: age, IdleMicros: idle,
+				NodeId: l.n.nodeID()})
 		}
 	}
 	return out

@@ -868,7 +868,25 @@ func TestTxnIdleTimeout(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	time.Sleep(2500 * time.Millisecond)      // 2.5 idle timeouts without an operation
+	time.Sleep(1500 * time.Millisecond) // idle timeouts without an operation
+	info := func(id vowdb.TxnID) vowdb.TxnInfo {
+		t.Helper()
+		txns, err := db.Txns(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, ti := range txns {
+			if ti.ID == id {
+				return ti
+			}
+		}
+		t.Fatalf("transaction %d not in flight: %+v", id, txns)
+		return vowdb.TxnInfo{}
+	}
+	if ti := info(slow.ID()); ti.State != "ACTIVE" || ti.Idle <= 0 || ti.Idle >= time.Second {
+		t.Fatalf("kept-alive transaction listed as %+v, want ACTIVE, idle under the 1s timeout", ti)
+	}
+	time.Sleep(time.Second)
 	for _, k := range []string{"b1", "y1"} { // both ranges, new keys: each goes to its range
 		if err := slow.Put(ctx, []byte(k), []byte("slow")); err != nil {
 			t.Fatalf("a transaction kept alive was aborted: %v", err)
@@ -886,6 +904,10 @@ func TestTxnIdleTimeout(t *testing.T) {
 		if err := gone.Put(ctx, []byte(k), []byte("gone")); err != nil {
 			t.Fatal(err)
 		}
+	}
+	time.Sleep(300 * time.Millisecond)
+	if ti := info(gone.ID()); ti.State != "ACTIVE" || ti.Idle < 300*time.Millisecond {
+		t.Fatalf("silent transaction listed as %+v, want ACTIVE, idle at least 300ms", ti)
 	}
 	// The silent client neither commits nor rolls back: a waiter with a
 	// 20 s lock-wait timeout gets both keys once the idle timeout passed,

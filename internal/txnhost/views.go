@@ -20,6 +20,7 @@ type TxnView struct {
 	State   txn.State
 	Age     uint64 // begin time, unix nanoseconds (0 if unknown)
 	Gateway uint64
+	Heard   time.Time // ACTIVE: when its client was last heard here
 }
 
 // Txns lists the live txns, by id.
@@ -36,7 +37,11 @@ func (t *Tenure) Txns() []TxnView {
 		if st != txn.StateActive && st != txn.StatePrepared {
 			continue
 		}
-		out = append(out, TxnView{Txn: id, Attempt: m.attempt, State: st, Age: m.age, Gateway: m.gateway})
+		v := TxnView{Txn: id, Attempt: m.attempt, State: st, Age: m.age, Gateway: m.gateway}
+		if st == txn.StateActive {
+			v.Heard = m.heard
+		}
+		out = append(out, v)
 	}
 	return out
 }
