@@ -27,12 +27,15 @@
 //	Acquire(txn, span, mode) ──▶ granted? ── yes ─▶ held locks
 //	                                 └─ no ──▶ queue[] (FIFO) ── ReleaseAll(txn) ─▶ grants in queue order
 //
-// Held locks are indexed three ways: point locks by key, span locks in a
-// list, and every lock by its transaction. A point request (a Get, a Put)
-// looks only at its key's holders and at the span locks, so its cost does
-// not grow with the number of locks held on the range, not even with those
-// of its own transaction (a transaction near the size limit holds hundreds
-// of thousands). A span request (a scan) still looks at every held lock.
-// The answers are exactly those of a table that scans every held lock
-// (TestAgainstOracle runs one beside it).
+// Held locks are indexed three ways: point locks by key (a map, and their
+// keys in a B-tree), span locks in a list, and every lock by its
+// transaction. A point request (a Get, a Put) looks only at its key's
+// holders and at the span locks, so its cost does not grow with the number
+// of locks held on the range, not even with those of its own transaction (a
+// transaction near the size limit holds hundreds of thousands). A span
+// request (a scan) looks at the point locks on keys inside its span, found
+// in order in the B-tree, and at the span locks. The answers are exactly
+// those of a table that scans every held lock (TestAgainstOracle runs one
+// beside it). Waiting requests are a FIFO list: a request compares itself
+// with every waiter ahead of it.
 package lock

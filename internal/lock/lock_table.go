@@ -6,6 +6,9 @@ import (
 	"fmt"
 	"slices"
 	"sort"
+	"strings"
+
+	"github.com/RaduBerinde/btreemap"
 )
 
 // TxnID identifies a transaction.
@@ -78,14 +81,16 @@ func (l Lock) conflicts(o Lock) bool {
 // Table is the lock table of one range. It is not safe for concurrent use.
 //
 // Held locks are indexed so that the cost of a request does not grow with
-// the number of locks held on the range: point locks by key, the others
-// (scan spans, usually few) in a list, and every lock by its transaction.
-// A request for a point checks the holders of its key and the span locks;
-// a request for a span still checks every held lock.
+// the number of locks held on the range: point locks by key (and their keys
+// in order), the others (scan spans, usually few) in a list, and every lock
+// by its transaction. A request for a point checks the holders of its key
+// and the span locks; a request for a span checks the point locks on keys
+// inside it and the span locks.
 type Table struct {
-	points map[string][]heldLock // point locks by key
-	spans  []heldLock            // non-point locks, in the order granted
-	byTxn  map[TxnID][]heldLock  // every lock of each txn, in the order granted
+	points map[string][]heldLock                // point locks by key
+	keys   *btreemap.BTreeMap[string, struct{}] // the keys of points, in order
+	spans  []heldLock                           // non-point locks, in the order granted
+	byTxn  map[TxnID][]heldLock                 // every lock of each txn, in the order granted
 	nHeld  int
 	seq    uint64 // grant order, for AllHeld
 	queue  []Lock // waiting requests, oldest first
@@ -121,11 +126,15 @@ func (t *Table) Acquire(txn TxnID, span Span, mode Mode) (granted bool, blockers
 func (t *Table) grant(l Lock) {
 	if t.points == nil {
 		t.points, t.byTxn = map[string][]heldLock{}, map[TxnID][]heldLock{}
+		t.keys = btreemap.New[string, struct{}](16, strings.Compare)
 	}
 	t.seq++
 	h := heldLock{l, t.seq}
 	if l.Span.isPoint() {
 		k := string(l.Span.Start)
+		if len(t.points[k]) == 0 {
+			t.keys.ReplaceOrInsert(k, struct{}{})
+		}
 		t.points[k] = append(t.points[k], h)
 	} else {
 		t.spans = append(t.spans, h)
@@ -188,12 +197,15 @@ func (t *Table) eachOverlapping(span Span, fn func(heldLock) bool) {
 				return
 			}
 		}
-	} else {
-		for _, hs := range t.points {
-			if len(hs) > 0 && !hs[0].Span.overlaps(span) {
-				continue // every lock in hs has the same span
-			}
-			for _, h := range hs {
+	} else if t.keys != nil {
+		// A point [k, k+"\x00") overlaps [Start, End) exactly when
+		// Start <= k < End: k+"\x00" is the key right after k.
+		hi := btreemap.Max[string]()
+		if len(span.End) > 0 {
+			hi = btreemap.LT(string(span.End))
+		}
+		for k := range t.keys.Ascend(btreemap.GE(string(span.Start)), hi) {
+			for _, h := range t.points[k] {
 				if !fn(h) {
 					return
 				}
@@ -259,6 +271,7 @@ func (t *Table) ReleaseAll(txn TxnID) []Lock {
 			hs := slices.DeleteFunc(t.points[k], func(o heldLock) bool { return o.Txn == txn })
 			if len(hs) == 0 {
 				delete(t.points, k)
+				t.keys.Delete(k)
 			} else {
 				t.points[k] = hs
 			}
