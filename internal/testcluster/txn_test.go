@@ -936,4 +936,37 @@ func TestTxnIdleTimeout(t *testing.T) {
 	if err := gone.Put(ctx, []byte("a3"), []byte("late")); !errors.As(err, &ab) || ab.Reason != vowdb.AbortIdle || !errors.Is(err, vowdb.ErrRetryable) {
 		t.Fatalf("operation of the silent transaction: %v, want a retryable abort for idleness", err)
 	}
+
+	// Bad input on the RPC itself: an id out of range is refused; a
+	// keep-alive for a transaction the range does not know changes nothing.
+	conn, err := grpc.NewClient(c.Endpoints()[0], grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	kc := vowdbpb.NewTxnClient(conn)
+	for _, req := range []*vowdbpb.TxnKeepAliveRequest{{TxnId: 0, Attempt: 1, Key: []byte("a")}, {TxnId: 1 << 63, Attempt: 1, Key: []byte("a")},
+		{TxnId: 7, Attempt: 0, Key: []byte("a")}} {
+		if _, err := kc.KeepAlive(ctx, req); status.Code(err) != codes.InvalidArgument {
+			t.Fatalf("KeepAlive(%v): %v, want InvalidArgument", req, err)
+		}
+	}
+	served := 0 // by the leader of a4's range; the others answer NOT_LEADER
+	for _, ep := range c.Endpoints() {
+		cc, err := grpc.NewClient(ep, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = vowdbpb.NewTxnClient(cc).KeepAlive(ctx, &vowdbpb.TxnKeepAliveRequest{TxnId: 4242, Attempt: 1, Key: []byte("a4")})
+		_ = cc.Close()
+		if err == nil {
+			served++
+		}
+	}
+	if served == 0 {
+		t.Fatal("no node served the keep-alive of an unknown transaction")
+	}
+	if txns, err := db.Txns(ctx); err != nil || len(txns) != 0 {
+		t.Fatalf("in flight after an unknown keep-alive: %+v, %v", txns, err)
+	}
 }
