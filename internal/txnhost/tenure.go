@@ -579,8 +579,9 @@ func (t *Tenure) Unreachable(rangeID txn.RangeID) {
 }
 
 // Tick advances the participant's clock, fails lock waits past their
-// timeout and aborts ACTIVE txns past their deadline or idle timeout. The tenure ends if
-// this node no longer leads the range in the tenure's term and span.
+// timeout and aborts ACTIVE txns past their deadline or idle timeout. The
+// tenure ends if this node no longer leads the range in the tenure's term
+// and span.
 func (t *Tenure) Tick(now time.Time) {
 	t.lock()
 	defer t.unlock()
