@@ -36,6 +36,9 @@
 // request (a scan) looks at the point locks on keys inside its span, found
 // in order in the B-tree, and at the span locks. The answers are exactly
 // those of a table that scans every held lock (TestAgainstOracle runs one
-// beside it). Waiting requests are a FIFO list: a request compares itself
-// with every waiter ahead of it.
+// beside it). Waiting requests are a FIFO list: a new request compares
+// itself with every waiter ahead of it, and a release re-checks each waiter
+// against the holders first, so a waiter behind a held lock costs no walk of
+// the queue (a release on a key a thousand transactions wait for is O(1,000),
+// not O(1,000²)).
 package lock

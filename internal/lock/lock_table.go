@@ -286,12 +286,36 @@ func (t *Table) ReleaseAll(txn TxnID) []Lock {
 	return t.grantWaiters()
 }
 
+// blocked reports whether req, waiting at position pos, has a blocker
+// (blockersOf is not empty), looking at the holders before the waiters
+// ahead: a waiter behind a held lock costs no walk of the queue, so a
+// release on a key many wait for costs O(waiters), not O(waiters²).
+func (t *Table) blocked(req Lock, pos int) bool {
+	held := false
+	t.eachOverlapping(req.Span, func(h heldLock) bool {
+		held = h.conflicts(req)
+		return !held
+	})
+	if held {
+		return true
+	}
+	if t.holdsOverlap(req) {
+		return false // an upgrader does not queue behind waiters
+	}
+	for _, w := range t.queue[:pos] {
+		if w.conflicts(req) {
+			return true
+		}
+	}
+	return false
+}
+
 // grantWaiters grants, in queue order, every waiter no longer blocked.
 func (t *Table) grantWaiters() []Lock {
 	var granted []Lock
 	for i := 0; i < len(t.queue); {
 		w := t.queue[i]
-		if t.heldCovers(w) || len(t.blockersOf(w, i)) == 0 {
+		if t.heldCovers(w) || !t.blocked(w, i) {
 			if !t.heldCovers(w) {
 				t.grant(w)
 			}
