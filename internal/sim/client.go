@@ -63,6 +63,7 @@ type ctxn struct {
 	retries  int
 	retryAt  int64
 	invoke   int64
+	aliveAt  int64 // next keep-alive (Config.KeepAlive)
 }
 
 func (c *client) busy() bool { return c.cur != nil }
@@ -75,12 +76,15 @@ func (c *client) step() {
 		}
 		w.txnSeq++
 		t := &ctxn{id: lock.TxnID(w.txnSeq), attempt: 1, p: w.wl.plan(c), gateway: uint64(1 + w.rng.IntN(len(w.nodes))),
-			reads: map[string][]byte{}, parts: map[uint64]*txn.Participation{}, invoke: w.now}
+			reads: map[string][]byte{}, parts: map[uint64]*txn.Participation{}, invoke: w.now, aliveAt: w.now + keepAliveTicks}
 		t.p.op.Process, t.p.op.Invoke = c.id, w.now*tickNanos
 		c.cur = t
 		w.event("client %d begins t%d via node %d: %s", c.id, t.id, t.gateway, t.p.op.F)
 		c.next()
 		return
+	}
+	if t := c.cur; w.cfg.KeepAlive && w.now >= t.aliveAt {
+		c.keepAlive()
 	}
 	if t := c.cur; t.req == 0 && w.now >= t.retryAt {
 		c.next()
@@ -90,6 +94,22 @@ func (c *client) step() {
 		} else {
 			c.abort("operation timed out")
 		}
+	}
+}
+
+// keepAlive tells every range the open transaction operated on that its
+// client still runs it, as the Go client does every second until the
+// commit is answered.
+func (c *client) keepAlive() {
+	w, t := c.w, c.cur
+	t.aliveAt = w.now + keepAliveTicks
+	for _, r := range t.order {
+		target := w.nodes[0].id
+		if l := w.leaderOf(r); l != nil {
+			target = l.id
+		}
+		id, attempt, rangeID := t.id, t.attempt, r
+		w.send(0, target, 0, "keep-alive", func() { w.nodes[target-1].keepAlive(id, attempt, rangeID) })
 	}
 }
 

@@ -133,6 +133,13 @@ func (n *node) rollback(id lock.TxnID, attempt uint64, rangeID uint64) {
 	}
 }
 
+// keepAlive serves a client's keep-alive for rangeID (Config.KeepAlive).
+func (n *node) keepAlive(id lock.TxnID, attempt uint64, rangeID uint64) {
+	if tr := n.current(rangeID); tr != nil {
+		tr.KeepAlive(simTime(n.w.now), id, attempt)
+	}
+}
+
 // coordinatorGone models the server's CoordinatorStatus call: a reachable
 // coordinator says whether it still runs the attempt; an unreachable one
 // counts as gone only when it is down (the server's liveness check).

@@ -38,6 +38,11 @@ type Config struct {
 	// commit, with the anchor prepared and a decision record of its own
 	// (false: the anchor commits with the decision, the server's default).
 	PrepareAnchor bool
+	// KeepAlive has clients send keep-alives to their ranges every
+	// keepAliveTicks while a transaction is open, and ranges abort an
+	// ACTIVE transaction silent for idleTicks (vowdb start
+	// --txn-idle-timeout); false: neither, as before they existed.
+	KeepAlive bool
 	// Bug deliberately breaks the system, to prove the checks catch it:
 	// "no-locks" grants every lock at once (strict 2PL off).
 	Bug string
@@ -107,6 +112,8 @@ const (
 	decideTimeout   = 40
 	lockTimeout     = 30
 	maxTxnTicks     = 200 // an ACTIVE txn older than this is aborted by its ranges
+	keepAliveTicks  = 10  // Config.KeepAlive: a client's keep-alive period
+	idleTicks       = 40  // Config.KeepAlive: a range aborts an ACTIVE txn silent this long
 	requestTimeout  = 60  // a client gives up on a request
 	detectorPeriod  = 5
 	restorePeriod   = 20

@@ -16,7 +16,8 @@ import (
 // configFor varies the cluster with the seed: 3 or 5 nodes, 2 to 4 ranges,
 // transaction records one batch at a time or pipelined, the anchor
 // committing with the decision or (a quarter of the seeds) prepared like
-// the others, bank or list-append, always with faults.
+// the others, client keep-alives and idle aborts (half of the seeds), bank
+// or list-append, always with faults.
 func configFor(seed uint64) Config {
 	c := Config{Seed: seed, Faults: true, Splits: true, Nodes: 3, Ranges: 3}
 	if seed%3 == 0 {
@@ -25,6 +26,7 @@ func configFor(seed uint64) Config {
 	c.Ranges = 2 + int(seed/3%3)
 	c.PipelineRecords = 1 + 3*int(seed/9%2) // one batch at a time, or pipelined
 	c.PrepareAnchor = seed%4 == 3
+	c.KeepAlive = seed/4%2 == 1
 	return c
 }
 
@@ -213,7 +215,7 @@ func TestSimulationCoversTheProtocol(t *testing.T) {
 	for _, p := range []string{"crash", "snapshot", "committed 2PC", "committed 1PC", "committed read-only",
 		"inquire", "inquire-peer (cooperative termination)", "presumed abort", "restore of decided records",
 		"tenure rebuilt with prepared txns", "global deadlock victim", "range abort: lock wait timeout",
-		"range abort: deadline", "range abort: rollback", "split"} {
+		"range abort: deadline", "range abort: rollback", "range abort: idle", "split"} {
 		if total[p] == 0 {
 			t.Errorf("no seed ran %q", p)
 		}

@@ -163,6 +163,14 @@ func (h nodeHost) PresumedAbort(m txn.Message) {
 }
 
 // abortWhy names an abort reason the way the coverage counts it.
+// idleTimeout is the tenures' txnhost.Config.IdleTimeout.
+func idleTimeout(cfg Config) time.Duration {
+	if !cfg.KeepAlive {
+		return 0
+	}
+	return idleTicks * tickDuration
+}
+
 func abortWhy(ab *vowdbpb.TxnAbort) string {
 	switch ab.Reason {
 	case vowdbpb.TxnAbort_LOCK_TIMEOUT:
@@ -173,6 +181,8 @@ func abortWhy(ab *vowdbpb.TxnAbort) string {
 		return "rollback"
 	case vowdbpb.TxnAbort_DEADLOCK:
 		return "deadlock victim"
+	case vowdbpb.TxnAbort_IDLE:
+		return "idle"
 	}
 	return ab.Reason.String()
 }
@@ -219,7 +229,8 @@ func (n *node) build(rangeID uint64) {
 		term := st.Term<<16 | (n.w.tenureGen & 0xffff)
 		tr, err := txnhost.NewTenure(nodeHost{n}, txnhost.Config{Range: rangeID, RaftTerm: st.Term, Tenure: term,
 			Start: st2.Desc.StartKey, End: st2.Desc.EndKey, Prepared: prepared, InquireTicks: inquireTicks,
-			MaxFinished: maxFinishedTxns, PipelineRecords: n.w.cfg.PipelineRecords, BugNoLocks: n.w.cfg.Bug == "no-locks"})
+			MaxFinished: maxFinishedTxns, PipelineRecords: n.w.cfg.PipelineRecords, BugNoLocks: n.w.cfg.Bug == "no-locks",
+			IdleTimeout: idleTimeout(n.w.cfg)})
 		if err != nil {
 			n.w.fail("node %d range %d: new tenure: %v", n.id, rangeID, err)
 			return
