@@ -101,15 +101,21 @@ func (c *client) step() {
 // client still runs it, as the Go client does every second until the
 // commit is answered.
 func (c *client) keepAlive() {
+	c.cur.aliveAt = c.w.now + keepAliveTicks
+	c.toRanges("keep-alive", (*node).keepAlive)
+}
+
+// toRanges sends what to the leader of every range the open transaction
+// operated on (node 1 when a range has no leader), where it calls fn.
+func (c *client) toRanges(what string, fn func(n *node, id lock.TxnID, attempt, rangeID uint64)) {
 	w, t := c.w, c.cur
-	t.aliveAt = w.now + keepAliveTicks
 	for _, r := range t.order {
 		target := w.nodes[0].id
 		if l := w.leaderOf(r); l != nil {
 			target = l.id
 		}
 		id, attempt, rangeID := t.id, t.attempt, r
-		w.send(0, target, 0, "keep-alive", func() { w.nodes[target-1].keepAlive(id, attempt, rangeID) })
+		w.send(0, target, 0, what, func() { fn(w.nodes[target-1], id, attempt, rangeID) })
 	}
 }
 
@@ -238,15 +244,7 @@ func (c *client) commitDone(req uint64, res txn.Result) {
 // abort gives up before the commit: the ranges touched are told to roll
 // back (best effort; their deadline aborts the rest), and the op failed.
 func (c *client) abort(why string) {
-	w, t := c.w, c.cur
-	for _, r := range t.order {
-		target := w.nodes[0].id
-		if l := w.leaderOf(r); l != nil {
-			target = l.id
-		}
-		id, attempt, rangeID := t.id, t.attempt, r
-		w.send(0, target, 0, "rollback", func() { w.nodes[target-1].rollback(id, attempt, rangeID) })
-	}
+	c.toRanges("rollback", (*node).rollback)
 	c.finish(check.Fail, why)
 }
 
