@@ -180,10 +180,16 @@ func newTxnLsCmd(g *globals, cf *clientFlags) *cobra.Command {
 		Long: `Ls lists the transactions in flight in the cluster, oldest first: id, the
 node coordinating the commit (- until the commit starts), state (ACTIVE:
 running statements; PREPARED: voted in two-phase commit; COMMITTING: being
-committed by its coordinator), the ranges it touched, and its age.
+committed by its coordinator; PENDING: its transaction record is
+undecided), the ranges it touched, its age and, while ACTIVE, IDLE: how
+long since its client was last heard on its ranges. A client keeps an open
+transaction alive every second, so a larger IDLE means the client is gone
+or cut off; each range aborts the transaction past vowdb start
+--txn-idle-timeout (4s).
 
 With -w json it prints an array of {"id", "coordinator", "state", "ranges",
-"age_seconds"}; ids are strings.`,
+"age_seconds", "idle_seconds"} (idle_seconds 0: not ACTIVE); ids are
+strings.`,
 		Args: usageArgs(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return cf.withDB(cmd.Context(), func(ctx context.Context, db *vowdb.DB) error {

@@ -159,6 +159,37 @@ func TestTxnDuration(t *testing.T) {
 	}
 }
 
+// TestTxnsWrite: txn ls prints IDLE for ACTIVE transactions and "-" for
+// the others, and idle_seconds in JSON.
+func TestTxnsWrite(t *testing.T) {
+	txns := []vowdb.TxnInfo{
+		{ID: 7, State: "ACTIVE", Ranges: []uint64{2, 3}, Age: 2600 * time.Millisecond, Idle: 1200 * time.Millisecond},
+		{ID: 9, Coordinator: 1, State: "PREPARED", Ranges: []uint64{4}, Age: 3 * time.Second},
+	}
+	var b bytes.Buffer
+	if err := writeTxns(&b, formatTable, txns); err != nil {
+		t.Fatal(err)
+	}
+	want := `TXN  COORDINATOR  STATE     RANGES  AGE   IDLE
+7    -            ACTIVE    2,3     2.6s  1.2s
+9    1            PREPARED  4       3s    -
+`
+	if b.String() != want {
+		t.Errorf("table:\n%s\nwant:\n%s", b.String(), want)
+	}
+	b.Reset()
+	if err := writeTxns(&b, formatJSON, txns); err != nil {
+		t.Fatal(err)
+	}
+	var j []struct {
+		ID          string  `json:"id"`
+		IdleSeconds float64 `json:"idle_seconds"`
+	}
+	if err := json.Unmarshal(b.Bytes(), &j); err != nil || len(j) != 2 || j[0].IdleSeconds != 1.2 || j[1].IdleSeconds != 0 {
+		t.Fatalf("json %s: %+v %v", b.String(), j, err)
+	}
+}
+
 func TestLocksWrite(t *testing.T) {
 	now := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
 	waits := []vowdb.LockWait{
