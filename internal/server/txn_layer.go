@@ -208,6 +208,15 @@ func (l *txnLayer) startOp(ctx context.Context, req *vowdbpb.TxnOpRequest, done 
 	go func() { done(l.granted(ctx, a, req, a.await(ctx, lock.TxnID(req.TxnId)))) }()
 }
 
+// checkAttempt refuses a transaction id or attempt a client may not send:
+// id 0, ids with the plain-operation bit, attempt 0.
+func checkAttempt(id, attempt uint64) error {
+	if id == 0 || lock.TxnID(id)&plainTxnBit != 0 || attempt == 0 {
+		return transport.Invalid("txn id %d / attempt %d out of range (1..2^63-1, attempt > 0)", id, attempt)
+	}
+	return nil
+}
+
 // admittedOp is an operation that asked its range for its lock.
 type admittedOp struct {
 	tr      *txnhost.Tenure
@@ -235,8 +244,8 @@ func (a *admittedOp) await(ctx context.Context, id lock.TxnID) opGrant {
 func (l *txnLayer) admitOp(ctx context.Context, req *vowdbpb.TxnOpRequest) (*admittedOp, error) {
 	n := l.n
 	id := lock.TxnID(req.TxnId)
-	if id == 0 || id&plainTxnBit != 0 || req.Attempt == 0 {
-		return nil, transport.Invalid("txn id %d / attempt %d out of range (1..2^63-1, attempt > 0)", req.TxnId, req.Attempt)
+	if err := checkAttempt(req.TxnId, req.Attempt); err != nil {
+		return nil, err
 	}
 	val := req.Value
 	if req.Kind != vowdbpb.TxnOpRequest_PUT {

@@ -154,8 +154,8 @@ func (s *txnService) KeepAlive(ctx context.Context, req *vowdbpb.TxnKeepAliveReq
 	if err != nil {
 		return nil, err
 	}
-	if req.TxnId == 0 || lock.TxnID(req.TxnId)&plainTxnBit != 0 || req.Attempt == 0 {
-		return nil, transport.Invalid("txn id %d / attempt %d out of range (1..2^63-1, attempt > 0)", req.TxnId, req.Attempt)
+	if err := checkAttempt(req.TxnId, req.Attempt); err != nil {
+		return nil, err
 	}
 	sched, r, err := s.n.leaderFor(req.Key)
 	if err != nil {
