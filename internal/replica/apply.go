@@ -57,8 +57,10 @@ var ErrInvalidCommand = errors.New("replica: invalid command")
 // described by desc, deterministically (the same on every replica). It
 // returns the command's result and, for a split, the new left descriptor and
 // the right-hand one. Errors in Result are answers to the client; a returned
-// error is a storage failure and is fatal.
-func applyCommand(b batchRW, desc *vowdbpb.RangeDescriptor, cmd *vowdbpb.Command) (Result, error) {
+// error is a storage failure and is fatal. txns, if not nil, is the range's
+// index of txn ids (txn_index.go); it changes no answer, only how many reads
+// are needed to find it.
+func applyCommand(b batchRW, desc *vowdbpb.RangeDescriptor, txns *txnIndex, cmd *vowdbpb.Command) (Result, error) {
 	inRange := func(k []byte) error {
 		if desc.GetIsMeta() || !keys.Contains(desc.GetStartKey(), desc.GetEndKey(), k) {
 			return &KeyMismatchError{Key: k, Desc: desc}
@@ -123,13 +125,13 @@ func applyCommand(b batchRW, desc *vowdbpb.RangeDescriptor, cmd *vowdbpb.Command
 		id, err := bumpCounter(b, "range")
 		return Result{RangeID: id}, err
 	case *vowdbpb.Command_PrepareTxn:
-		return (&rangeState{b, desc}).prepare(op.PrepareTxn)
+		return (&rangeState{b, desc, txns}).prepare(op.PrepareTxn)
 	case *vowdbpb.Command_ResolveTxn:
-		return (&rangeState{b, desc}).resolve(op.ResolveTxn)
+		return (&rangeState{b, desc, txns}).resolve(op.ResolveTxn)
 	case *vowdbpb.Command_OnePhaseTxn:
-		return (&rangeState{b, desc}).onePhase(op.OnePhaseTxn)
+		return (&rangeState{b, desc, txns}).onePhase(op.OnePhaseTxn)
 	case *vowdbpb.Command_TxnRecordCas:
-		return (&rangeState{b, desc}).recordCAS(op.TxnRecordCas)
+		return (&rangeState{b, desc, txns}).recordCAS(op.TxnRecordCas)
 	case *vowdbpb.Command_ComputeChecksum:
 		sum, err := Checksum(b, desc)
 		return Result{Checksum: sum}, err

@@ -94,7 +94,7 @@ func TestRangeStateMachine(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			b := memBatch(t)
 			for i, s := range tc.steps {
-				res, err := applyCommand(b, tc.desc, s.cmd)
+				res, err := applyCommand(b, tc.desc, nil, s.cmd)
 				if err != nil {
 					t.Fatalf("step %d: storage error %v", i, err)
 				}
@@ -156,7 +156,7 @@ func TestSplit(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			b := memBatch(t)
 			cmd := &vowdbpb.Command{Op: &vowdbpb.Command_Split{Split: &vowdbpb.SplitOp{SplitKey: []byte(tc.key), NewRangeId: tc.newID}}}
-			res, err := applyCommand(b, tc.desc, cmd)
+			res, err := applyCommand(b, tc.desc, nil, cmd)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -190,13 +190,13 @@ func TestMetaCommands(t *testing.T) {
 	m := metaDesc()
 	alloc := &vowdbpb.Command{Op: &vowdbpb.Command_AllocNode{AllocNode: &vowdbpb.AllocNodeOp{Address: "h:1"}}}
 	for want := uint64(1); want <= 3; want++ {
-		res, err := applyCommand(b, m, alloc)
+		res, err := applyCommand(b, m, nil, alloc)
 		if err != nil || res.NodeID != want {
 			t.Fatalf("alloc node: %+v %v, want id %d", res, err, want)
 		}
 	}
 	rid := &vowdbpb.Command{Op: &vowdbpb.Command_AllocRangeId{AllocRangeId: &vowdbpb.AllocRangeIDOp{}}}
-	res, _ := applyCommand(b, m, rid)
+	res, _ := applyCommand(b, m, nil, rid)
 	if res.RangeID != firstAllocatedRangeID {
 		t.Fatalf("first allocated range id %d", res.RangeID)
 	}
@@ -204,7 +204,7 @@ func TestMetaCommands(t *testing.T) {
 	pub := func(gen uint64, end string) {
 		d := userDesc("", end)
 		d.Generation = gen
-		if _, err := applyCommand(b, m, &vowdbpb.Command{Op: &vowdbpb.Command_PutDescriptor{PutDescriptor: &vowdbpb.PutDescriptorOp{Desc: d}}}); err != nil {
+		if _, err := applyCommand(b, m, nil, &vowdbpb.Command{Op: &vowdbpb.Command_PutDescriptor{PutDescriptor: &vowdbpb.PutDescriptorOp{Desc: d}}}); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -27,7 +27,7 @@ func checksumEngine(t *testing.T) (*storage.Engine, *vowdbpb.RangeDescriptor) {
 	apply := func(desc *vowdbpb.RangeDescriptor, cmds ...*vowdbpb.Command) {
 		b := eng.DB().NewIndexedBatch()
 		for _, c := range cmds {
-			res, err := applyCommand(b, desc, c)
+			res, err := applyCommand(b, desc, nil, c)
 			if err != nil || res.Err != nil {
 				t.Fatalf("apply %v: %v %v", c, err, res.Err)
 			}
@@ -81,10 +81,10 @@ func TestChecksumSameCommandsSameSum(t *testing.T) {
 
 	b := e1.DB().NewIndexedBatch()
 	defer b.Close()
-	if _, err := applyCommand(b, desc, put("g", "7")); err != nil {
+	if _, err := applyCommand(b, desc, nil, put("g", "7")); err != nil {
 		t.Fatal(err)
 	}
-	res, err := applyCommand(b, desc, &vowdbpb.Command{Op: &vowdbpb.Command_ComputeChecksum{ComputeChecksum: &vowdbpb.ComputeChecksumOp{}}})
+	res, err := applyCommand(b, desc, nil, &vowdbpb.Command{Op: &vowdbpb.Command_ComputeChecksum{ComputeChecksum: &vowdbpb.ComputeChecksumOp{}}})
 	if err != nil || res.Err != nil {
 		t.Fatalf("compute checksum: %v %v", err, res.Err)
 	}

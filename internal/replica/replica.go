@@ -143,6 +143,9 @@ type Replica struct {
 	readsAtIndex   []indexedReads
 	pendingResults []pendingResult
 
+	// txns lets apply skip reads of txn state that does not exist.
+	txns txnIndex
+
 	status atomic.Pointer[Status]
 	// checksums are the newest results of ComputeChecksum commands
 	// (checksum.go), published for readers.
@@ -438,6 +441,7 @@ func (r *Replica) persistSnapshot(b *pebble.Batch, snap raftpb.Snapshot) error {
 	if err := b.DeleteRange(keys.RaftLogPrefix(id), keys.PrefixEnd(keys.RaftLogPrefix(id)), nil); err != nil {
 		return err
 	}
+	r.txns.reset()
 	r.desc = data.Desc
 	r.confState = cs
 	r.applied = snap.Metadata.Index
@@ -532,6 +536,11 @@ type SplitEvent struct {
 func (r *Replica) Apply(rd *raft.Ready, b *pebble.Batch) ([]SplitEvent, error) {
 	var splits []SplitEvent
 	last := r.applied
+	if len(rd.CommittedEntries) > 0 && r.desc != nil && r.txns.needsBuild() {
+		if err := r.txns.build(b, r.RangeID); err != nil {
+			return nil, err
+		}
+	}
 	for _, e := range rd.CommittedEntries {
 		if e.Index <= r.applied {
 			continue
@@ -546,7 +555,7 @@ func (r *Replica) Apply(rd *raft.Ready, b *pebble.Batch) ([]SplitEvent, error) {
 			if err := proto.Unmarshal(e.Data, &cmd); err != nil {
 				return nil, fmt.Errorf("replica %d: entry %d: %w", r.RangeID, e.Index, err)
 			}
-			res, err := applyCommand(b, r.desc, &cmd)
+			res, err := applyCommand(b, r.desc, &r.txns, &cmd)
 			if err != nil {
 				return nil, err
 			}

@@ -18,7 +18,7 @@ import (
 // to propose each command lives in package txn.
 
 func (r *rangeState) outcome(txnID []byte) (vowdbpb.TxnState, error) {
-	v, found, err := getRW(r.b, keys.TxnKey(r.desc.RangeId, keys.SuffixOutcome, txnID))
+	v, found, err := r.getTxn(keys.SuffixOutcome, txnID)
 	if err != nil || !found || len(v) != 1 {
 		return vowdbpb.TxnState_TXN_UNKNOWN, err
 	}
@@ -26,6 +26,7 @@ func (r *rangeState) outcome(txnID []byte) (vowdbpb.TxnState, error) {
 }
 
 func (r *rangeState) remember(txnID []byte, st vowdbpb.TxnState) error {
+	r.txns.add(txnID)
 	return r.b.Set(keys.TxnKey(r.desc.RangeId, keys.SuffixOutcome, txnID), []byte{byte(st)}, nil)
 }
 
@@ -33,6 +34,22 @@ func (r *rangeState) remember(txnID []byte, st vowdbpb.TxnState) error {
 type rangeState struct {
 	b    batchRW
 	desc *vowdbpb.RangeDescriptor
+	txns *txnIndex // may be nil
+}
+
+// getTxn reads the txn state of the given kind for txnID, skipping the read
+// when the index proves there is none.
+func (r *rangeState) getTxn(kind byte, txnID []byte) ([]byte, bool, error) {
+	if !r.txns.mayHave(txnID) {
+		return nil, false, nil
+	}
+	return getRW(r.b, keys.TxnKey(r.desc.RangeId, kind, txnID))
+}
+
+// setTxn writes txn state of the given kind for txnID.
+func (r *rangeState) setTxn(kind byte, txnID []byte, m proto.Message) error {
+	r.txns.add(txnID)
+	return setProto(r.b, keys.TxnKey(r.desc.RangeId, kind, txnID), m)
 }
 
 func (r *rangeState) checkWrites(ws []*vowdbpb.TxnWrite) error {
@@ -72,11 +89,10 @@ func (r *rangeState) prepare(op *vowdbpb.PrepareTxnOp) (Result, error) {
 	if err := r.checkWrites(op.Writes); err != nil {
 		return Result{Err: err}, nil
 	}
-	k := keys.TxnKey(r.desc.RangeId, keys.SuffixPrepare, op.TxnId)
-	if _, found, err := getRW(r.b, k); err != nil || found {
+	if _, found, err := r.getTxn(keys.SuffixPrepare, op.TxnId); err != nil || found {
 		return Result{TxnState: vowdbpb.TxnState_TXN_PENDING}, err // duplicate PREPARE: same vote
 	}
-	return Result{TxnState: vowdbpb.TxnState_TXN_PENDING}, setProto(r.b, k, op)
+	return Result{TxnState: vowdbpb.TxnState_TXN_PENDING}, r.setTxn(keys.SuffixPrepare, op.TxnId, op)
 }
 
 // resolve applies or drops a prepared write set and remembers the outcome.
@@ -87,7 +103,7 @@ func (r *rangeState) resolve(op *vowdbpb.ResolveTxnOp) (Result, error) {
 		return Result{TxnState: st}, err // duplicate or late: nothing changes
 	}
 	k := keys.TxnKey(r.desc.RangeId, keys.SuffixPrepare, op.TxnId)
-	v, found, err := getRW(r.b, k)
+	v, found, err := r.getTxn(keys.SuffixPrepare, op.TxnId)
 	if err != nil {
 		return Result{}, err
 	}
@@ -161,7 +177,7 @@ func (r *rangeState) recordCAS(op *vowdbpb.TxnRecordCasOp) (Result, error) {
 		return Result{Err: &KeyMismatchError{Key: op.AnchorKey, Desc: r.desc}}, nil
 	}
 	k := keys.TxnKey(r.desc.RangeId, keys.SuffixTxnRecord, op.TxnId)
-	v, found, err := getRW(r.b, k)
+	v, found, err := r.getTxn(keys.SuffixTxnRecord, op.TxnId)
 	if err != nil {
 		return Result{}, err
 	}
@@ -182,7 +198,7 @@ func (r *rangeState) recordCAS(op *vowdbpb.TxnRecordCasOp) (Result, error) {
 			return Result{}, err
 		}
 		rec.Ended = true
-		return Result{TxnState: cur, Swapped: true}, setProto(r.b, k, &rec)
+		return Result{TxnState: cur, Swapped: true}, r.setTxn(keys.SuffixTxnRecord, op.TxnId, &rec)
 	}
 	if cur != op.Expect {
 		return Result{TxnState: cur}, nil
@@ -192,7 +208,7 @@ func (r *rangeState) recordCAS(op *vowdbpb.TxnRecordCasOp) (Result, error) {
 	}
 	rec := &vowdbpb.TxnRecord{TxnId: op.TxnId, State: op.NewState, AnchorKey: op.AnchorKey,
 		ParticipantRangeIds: op.ParticipantRangeIds, CoordinatorNodeId: op.CoordinatorNodeId}
-	return Result{TxnState: op.NewState, Swapped: true}, setProto(r.b, k, rec)
+	return Result{TxnState: op.NewState, Swapped: true}, r.setTxn(keys.SuffixTxnRecord, op.TxnId, rec)
 }
 
 // splitTxnState divides the left range's txn state at a split: each prepare

@@ -2,6 +2,7 @@ package replica
 
 import (
 	"errors"
+	"fmt"
 	"testing"
 
 	"google.golang.org/protobuf/proto"
@@ -46,14 +47,17 @@ const (
 )
 
 // TestTxnCommands runs scripts of txn commands against the range state
-// machine and checks each command's resulting state and the final data.
+// machine and checks each command's resulting state and the final data,
+// once without and once with the txn index (which must change no answer).
+type txnStep struct {
+	cmd         *vowdbpb.Command
+	wantState   vowdbpb.TxnState
+	wantSwapped bool
+	wantErr     bool
+}
+
 func TestTxnCommands(t *testing.T) {
-	type step struct {
-		cmd         *vowdbpb.Command
-		wantState   vowdbpb.TxnState
-		wantSwapped bool
-		wantErr     bool
-	}
+	type step = txnStep
 	tests := []struct {
 		name  string
 		steps []step
@@ -123,31 +127,47 @@ func TestTxnCommands(t *testing.T) {
 		}, map[string]string{}},
 	}
 	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			b := memBatch(t)
-			d := userDesc("", "m")
-			for i, s := range tc.steps {
-				res, err := applyCommand(b, d, s.cmd)
-				if err != nil {
-					t.Fatalf("step %d: %v", i, err)
-				}
-				if (res.Err != nil) != s.wantErr {
-					t.Fatalf("step %d: err %v, want error %v", i, res.Err, s.wantErr)
-				}
-				if res.TxnState != s.wantState || res.Swapped != s.wantSwapped {
-					t.Fatalf("step %d: state %v swapped %v, want %v %v", i, res.TxnState, res.Swapped, s.wantState, s.wantSwapped)
-				}
-			}
-			got := userData(t, b)
-			if len(got) != len(tc.want) {
-				t.Fatalf("data %v, want %v", got, tc.want)
-			}
-			for k, v := range tc.want {
-				if got[k] != v {
-					t.Fatalf("data %v, want %v", got, tc.want)
-				}
-			}
-		})
+		for _, indexed := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s/indexed=%v", tc.name, indexed), func(t *testing.T) {
+				runTxnScript(t, indexed, tc.steps, tc.want)
+			})
+		}
+	}
+}
+
+// runTxnScript applies steps to an empty range, with or without the txn
+// index, and checks each result and the final user data.
+func runTxnScript(t *testing.T, indexed bool, steps []txnStep, want map[string]string) {
+	t.Helper()
+	b := memBatch(t)
+	d := userDesc("", "m")
+	var idx *txnIndex
+	if indexed {
+		idx = &txnIndex{}
+		if err := idx.build(b, d.RangeId); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i, s := range steps {
+		res, err := applyCommand(b, d, idx, s.cmd)
+		if err != nil {
+			t.Fatalf("step %d: %v", i, err)
+		}
+		if (res.Err != nil) != s.wantErr {
+			t.Fatalf("step %d: err %v, want error %v", i, res.Err, s.wantErr)
+		}
+		if res.TxnState != s.wantState || res.Swapped != s.wantSwapped {
+			t.Fatalf("step %d: state %v swapped %v, want %v %v", i, res.TxnState, res.Swapped, s.wantState, s.wantSwapped)
+		}
+	}
+	got := userData(t, b)
+	if len(got) != len(want) {
+		t.Fatalf("data %v, want %v", got, want)
+	}
+	for k, v := range want {
+		if got[k] != v {
+			t.Fatalf("data %v, want %v", got, want)
+		}
 	}
 }
 
@@ -180,7 +200,7 @@ func TestSplitCarriesTxnState(t *testing.T) {
 	d := userDesc("", "")
 	mustApply := func(desc *vowdbpb.RangeDescriptor, cmd *vowdbpb.Command) Result {
 		t.Helper()
-		res, err := applyCommand(b, desc, cmd)
+		res, err := applyCommand(b, desc, nil, cmd)
 		if err != nil || res.Err != nil {
 			t.Fatalf("apply: %v %v", err, res.Err)
 		}
@@ -216,7 +236,7 @@ func TestSplitCarriesTxnState(t *testing.T) {
 		t.Fatalf("prepare record left behind: %v", &rec)
 	}
 	var km *KeyMismatchError
-	if r, _ := applyCommand(b, left, prepareCmd("t4", w("x", "1"))); !errors.As(r.Err, &km) {
+	if r, _ := applyCommand(b, left, nil, prepareCmd("t4", w("x", "1"))); !errors.As(r.Err, &km) {
 		t.Fatalf("left range accepted a write beyond the split: %v", r.Err)
 	}
 }

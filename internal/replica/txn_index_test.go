@@ -1,0 +1,212 @@
+package replica
+
+import (
+	"bytes"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"testing"
+
+	"github.com/cockroachdb/pebble/v2"
+	"go.etcd.io/raft/v3/raftpb"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/vowdb/vowdb/api/vowdbpb"
+	"github.com/vowdb/vowdb/internal/keys"
+	"github.com/vowdb/vowdb/internal/metrics"
+	"github.com/vowdb/vowdb/internal/storage"
+)
+
+// TestTxnIndexChangesNoAnswer applies the same random txn commands (with
+// duplicates, late messages and conflicting records) to two copies of a
+// range, one with the txn index and one without, and requires the same
+// result for every command and the same stored state at the end. The
+// indexed copy's index is also dropped and rebuilt at random points, as a
+// snapshot or a restart does.
+func TestTxnIndexChangesNoAnswer(t *testing.T) {
+	for seed := uint64(0); seed < 200; seed++ {
+		rng := rand.New(rand.NewPCG(seed, 7))
+		plain, indexed := memBatch(t), memBatch(t)
+		d := userDesc("", "m")
+		idx := &txnIndex{}
+		// Some state exists before the index is first built.
+		for i := 0; i < rng.IntN(4); i++ {
+			cmd := randomTxnCmd(rng)
+			for _, b := range []*pebble.Batch{plain, indexed} {
+				if _, err := applyCommand(b, d, nil, cmd); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+		if err := idx.build(indexed, d.RangeId); err != nil {
+			t.Fatal(err)
+		}
+		for step := 0; step < 60; step++ {
+			switch rng.IntN(20) {
+			case 0:
+				idx.reset() // unbuilt: every read goes to Pebble
+			case 1:
+				if err := idx.build(indexed, d.RangeId); err != nil {
+					t.Fatal(err)
+				}
+			}
+			cmd := randomTxnCmd(rng)
+			want, err := applyCommand(plain, d, nil, cmd)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := applyCommand(indexed, d, idx, cmd)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got.TxnState != want.TxnState || got.Swapped != want.Swapped || (got.Err == nil) != (want.Err == nil) {
+				t.Fatalf("seed %d step %d %v: with index %v swapped=%v err=%v, without %v swapped=%v err=%v",
+					seed, step, cmd, got.TxnState, got.Swapped, got.Err, want.TxnState, want.Swapped, want.Err)
+			}
+		}
+		if a, b := dump(t, plain), dump(t, indexed); a != b {
+			t.Fatalf("seed %d: stored state differs\nwithout index:\n%s\nwith index:\n%s", seed, a, b)
+		}
+	}
+}
+
+func randomTxnCmd(rng *rand.Rand) *vowdbpb.Command {
+	id := fmt.Sprintf("t%d", rng.IntN(6))
+	key := string(rune('a' + rng.IntN(4)))
+	states := []vowdbpb.TxnState{unknown, pending, committed, aborted}
+	switch rng.IntN(6) {
+	case 0:
+		return prepareCmd(id, w(key, id))
+	case 1:
+		return resolveCmd(id, rng.IntN(2) == 0)
+	case 2:
+		return onePhaseCmd(id, w(key, id))
+	case 3:
+		return decideCmd(id, "b", w(key, id))
+	case 4:
+		c := casCmd(id, "b", states[rng.IntN(4)], states[1+rng.IntN(3)], rng.IntN(4) == 0)
+		c.GetTxnRecordCas().End = rng.IntN(4) == 0
+		return c
+	default:
+		return casCmd(id, "b", unknown, aborted, false) // an inquirer's presumed abort
+	}
+}
+
+// dump renders every key in b.
+func dump(t *testing.T, b *pebble.Batch) string {
+	t.Helper()
+	it, err := b.NewIter(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer it.Close()
+	var out bytes.Buffer
+	for it.First(); it.Valid(); it.Next() {
+		fmt.Fprintf(&out, "%q=%q\n", it.Key(), it.Value())
+	}
+	return out.String()
+}
+
+// TestTxnIndexFindsStateWrittenBeforeBuild: state that is on disk when the
+// index is built (a restart, a snapshot) is found; a txn never seen is
+// proven absent, and what the state machine writes later is found too.
+func TestTxnIndexFindsStateWrittenBeforeBuild(t *testing.T) {
+	b := memBatch(t)
+	d := userDesc("", "m")
+	for _, cmd := range []*vowdbpb.Command{
+		resolveCmd("aborted-before", false),
+		prepareCmd("prepared-before", w("a", "1")),
+		casCmd("record-before", "b", unknown, committed, false),
+	} {
+		if _, err := applyCommand(b, d, nil, cmd); err != nil {
+			t.Fatal(err)
+		}
+	}
+	idx := &txnIndex{}
+	if err := idx.build(b, d.RangeId); err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []string{"aborted-before", "prepared-before", "record-before"} {
+		if !idx.mayHave([]byte(id)) {
+			t.Fatalf("index built over %s's state says it has none", id)
+		}
+	}
+	if idx.mayHave([]byte("never")) {
+		t.Fatal("index cannot prove a txn never seen has no state: it saves no read")
+	}
+	// A late PREPARE of the aborted txn must still see its outcome.
+	if res, _ := applyCommand(b, d, idx, prepareCmd("aborted-before", w("a", "2"))); res.TxnState != aborted {
+		t.Fatalf("late prepare after build: %v, want ABORTED", res.TxnState)
+	}
+	if _, err := applyCommand(b, d, idx, prepareCmd("new", w("c", "1"))); err != nil {
+		t.Fatal(err)
+	}
+	if !idx.mayHave([]byte("new")) {
+		t.Fatal("a prepare written after the build is not in the index")
+	}
+}
+
+// TestTxnIndexGivesUpWhenFull: a range with more txn ids than the bound
+// keeps no index (every read goes to Pebble) instead of growing without
+// limit, and does not rescan on every command.
+func TestTxnIndexGivesUpWhenFull(t *testing.T) {
+	idx := &txnIndex{built: true, ids: map[uint64]struct{}{}}
+	for i := range maxTxnIndex {
+		idx.ids[uint64(i)] = struct{}{}
+	}
+	idx.add([]byte("one-more"))
+	if idx.built || idx.needsBuild() || !idx.mayHave([]byte("anything")) {
+		t.Fatalf("full index: built=%v needsBuild=%v", idx.built, idx.needsBuild())
+	}
+	idx.reset()
+	if !idx.needsBuild() {
+		t.Fatal("after a snapshot replaced the state the index is not rebuilt")
+	}
+}
+
+// TestSnapshotResetsTxnIndex: a snapshot replaces the range's txn state
+// wholesale, so a replica must drop its index (and rebuild it from the
+// snapshot's state) — otherwise an outcome carried by the snapshot would be
+// missed and a late PREPARE accepted on this replica alone.
+func TestSnapshotResetsTxnIndex(t *testing.T) {
+	eng, err := storage.Open(storage.Options{Dir: t.TempDir(), CacheBytes: 1 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer eng.Close()
+	desc := userDesc("", "m")
+	// The snapshot carries the outcome of t1.
+	snap := snapshotWith(t, desc, keys.TxnKey(desc.RangeId, keys.SuffixOutcome, []byte("t1")), []byte{byte(aborted)})
+	r, err := Open(eng, desc.RangeId, Config{NodeID: 1, ElectionTicks: 10, HeartbeatTicks: 1,
+		Logger: slog.New(slog.DiscardHandler), Metrics: metrics.New()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := eng.DB().NewIndexedBatch()
+	if err := r.txns.build(b, desc.RangeId); err != nil { // built before the snapshot: empty
+		t.Fatal(err)
+	}
+	if err := r.persistSnapshot(b, snap); err != nil {
+		t.Fatal(err)
+	}
+	if r.txns.built {
+		t.Fatal("the index survived a snapshot that replaced the range's txn state")
+	}
+	if err := r.txns.build(b, desc.RangeId); err != nil {
+		t.Fatal(err)
+	}
+	if res, _ := applyCommand(b, desc, &r.txns, prepareCmd("t1", w("a", "1"))); res.TxnState != aborted {
+		t.Fatalf("late prepare after a snapshot: %v, want ABORTED", res.TxnState)
+	}
+}
+
+// snapshotWith is a Raft snapshot of desc at index 20 holding one key.
+func snapshotWith(t *testing.T, desc *vowdbpb.RangeDescriptor, k, v []byte) raftpb.Snapshot {
+	t.Helper()
+	data, err := proto.Marshal(&vowdbpb.SnapshotData{Desc: desc, Kvs: []*vowdbpb.KeyValue{{Key: k, Value: v}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return raftpb.Snapshot{Data: data, Metadata: raftpb.SnapshotMetadata{Index: 20, Term: 6,
+		ConfState: raftpb.ConfState{Voters: []uint64{1, 2}}}}
+}
