@@ -107,7 +107,7 @@ func applyCommand(b batchRW, desc *vowdbpb.RangeDescriptor, txns *txnIndex, cmd 
 		}
 		return res, b.Set(sk, c.Value, nil)
 	case *vowdbpb.Command_Split:
-		return applySplit(b, desc, op.Split)
+		return applySplit(b, desc, txns, op.Split)
 	case *vowdbpb.Command_AllocNode:
 		if !desc.GetIsMeta() {
 			return Result{Err: fmt.Errorf("%w: node allocation outside the meta range", ErrInvalidCommand)}, nil
@@ -148,7 +148,7 @@ func applyCommand(b batchRW, desc *vowdbpb.RangeDescriptor, txns *txnIndex, cmd 
 // applySplit shrinks desc to [start, split) and creates the right-hand range
 // [split, end) with the same replicas. The right-hand range's initial Raft
 // state is written by the caller (it needs the conf state).
-func applySplit(b batchRW, desc *vowdbpb.RangeDescriptor, op *vowdbpb.SplitOp) (Result, error) {
+func applySplit(b batchRW, desc *vowdbpb.RangeDescriptor, txns *txnIndex, op *vowdbpb.SplitOp) (Result, error) {
 	k := op.SplitKey
 	if desc.GetIsMeta() || len(k) == 0 || string(k) <= string(desc.StartKey) ||
 		(len(desc.EndKey) > 0 && string(k) >= string(desc.EndKey)) {
@@ -169,6 +169,9 @@ func applySplit(b batchRW, desc *vowdbpb.RangeDescriptor, op *vowdbpb.SplitOp) (
 	}
 	if err := splitTxnState(b, left, right); err != nil {
 		return Result{}, err
+	}
+	if txns != nil {
+		txns.reset() // splitTxnState rewrote the left's txn state behind its back
 	}
 	return Result{Left: left, Right: right}, nil
 }

@@ -26,8 +26,7 @@ func (r *rangeState) outcome(txnID []byte) (vowdbpb.TxnState, error) {
 }
 
 func (r *rangeState) remember(txnID []byte, st vowdbpb.TxnState) error {
-	r.txns.add(txnID)
-	return r.b.Set(keys.TxnKey(r.desc.RangeId, keys.SuffixOutcome, txnID), []byte{byte(st)}, nil)
+	return r.setTxn(keys.SuffixOutcome, txnID, []byte{byte(st)}, false)
 }
 
 // rangeState is what the txn commands work on.
@@ -37,19 +36,38 @@ type rangeState struct {
 	txns *txnIndex // may be nil
 }
 
-// getTxn reads the txn state of the given kind for txnID, skipping the read
-// when the index proves there is none.
+// getTxn reads the txn state of the given kind for txnID, from the index
+// when it knows the answer.
 func (r *rangeState) getTxn(kind byte, txnID []byte) ([]byte, bool, error) {
-	if !r.txns.mayHave(txnID) {
-		return nil, false, nil
+	k := keys.TxnKey(r.desc.RangeId, kind, txnID)
+	if v, found, known := r.txns.get(kind, txnID, k); known {
+		return v, found, nil
 	}
-	return getRW(r.b, keys.TxnKey(r.desc.RangeId, kind, txnID))
+	return getRW(r.b, k)
 }
 
-// setTxn writes txn state of the given kind for txnID.
-func (r *rangeState) setTxn(kind byte, txnID []byte, m proto.Message) error {
-	r.txns.add(txnID)
-	return setProto(r.b, keys.TxnKey(r.desc.RangeId, kind, txnID), m)
+// setTxn writes txn state of the given kind for txnID; keep asks the index
+// to answer later reads of it from memory.
+func (r *rangeState) setTxn(kind byte, txnID []byte, v []byte, keep bool) error {
+	k := keys.TxnKey(r.desc.RangeId, kind, txnID)
+	r.txns.set(kind, txnID, k, v, keep)
+	return r.b.Set(k, v, nil)
+}
+
+// setTxnProto is setTxn of a message.
+func (r *rangeState) setTxnProto(kind byte, txnID []byte, m proto.Message, keep bool) error {
+	v, err := proto.Marshal(m)
+	if err != nil {
+		return err
+	}
+	return r.setTxn(kind, txnID, v, keep)
+}
+
+// deleteTxn deletes txn state of the given kind for txnID.
+func (r *rangeState) deleteTxn(kind byte, txnID []byte) error {
+	k := keys.TxnKey(r.desc.RangeId, kind, txnID)
+	r.txns.deleted(k)
+	return r.b.Delete(k, nil)
 }
 
 func (r *rangeState) checkWrites(ws []*vowdbpb.TxnWrite) error {
@@ -92,7 +110,7 @@ func (r *rangeState) prepare(op *vowdbpb.PrepareTxnOp) (Result, error) {
 	if _, found, err := r.getTxn(keys.SuffixPrepare, op.TxnId); err != nil || found {
 		return Result{TxnState: vowdbpb.TxnState_TXN_PENDING}, err // duplicate PREPARE: same vote
 	}
-	return Result{TxnState: vowdbpb.TxnState_TXN_PENDING}, r.setTxn(keys.SuffixPrepare, op.TxnId, op)
+	return Result{TxnState: vowdbpb.TxnState_TXN_PENDING}, r.setTxnProto(keys.SuffixPrepare, op.TxnId, op, true)
 }
 
 // resolve applies or drops a prepared write set and remembers the outcome.
@@ -102,7 +120,6 @@ func (r *rangeState) resolve(op *vowdbpb.ResolveTxnOp) (Result, error) {
 	if st, err := r.outcome(op.TxnId); err != nil || st != vowdbpb.TxnState_TXN_UNKNOWN {
 		return Result{TxnState: st}, err // duplicate or late: nothing changes
 	}
-	k := keys.TxnKey(r.desc.RangeId, keys.SuffixPrepare, op.TxnId)
 	v, found, err := r.getTxn(keys.SuffixPrepare, op.TxnId)
 	if err != nil {
 		return Result{}, err
@@ -124,7 +141,7 @@ func (r *rangeState) resolve(op *vowdbpb.ResolveTxnOp) (Result, error) {
 			}
 			out = vowdbpb.TxnState_TXN_COMMITTED
 		}
-		if err := r.b.Delete(k, nil); err != nil {
+		if err := r.deleteTxn(keys.SuffixPrepare, op.TxnId); err != nil {
 			return Result{}, err
 		}
 	}
@@ -176,7 +193,6 @@ func (r *rangeState) recordCAS(op *vowdbpb.TxnRecordCasOp) (Result, error) {
 	if r.desc.IsMeta || !keys.Contains(r.desc.StartKey, r.desc.EndKey, op.AnchorKey) {
 		return Result{Err: &KeyMismatchError{Key: op.AnchorKey, Desc: r.desc}}, nil
 	}
-	k := keys.TxnKey(r.desc.RangeId, keys.SuffixTxnRecord, op.TxnId)
 	v, found, err := r.getTxn(keys.SuffixTxnRecord, op.TxnId)
 	if err != nil {
 		return Result{}, err
@@ -198,17 +214,17 @@ func (r *rangeState) recordCAS(op *vowdbpb.TxnRecordCasOp) (Result, error) {
 			return Result{}, err
 		}
 		rec.Ended = true
-		return Result{TxnState: cur, Swapped: true}, r.setTxn(keys.SuffixTxnRecord, op.TxnId, &rec)
+		return Result{TxnState: cur, Swapped: true}, r.setTxnProto(keys.SuffixTxnRecord, op.TxnId, &rec, false)
 	}
 	if cur != op.Expect {
 		return Result{TxnState: cur}, nil
 	}
 	if op.Remove {
-		return Result{TxnState: vowdbpb.TxnState_TXN_UNKNOWN, Swapped: true}, r.b.Delete(k, nil)
+		return Result{TxnState: vowdbpb.TxnState_TXN_UNKNOWN, Swapped: true}, r.deleteTxn(keys.SuffixTxnRecord, op.TxnId)
 	}
 	rec := &vowdbpb.TxnRecord{TxnId: op.TxnId, State: op.NewState, AnchorKey: op.AnchorKey,
 		ParticipantRangeIds: op.ParticipantRangeIds, CoordinatorNodeId: op.CoordinatorNodeId}
-	return Result{TxnState: op.NewState, Swapped: true}, r.setTxn(keys.SuffixTxnRecord, op.TxnId, rec)
+	return Result{TxnState: op.NewState, Swapped: true}, r.setTxnProto(keys.SuffixTxnRecord, op.TxnId, rec, true)
 }
 
 // splitTxnState divides the left range's txn state at a split: each prepare

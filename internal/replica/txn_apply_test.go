@@ -196,11 +196,30 @@ func userData(t *testing.T, b batchRW) map[string]string {
 // records follow their anchor, outcomes are remembered on both sides; then
 // resolving on each side applies exactly its own writes.
 func TestSplitCarriesTxnState(t *testing.T) {
+	for _, indexed := range []bool{false, true} {
+		t.Run(fmt.Sprintf("indexed=%v", indexed), func(t *testing.T) { testSplitCarriesTxnState(t, indexed) })
+	}
+}
+
+// testSplitCarriesTxnState runs with or without txn indexes; the left
+// range's index must not answer from state the split rewrote.
+func testSplitCarriesTxnState(t *testing.T, indexed bool) {
 	b := memBatch(t)
 	d := userDesc("", "")
+	indexes := map[uint64]*txnIndex{}
 	mustApply := func(desc *vowdbpb.RangeDescriptor, cmd *vowdbpb.Command) Result {
 		t.Helper()
-		res, err := applyCommand(b, desc, nil, cmd)
+		idx := indexes[desc.RangeId]
+		if indexed && idx == nil {
+			idx = &txnIndex{}
+			indexes[desc.RangeId] = idx
+		}
+		if idx != nil && idx.needsBuild() {
+			if err := idx.build(b, desc.RangeId); err != nil {
+				t.Fatal(err)
+			}
+		}
+		res, err := applyCommand(b, desc, idx, cmd)
 		if err != nil || res.Err != nil {
 			t.Fatalf("apply: %v %v", err, res.Err)
 		}

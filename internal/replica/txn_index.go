@@ -8,34 +8,41 @@ import (
 	"github.com/vowdb/vowdb/internal/keys"
 )
 
-// txnIndex lets the state machine skip Pebble reads for txn state that does
-// not exist. Nearly every txn command first looks for keys that are absent:
-// a PREPARE for an outcome and an earlier prepare record, a one-phase commit
-// for an outcome and a txn record. Each such miss costs a seek through the
-// memtable skiplists and a bloom probe per sstable, and every replica pays
-// it for every command it applies.
+// txnIndex lets the state machine answer its reads of txn state from memory.
+// Every txn command reads txn state first: a PREPARE looks for an outcome
+// and an earlier prepare record, a one-phase commit for an outcome and a txn
+// record, a resolution for an outcome and the prepare record, an END for
+// the txn record. Most of these keys do not exist, and the rest were written
+// moments ago; each read still costs a seek through the memtable skiplists
+// and a bloom probe per sstable, on every replica, for every command.
 //
-// The index holds a 64-bit hash of the txn id of every prepare record, txn
-// record and outcome the range has, or had at some point since the index
-// was built. It is exact in one direction only, which is the one that
-// matters: a txn id whose hash is absent has no txn state in the range, so
-// the read can be skipped; a present hash (a live key, a deleted one, or a
-// collision) means the read is done as before. Answers are therefore the
-// same with or without the index, on every replica.
+// The index has two parts, each exact in the direction it is used:
 //
-// The index is built by scanning the range's txn state the first time the
-// range applies a command, and again after a snapshot replaced that state;
-// every txn key the state machine writes afterwards is added as it is
-// written. A range with more than maxTxnIndex txn ids gives up (full): its
-// index stays unbuilt and every read goes to Pebble, until a snapshot
-// replaces the range's state (remembered outcomes are never collected today,
-// so a long-lived range would otherwise hold an unbounded set in memory).
+//   - kinds: for the 64-bit hash of every txn id with txn state in the
+//     range, the kinds of state (prepare record, txn record, outcome) ever
+//     written for it since the index was built. A kind not set proves the
+//     key absent, so the read is skipped; a set kind (a live key, a deleted
+//     one, or a hash collision) means the read is done.
+//   - live: the stored value of every prepare record and unfinished txn
+//     record written since the build, dropped when the key is deleted or the
+//     record ends. An entry is the value on disk, so it answers the read.
+//
+// Answers are therefore the same with or without the index, on every
+// replica. The index is built by scanning the range's txn state the first
+// time the range applies a command, and again after a snapshot or a split
+// rewrote that state outside the txn commands; every txn key the commands
+// write afterwards goes through it. A range with more than maxTxnIndex txn
+// ids gives up (full): its index stays unbuilt and every read goes to
+// Pebble, until a snapshot replaces the range's state (remembered outcomes
+// are never collected today, so a long-lived range would otherwise hold an
+// unbounded set in memory).
 //
 // Only the scheduler goroutine uses a replica's index.
 type txnIndex struct {
 	built bool
 	full  bool
-	ids   map[uint64]struct{}
+	kinds map[uint64]uint8
+	live  map[string][]byte
 }
 
 // maxTxnIndex bounds a range's index: about 16 MiB of memory.
@@ -43,35 +50,68 @@ const maxTxnIndex = 1 << 20
 
 var txnIndexSeed = maphash.MakeSeed()
 
-// mayHave reports whether the range may hold txn state for txnID. A nil or
-// unbuilt index knows nothing, so the answer is yes.
-func (x *txnIndex) mayHave(txnID []byte) bool {
-	if x == nil || !x.built {
-		return true
+func kindBit(kind byte) uint8 {
+	switch kind {
+	case keys.SuffixPrepare:
+		return 1
+	case keys.SuffixTxnRecord:
+		return 2
+	case keys.SuffixOutcome:
+		return 4
 	}
-	_, ok := x.ids[maphash.Bytes(txnIndexSeed, txnID)]
-	return ok
+	panic("replica: not a kind of txn state")
 }
 
-// add records that the range now holds txn state for txnID.
-func (x *txnIndex) add(txnID []byte) {
+// get answers a read of the txn state of the given kind for txnID (key is
+// its storage key) from memory: known reports whether it could.
+func (x *txnIndex) get(kind byte, txnID, key []byte) (v []byte, found, known bool) {
+	if x == nil || !x.built {
+		return nil, false, false
+	}
+	if v, ok := x.live[string(key)]; ok {
+		return v, true, true
+	}
+	if x.kinds[maphash.Bytes(txnIndexSeed, txnID)]&kindBit(kind) == 0 {
+		return nil, false, true
+	}
+	return nil, false, false
+}
+
+// set records a write of the txn state of the given kind for txnID; v is
+// kept to answer later reads if keep.
+func (x *txnIndex) set(kind byte, txnID, key, v []byte, keep bool) {
 	if x == nil || !x.built {
 		return
 	}
-	if len(x.ids) >= maxTxnIndex {
-		x.built, x.full, x.ids = false, true, nil
+	h := maphash.Bytes(txnIndexSeed, txnID)
+	if _, ok := x.kinds[h]; !ok && len(x.kinds) >= maxTxnIndex {
+		x.reset()
+		x.full = true
 		return
 	}
-	x.ids[maphash.Bytes(txnIndexSeed, txnID)] = struct{}{}
+	x.kinds[h] |= kindBit(kind)
+	if keep {
+		x.live[string(key)] = v
+	} else {
+		delete(x.live, string(key))
+	}
+}
+
+// deleted records that the key of some txn state was deleted.
+func (x *txnIndex) deleted(key []byte) {
+	if x == nil || !x.built {
+		return
+	}
+	delete(x.live, string(key))
 }
 
 // needsBuild reports whether build should run before the next command.
 func (x *txnIndex) needsBuild() bool { return !x.built && !x.full }
 
-// reset forgets everything (the range's txn state was replaced): until the
+// reset forgets everything (the range's txn state was rewritten): until the
 // next build, every read goes to Pebble.
 func (x *txnIndex) reset() {
-	x.built, x.full, x.ids = false, false, nil
+	*x = txnIndex{}
 }
 
 // build scans the txn state of range rangeID in b (an indexed batch, so
@@ -79,24 +119,24 @@ func (x *txnIndex) reset() {
 // maxTxnIndex txn ids, the index is left unbuilt and full.
 func (x *txnIndex) build(b batchRW, rangeID uint64) error {
 	x.reset()
-	ids := map[uint64]struct{}{}
-	for _, suffix := range keys.TxnSuffixes {
-		p := keys.RangeLocalKey(rangeID, suffix)
+	kinds := map[uint64]uint8{}
+	for _, kind := range keys.TxnSuffixes {
+		p := keys.RangeLocalKey(rangeID, kind)
 		it, err := b.NewIter(&pebble.IterOptions{LowerBound: p, UpperBound: keys.PrefixEnd(p)})
 		if err != nil {
 			return err
 		}
-		for it.First(); it.Valid() && len(ids) <= maxTxnIndex; it.Next() {
-			ids[maphash.Bytes(txnIndexSeed, it.Key()[len(p):])] = struct{}{}
+		for it.First(); it.Valid() && len(kinds) <= maxTxnIndex; it.Next() {
+			kinds[maphash.Bytes(txnIndexSeed, it.Key()[len(p):])] |= kindBit(kind)
 		}
 		if err := it.Close(); err != nil {
 			return err
 		}
-		if len(ids) > maxTxnIndex {
+		if len(kinds) > maxTxnIndex {
 			x.full = true
 			return nil
 		}
 	}
-	x.ids, x.built = ids, true
+	x.kinds, x.live, x.built = kinds, map[string][]byte{}, true
 	return nil
 }

@@ -126,13 +126,18 @@ func TestTxnIndexFindsStateWrittenBeforeBuild(t *testing.T) {
 	if err := idx.build(b, d.RangeId); err != nil {
 		t.Fatal(err)
 	}
-	for _, id := range []string{"aborted-before", "prepared-before", "record-before"} {
-		if !idx.mayHave([]byte(id)) {
-			t.Fatalf("index built over %s's state says it has none", id)
+	for _, c := range []struct {
+		kind byte
+		id   string
+	}{{keys.SuffixOutcome, "aborted-before"}, {keys.SuffixPrepare, "prepared-before"}, {keys.SuffixTxnRecord, "record-before"}} {
+		if _, _, known := idx.get(c.kind, []byte(c.id), keys.TxnKey(d.RangeId, c.kind, []byte(c.id))); known {
+			t.Fatalf("index built over %s's state claims to know it without a read", c.id)
 		}
 	}
-	if idx.mayHave([]byte("never")) {
-		t.Fatal("index cannot prove a txn never seen has no state: it saves no read")
+	for _, kind := range keys.TxnSuffixes {
+		if _, found, known := idx.get(kind, []byte("never"), keys.TxnKey(d.RangeId, kind, []byte("never"))); !known || found {
+			t.Fatalf("index cannot prove a txn never seen has no state (known=%v found=%v): it saves no read", known, found)
+		}
 	}
 	// A late PREPARE of the aborted txn must still see its outcome.
 	if res, _ := applyCommand(b, d, idx, prepareCmd("aborted-before", w("a", "2"))); res.TxnState != aborted {
@@ -141,8 +146,12 @@ func TestTxnIndexFindsStateWrittenBeforeBuild(t *testing.T) {
 	if _, err := applyCommand(b, d, idx, prepareCmd("new", w("c", "1"))); err != nil {
 		t.Fatal(err)
 	}
-	if !idx.mayHave([]byte("new")) {
-		t.Fatal("a prepare written after the build is not in the index")
+	pk := keys.TxnKey(d.RangeId, keys.SuffixPrepare, []byte("new"))
+	if v, found, known := idx.get(keys.SuffixPrepare, []byte("new"), pk); !known || !found || len(v) == 0 {
+		t.Fatal("a prepare written after the build is not answered from the index")
+	}
+	if _, found, known := idx.get(keys.SuffixOutcome, []byte("new"), keys.TxnKey(d.RangeId, keys.SuffixOutcome, []byte("new"))); !known || found {
+		t.Fatal("a prepared txn's absent outcome is not proven absent")
 	}
 }
 
@@ -150,13 +159,13 @@ func TestTxnIndexFindsStateWrittenBeforeBuild(t *testing.T) {
 // keeps no index (every read goes to Pebble) instead of growing without
 // limit, and does not rescan on every command.
 func TestTxnIndexGivesUpWhenFull(t *testing.T) {
-	idx := &txnIndex{built: true, ids: map[uint64]struct{}{}}
+	idx := &txnIndex{built: true, kinds: map[uint64]uint8{}, live: map[string][]byte{}}
 	for i := range maxTxnIndex {
-		idx.ids[uint64(i)] = struct{}{}
+		idx.kinds[uint64(i)] = 4
 	}
-	idx.add([]byte("one-more"))
-	if idx.built || idx.needsBuild() || !idx.mayHave([]byte("anything")) {
-		t.Fatalf("full index: built=%v needsBuild=%v", idx.built, idx.needsBuild())
+	idx.set(keys.SuffixOutcome, []byte("one-more"), []byte("k"), nil, false)
+	if _, _, known := idx.get(keys.SuffixOutcome, []byte("anything"), []byte("k")); idx.built || idx.needsBuild() || known {
+		t.Fatalf("full index: built=%v needsBuild=%v known=%v", idx.built, idx.needsBuild(), known)
 	}
 	idx.reset()
 	if !idx.needsBuild() {
