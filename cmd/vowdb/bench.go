@@ -519,3 +519,42 @@ func (c benchCPUReport) line() string {
 	}
 	return line
 }
+
+// benchWaitReplicated waits until every range overlapping [start, end) has
+// want voters and no learners, so that a benchmark measures replicated
+// commits rather than a range still being replicated. want 0 returns at once.
+func benchWaitReplicated(ctx context.Context, db *vowdb.DB, start, end []byte, want int, limit time.Duration) error {
+	if want == 0 {
+		return nil
+	}
+	deadline := time.Now().Add(limit)
+	for {
+		rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		ranges, err := db.Ranges(rctx)
+		cancel()
+		short := ""
+		for _, r := range ranges {
+			if r.Meta || (len(r.EndKey) > 0 && string(r.EndKey) <= string(start)) || string(r.StartKey) >= string(end) {
+				continue
+			}
+			if len(r.Voters) < want || len(r.Learners) > 0 {
+				short = fmt.Sprintf("range %d has %d voters and %d learners", r.ID, len(r.Voters), len(r.Learners))
+				break
+			}
+		}
+		if err == nil && short == "" {
+			return nil
+		}
+		if err != nil {
+			short = err.Error()
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("bench: ranges not replicated %d ways after %s (%s); see vowdb range ls, or pass --replicas", want, limit, short)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}

@@ -35,6 +35,7 @@ type benchBankOptions struct {
 	pids        []int
 	quiet       bool
 	cpuProfile  string
+	replicas    int
 }
 
 const benchBankLong = `bench bank runs a closed-loop bank-transfer workload against a cluster: each
@@ -44,7 +45,10 @@ outcome, and starts the next, for --duration.
 Setup: the accounts bank/00000000 ... (--accounts of them, --balance each) are
 split into three ranges at the first account of the second and the last
 third (existing range boundaries are kept) and loaded, overwriting any
-earlier balances.
+earlier balances. The run starts once each of the three ranges has
+--replicas voters and no learners (a new range is replicated in the
+background), so what is measured is the replicated commit; it fails if that
+takes more than a minute. --replicas 0 skips the wait.
 
 A transfer picks two of the three ranges, an account in each, and an amount
 of 1-100, and runs one db.Transact call with a single attempt: it reads both
@@ -100,6 +104,7 @@ func newBenchBankCmd() *cobra.Command {
 	f.DurationVar(&o.timeout, "op-timeout", 10*time.Second, "bound on one transfer (it is also the transaction's timeout)")
 	f.IntSliceVar(&o.pids, "pids", nil, "PIDs of server processes whose CPU time to measure, comma-separated")
 	f.BoolVar(&o.quiet, "quiet", false, "do not print the per-second lines")
+	f.IntVar(&o.replicas, "replicas", 3, "wait until every bench range has this many voters (and no learners) before measuring; 0 does not wait")
 	f.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of this process (the clients) during the measured run to this file (go tool pprof)")
 	return cmd
 }
@@ -137,6 +142,8 @@ func runBenchBank(ctx context.Context, stdout, stderr io.Writer, o benchBankOpti
 		return benchBankUsage("--duration must be positive")
 	case o.timeout <= 0:
 		return benchBankUsage("--op-timeout must be positive")
+	case o.replicas < 0:
+		return benchBankUsage("--replicas must not be negative")
 	}
 	progress := stdout
 	if asJSON {
@@ -176,6 +183,9 @@ func runBenchBank(ctx context.Context, stdout, stderr io.Writer, o benchBankOpti
 		return err
 	}
 	if err := benchBankLoad(ctx, dbs, o, first); err != nil {
+		return err
+	}
+	if err := benchWaitReplicated(ctx, dbs[0], benchBankKey(0), benchBankKey(o.accounts), o.replicas, time.Minute); err != nil {
 		return err
 	}
 	fmt.Fprintf(progress, "bench bank: %d accounts of %d in 3 ranges (from %s, %s, %s), set up in %.1fs\n", o.accounts, o.balance,

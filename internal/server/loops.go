@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"go.etcd.io/raft/v3/raftpb"
+	"go.etcd.io/raft/v3/tracker"
 
 	"github.com/vowdb/vowdb/api/vowdbpb"
 )
@@ -131,7 +132,7 @@ func (n *Node) planReplication(r replicaLike, live []uint64) {
 		if !rd.Learner {
 			continue
 		}
-		if pr, ok := st.Progress[rd.NodeId]; ok && pr.Match >= st.Commit && pr.Match > 0 {
+		if pr, ok := st.Progress[rd.NodeId]; ok && caughtUp(pr, st.Commit) {
 			cc := raftpb.ConfChangeV2{Changes: []raftpb.ConfChangeSingle{{Type: raftpb.ConfChangeAddNode, NodeID: rd.NodeId}}}
 			if err := r.ProposeConfChange(cc); err == nil {
 				n.log.Info("promoting learner", "range", d.RangeId, "node", rd.NodeId)
@@ -160,6 +161,21 @@ func (n *Node) planReplication(r replicaLike, live []uint64) {
 	if err := r.ProposeConfChange(cc); err == nil {
 		n.log.Info("adding learner", "range", d.RangeId, "node", target)
 	}
+}
+
+// promoteLag is how many entries behind the leader's commit index a learner
+// may be and still be promoted. Under steady writes a learner's acknowledged
+// index trails the commit index by a round or two, all the time: requiring
+// it to match exactly left a range written from its start with a single
+// voter (and its learners) for as long as the writes went on.
+const promoteLag = 1000
+
+// caughtUp reports whether a learner with progress pr can be promoted: it
+// receives the log by appends (not probing, not waiting on a snapshot) and
+// is at most promoteLag entries behind commit. Promoting a learner that still
+// lags is safe either way; waiting only avoids stalling commits on it.
+func caughtUp(pr tracker.Progress, commit uint64) bool {
+	return pr.Match > 0 && pr.State == tracker.StateReplicate && pr.Match+promoteLag >= commit
 }
 
 // isLive reports whether the cluster's latest liveness view (from the meta
