@@ -47,6 +47,7 @@ type benchKVOptions struct {
 	timeout     time.Duration
 	pids        []int
 	quiet       bool
+	replicas    int
 }
 
 const benchKVLong = `bench kv runs a closed-loop key-value workload against a cluster: each of
@@ -62,6 +63,12 @@ rest are Puts.
 --load writes every key from 0 to --keys-1 exactly once instead, in order
 (useful to fill a store before measuring it, or to measure its size); it ends
 when all keys are written or --duration (if given) elapses.
+
+The run starts once every user range has --replicas voters and no learners
+(a new cluster replicates its first range in the background), so what is
+measured is the replicated write; it fails if that takes more than a minute.
+--replicas defaults to 3, or the number of live nodes if fewer; --replicas 0
+skips the wait.
 
 It prints one line per second (ops/s, p50 and p99 of that second, errors)
 and a summary: total ops, ops/s, p50/p95/p99/max latency, errors by kind.
@@ -112,6 +119,7 @@ func newBenchKVCmd() *cobra.Command {
 	f.DurationVar(&o.timeout, "op-timeout", 5*time.Second, "bound on one operation")
 	f.IntSliceVar(&o.pids, "pids", nil, "PIDs of server processes whose CPU time to measure, comma-separated")
 	f.BoolVar(&o.quiet, "quiet", false, "do not print the per-second lines")
+	f.IntVar(&o.replicas, "replicas", -1, "wait until every user range has this many voters (and no learners) before measuring; -1: 3, or the number of live nodes if fewer; 0 does not wait")
 	return cmd
 }
 
@@ -139,6 +147,8 @@ func runBenchKV(ctx context.Context, stdout, stderr io.Writer, o benchKVOptions,
 		return benchUsage("--load only writes; drop --read-percent")
 	case o.timeout <= 0:
 		return benchUsage("--op-timeout must be positive")
+	case o.replicas < -1:
+		return benchUsage("--replicas must be -1 (automatic), 0 (do not wait) or a number of voters")
 	}
 	progress := stdout
 	if asJSON {
@@ -170,6 +180,9 @@ func runBenchKV(ctx context.Context, stdout, stderr io.Writer, o benchKVOptions,
 		}
 		defer db.Close()
 		dbs[i] = db
+	}
+	if _, err := benchWaitReplicated(ctx, dbs[0], nil, nil, o.replicas, time.Minute); err != nil {
+		return err
 	}
 	// Warm up every handle: route lookups and connections happen here, not
 	// in the first measured second.
@@ -520,21 +533,38 @@ func (c benchCPUReport) line() string {
 	return line
 }
 
-// benchWaitReplicated waits until every range overlapping [start, end) has
-// want voters and no learners, so that a benchmark measures replicated
-// commits rather than a range still being replicated. want 0 returns at once.
-func benchWaitReplicated(ctx context.Context, db *vowdb.DB, start, end []byte, want int, limit time.Duration) error {
+// benchWaitReplicated waits until every range overlapping [start, end) (nil
+// end: no upper bound) has want voters and no learners, so that a benchmark measures replicated
+// commits rather than a range still being replicated. want 0 returns at once;
+// want -1 means 3, or the number of live nodes if fewer (the default
+// replication factor). It returns the number of voters waited for.
+func benchWaitReplicated(ctx context.Context, db *vowdb.DB, start, end []byte, want int, limit time.Duration) (int, error) {
 	if want == 0 {
-		return nil
+		return 0, nil
 	}
 	deadline := time.Now().Add(limit)
+	if want < 0 {
+		nctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		nodes, err := db.Nodes(nctx)
+		cancel()
+		if err != nil {
+			return 0, fmt.Errorf("bench: list nodes: %w", err)
+		}
+		want = 0
+		for _, n := range nodes {
+			if n.Live {
+				want++
+			}
+		}
+		want = max(1, min(3, want))
+	}
 	for {
 		rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		ranges, err := db.Ranges(rctx)
 		cancel()
 		short := ""
 		for _, r := range ranges {
-			if r.Meta || (len(r.EndKey) > 0 && string(r.EndKey) <= string(start)) || string(r.StartKey) >= string(end) {
+			if r.Meta || (len(r.EndKey) > 0 && string(r.EndKey) <= string(start)) || (end != nil && string(r.StartKey) >= string(end)) {
 				continue
 			}
 			if len(r.Voters) < want || len(r.Learners) > 0 {
@@ -543,17 +573,17 @@ func benchWaitReplicated(ctx context.Context, db *vowdb.DB, start, end []byte, w
 			}
 		}
 		if err == nil && short == "" {
-			return nil
+			return want, nil
 		}
 		if err != nil {
 			short = err.Error()
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("bench: ranges not replicated %d ways after %s (%s); see vowdb range ls, or pass --replicas", want, limit, short)
+			return 0, fmt.Errorf("bench: ranges not replicated %d ways after %s (%s); see vowdb range ls, or pass --replicas", want, limit, short)
 		}
 		select {
 		case <-ctx.Done():
-			return ctx.Err()
+			return 0, ctx.Err()
 		case <-time.After(200 * time.Millisecond):
 		}
 	}

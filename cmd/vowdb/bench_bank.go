@@ -48,7 +48,8 @@ third (existing range boundaries are kept) and loaded, overwriting any
 earlier balances. The run starts once each of the three ranges has
 --replicas voters and no learners (a new range is replicated in the
 background), so what is measured is the replicated commit; it fails if that
-takes more than a minute. --replicas 0 skips the wait.
+takes more than a minute. --replicas defaults to 3, or the number of live
+nodes if fewer; --replicas 0 skips the wait.
 
 A transfer picks two of the three ranges, an account in each, and an amount
 of 1-100, and runs one db.Transact call with a single attempt: it reads both
@@ -104,7 +105,7 @@ func newBenchBankCmd() *cobra.Command {
 	f.DurationVar(&o.timeout, "op-timeout", 10*time.Second, "bound on one transfer (it is also the transaction's timeout)")
 	f.IntSliceVar(&o.pids, "pids", nil, "PIDs of server processes whose CPU time to measure, comma-separated")
 	f.BoolVar(&o.quiet, "quiet", false, "do not print the per-second lines")
-	f.IntVar(&o.replicas, "replicas", 3, "wait until every bench range has this many voters (and no learners) before measuring; 0 does not wait")
+	f.IntVar(&o.replicas, "replicas", -1, "wait until every bench range has this many voters (and no learners) before measuring; -1: 3, or the number of live nodes if fewer; 0 does not wait")
 	f.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of this process (the clients) during the measured run to this file (go tool pprof)")
 	return cmd
 }
@@ -142,8 +143,8 @@ func runBenchBank(ctx context.Context, stdout, stderr io.Writer, o benchBankOpti
 		return benchBankUsage("--duration must be positive")
 	case o.timeout <= 0:
 		return benchBankUsage("--op-timeout must be positive")
-	case o.replicas < 0:
-		return benchBankUsage("--replicas must not be negative")
+	case o.replicas < -1:
+		return benchBankUsage("--replicas must be -1 (automatic), 0 (do not wait) or a number of voters")
 	}
 	progress := stdout
 	if asJSON {
@@ -185,7 +186,8 @@ func runBenchBank(ctx context.Context, stdout, stderr io.Writer, o benchBankOpti
 	if err := benchBankLoad(ctx, dbs, o, first); err != nil {
 		return err
 	}
-	if err := benchWaitReplicated(ctx, dbs[0], benchBankKey(0), benchBankKey(o.accounts), o.replicas, time.Minute); err != nil {
+	voters, err := benchWaitReplicated(ctx, dbs[0], benchBankKey(0), benchBankKey(o.accounts), o.replicas, time.Minute)
+	if err != nil {
 		return err
 	}
 	fmt.Fprintf(progress, "bench bank: %d accounts of %d in 3 ranges (from %s, %s, %s), set up in %.1fs\n", o.accounts, o.balance,
@@ -281,6 +283,7 @@ loop:
 		return err
 	}
 	sum := rec.summary(o, nc, elapsed, cpu0, cpu1)
+	sum.Voters = voters
 	if ctx.Err() == nil {
 		sum.Check = checkBenchBank(ctx, dbs[0], o)
 	}
@@ -565,11 +568,14 @@ func (r *benchBankRecorder) interval() benchBankWindow {
 
 // benchBankSummary is the result of one run (the JSON form of -w json).
 type benchBankSummary struct {
-	Op          string  `json:"op"`
-	Accounts    int     `json:"accounts"`
-	Concurrency int     `json:"concurrency"`
-	Clients     int     `json:"clients"`
-	ElapsedSec  float64 `json:"elapsed_s"`
+	Op          string `json:"op"`
+	Accounts    int    `json:"accounts"`
+	Concurrency int    `json:"concurrency"`
+	Clients     int    `json:"clients"`
+	// Voters is how many voters every bench range had when the run began
+	// (0: the run did not wait, --replicas 0).
+	Voters     int     `json:"voters"`
+	ElapsedSec float64 `json:"elapsed_s"`
 	// Transfers counts committed transfers; Attempts every transfer tried
 	// (committed, aborted, failed, or skipped for insufficient funds).
 	Transfers int64   `json:"transfers"`
@@ -664,8 +670,8 @@ func benchKVList[V any](m map[string]V, format string) string {
 }
 
 func (s benchBankSummary) print(w io.Writer) {
-	fmt.Fprintf(w, "vowdb op=transfer accounts=%d conc=%d clients=%d transfers=%d aborts=%d errors=%d  txn/s=%.0f p50=%.2fms p95=%.2fms p99=%.2fms max=%.2fms cpu=%.0f%%\n",
-		s.Accounts, s.Concurrency, s.Clients, s.Transfers, s.Aborts, s.Errors, s.TxnPerSec, s.P50Ms, s.P95Ms, s.P99Ms, s.MaxMs, s.CPU.MachinePercent)
+	fmt.Fprintf(w, "vowdb op=transfer accounts=%d voters=%d conc=%d clients=%d transfers=%d aborts=%d errors=%d  txn/s=%.0f p50=%.2fms p95=%.2fms p99=%.2fms max=%.2fms cpu=%.0f%%\n",
+		s.Accounts, s.Voters, s.Concurrency, s.Clients, s.Transfers, s.Aborts, s.Errors, s.TxnPerSec, s.P50Ms, s.P95Ms, s.P99Ms, s.MaxMs, s.CPU.MachinePercent)
 	line := fmt.Sprintf("aborts: %.2f%% of %d attempts", 100*s.AbortRate, s.Attempts)
 	if s.Aborts > 0 {
 		line += " (" + benchKVList(s.AbortsBy, "%d") + ")"

@@ -149,6 +149,9 @@ func TestBenchBankEmbedded(t *testing.T) {
 	switch {
 	case s.Op != "transfer" || s.Accounts != 300 || s.Concurrency != 4:
 		t.Fatalf("summary describes another run: %+v", s)
+	case s.Voters != 3:
+		t.Fatalf("the run did not wait for 3 voters on every range: %d", s.Voters)
+		t.Fatalf("summary describes another run: %+v", s)
 	case s.Transfers == 0 || s.TxnPerSec <= 0 || s.P50Ms <= 0 || s.P99Ms < s.P50Ms:
 		t.Fatalf("no committed transfers or no latencies: %+v", s)
 	case s.Attempts != s.Transfers+s.Aborts+s.Errors+s.Skipped:
