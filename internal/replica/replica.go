@@ -234,6 +234,14 @@ func Open(eng *storage.Engine, rangeID uint64, cfg Config) (*Replica, error) {
 	return r, nil
 }
 
+// LiveTxnRecords returns the range's txn records that are not ended, from
+// memory, without reading the records every finished transaction leaves
+// behind; ok is false when the replica cannot tell without a scan
+// (TxnRecords). Scheduler goroutine only.
+func (r *Replica) LiveTxnRecords() (recs []*vowdbpb.TxnRecord, ok bool, err error) {
+	return r.txns.liveRecords(r.RangeID)
+}
+
 // Initialized reports whether the replica has a descriptor.
 func (r *Replica) Initialized() bool { return r.desc != nil }
 

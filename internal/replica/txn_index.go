@@ -2,9 +2,12 @@ package replica
 
 import (
 	"hash/maphash"
+	"strings"
 
 	"github.com/cockroachdb/pebble/v2"
+	"google.golang.org/protobuf/proto"
 
+	"github.com/vowdb/vowdb/api/vowdbpb"
 	"github.com/vowdb/vowdb/internal/keys"
 )
 
@@ -23,9 +26,11 @@ import (
 //     written for it since the index was built. A kind not set proves the
 //     key absent, so the read is skipped; a set kind (a live key, a deleted
 //     one, or a hash collision) means the read is done.
-//   - live: the stored value of every prepare record and unfinished txn
-//     record written since the build, dropped when the key is deleted or the
-//     record ends. An entry is the value on disk, so it answers the read.
+//   - live: the stored value of every prepare record and of every txn record
+//     not ended, dropped when the key is deleted or the record ends. An
+//     entry is the value on disk, so it answers the read; and the txn
+//     records among them are all the range's records that recovery must
+//     look at (liveRecords), without scanning every record ever ended.
 //
 // Answers are therefore the same with or without the index, on every
 // replica. The index is built by scanning the range's txn state the first
@@ -120,6 +125,7 @@ func (x *txnIndex) reset() {
 func (x *txnIndex) build(b batchRW, rangeID uint64) error {
 	x.reset()
 	kinds := map[uint64]uint8{}
+	live := map[string][]byte{}
 	for _, kind := range keys.TxnSuffixes {
 		p := keys.RangeLocalKey(rangeID, kind)
 		it, err := b.NewIter(&pebble.IterOptions{LowerBound: p, UpperBound: keys.PrefixEnd(p)})
@@ -128,6 +134,12 @@ func (x *txnIndex) build(b batchRW, rangeID uint64) error {
 		}
 		for it.First(); it.Valid() && len(kinds) <= maxTxnIndex; it.Next() {
 			kinds[maphash.Bytes(txnIndexSeed, it.Key()[len(p):])] |= kindBit(kind)
+			if keep, err := keepLive(kind, it.Value()); err != nil {
+				_ = it.Close()
+				return err
+			} else if keep {
+				live[string(it.Key())] = append([]byte(nil), it.Value()...)
+			}
 		}
 		if err := it.Close(); err != nil {
 			return err
@@ -137,6 +149,43 @@ func (x *txnIndex) build(b batchRW, rangeID uint64) error {
 			return nil
 		}
 	}
-	x.kinds, x.live, x.built = kinds, map[string][]byte{}, true
+	x.kinds, x.live, x.built = kinds, live, true
 	return nil
+}
+
+// keepLive reports whether stored txn state of the given kind belongs in
+// the live part of the index: prepare records, and txn records not ended.
+func keepLive(kind byte, v []byte) (bool, error) {
+	switch kind {
+	case keys.SuffixPrepare:
+		return true, nil
+	case keys.SuffixTxnRecord:
+		var rec vowdbpb.TxnRecord
+		if err := proto.Unmarshal(v, &rec); err != nil {
+			return false, err
+		}
+		return !rec.Ended, nil
+	}
+	return false, nil
+}
+
+// liveRecords returns the stored txn records of range rangeID that are not
+// ended, or false if the index is not built (then only a scan can tell).
+func (x *txnIndex) liveRecords(rangeID uint64) ([]*vowdbpb.TxnRecord, bool, error) {
+	if x == nil || !x.built {
+		return nil, false, nil
+	}
+	p := string(keys.RangeLocalKey(rangeID, keys.SuffixTxnRecord))
+	var out []*vowdbpb.TxnRecord
+	for k, v := range x.live {
+		if !strings.HasPrefix(k, p) {
+			continue
+		}
+		var rec vowdbpb.TxnRecord
+		if err := proto.Unmarshal(v, &rec); err != nil {
+			return nil, false, err
+		}
+		out = append(out, &rec)
+	}
+	return out, true, nil
 }

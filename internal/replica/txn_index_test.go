@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"slices"
+	"strings"
 	"testing"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -67,7 +69,46 @@ func TestTxnIndexChangesNoAnswer(t *testing.T) {
 		if a, b := dump(t, plain), dump(t, indexed); a != b {
 			t.Fatalf("seed %d: stored state differs\nwithout index:\n%s\nwith index:\n%s", seed, a, b)
 		}
+		// The records recovery looks at: from memory, exactly the stored
+		// records not ended.
+		if recs, ok, err := idx.liveRecords(d.RangeId); err != nil {
+			t.Fatal(err)
+		} else if ok {
+			if got, want := recordSet(recs), unendedRecords(t, indexed, d.RangeId); got != want {
+				t.Fatalf("seed %d: live records from the index\n%s\nstored records not ended\n%s", seed, got, want)
+			}
+		}
 	}
+}
+
+func recordSet(recs []*vowdbpb.TxnRecord) string {
+	var lines []string
+	for _, r := range recs {
+		lines = append(lines, fmt.Sprintf("%s %v %q", r.TxnId, r.State, r.AnchorKey))
+	}
+	slices.Sort(lines)
+	return strings.Join(lines, "\n")
+}
+
+func unendedRecords(t *testing.T, b *pebble.Batch, rangeID uint64) string {
+	t.Helper()
+	p := keys.RangeLocalKey(rangeID, keys.SuffixTxnRecord)
+	it, err := b.NewIter(&pebble.IterOptions{LowerBound: p, UpperBound: keys.PrefixEnd(p)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer it.Close()
+	var recs []*vowdbpb.TxnRecord
+	for it.First(); it.Valid(); it.Next() {
+		var rec vowdbpb.TxnRecord
+		if err := proto.Unmarshal(it.Value(), &rec); err != nil {
+			t.Fatal(err)
+		}
+		if !rec.Ended {
+			recs = append(recs, &rec)
+		}
+	}
+	return recordSet(recs)
 }
 
 func randomTxnCmd(rng *rand.Rand) *vowdbpb.Command {
@@ -126,18 +167,26 @@ func TestTxnIndexFindsStateWrittenBeforeBuild(t *testing.T) {
 	if err := idx.build(b, d.RangeId); err != nil {
 		t.Fatal(err)
 	}
+	// The outcome must be read from storage; the prepare record and the
+	// record not ended are kept in memory.
 	for _, c := range []struct {
-		kind byte
-		id   string
-	}{{keys.SuffixOutcome, "aborted-before"}, {keys.SuffixPrepare, "prepared-before"}, {keys.SuffixTxnRecord, "record-before"}} {
-		if _, _, known := idx.get(c.kind, []byte(c.id), keys.TxnKey(d.RangeId, c.kind, []byte(c.id))); known {
-			t.Fatalf("index built over %s's state claims to know it without a read", c.id)
+		kind         byte
+		id           string
+		known, found bool
+	}{{keys.SuffixOutcome, "aborted-before", false, false}, {keys.SuffixPrepare, "prepared-before", true, true},
+		{keys.SuffixTxnRecord, "record-before", true, true}} {
+		_, found, known := idx.get(c.kind, []byte(c.id), keys.TxnKey(d.RangeId, c.kind, []byte(c.id)))
+		if known != c.known || found != c.found {
+			t.Fatalf("index built over %s's state: known %v found %v, want %v %v", c.id, known, found, c.known, c.found)
 		}
 	}
 	for _, kind := range keys.TxnSuffixes {
 		if _, found, known := idx.get(kind, []byte("never"), keys.TxnKey(d.RangeId, kind, []byte("never"))); !known || found {
 			t.Fatalf("index cannot prove a txn never seen has no state (known=%v found=%v): it saves no read", known, found)
 		}
+	}
+	if recs, ok, err := idx.liveRecords(d.RangeId); err != nil || !ok || len(recs) != 1 || string(recs[0].TxnId) != "record-before" {
+		t.Fatalf("records to recover after the build: %v %v %v, want record-before", recs, ok, err)
 	}
 	// A late PREPARE of the aborted txn must still see its outcome.
 	if res, _ := applyCommand(b, d, idx, prepareCmd("aborted-before", w("a", "2"))); res.TxnState != aborted {

@@ -420,7 +420,8 @@ func (l *txnLayer) recordDeadlockPB(dl *vowdbpb.Deadlock) {
 // only once it was seen un-ended in two scans, to leave a live
 // coordinator time to finish it itself.
 func (l *txnLayer) restore() {
-	if l.n.sched.Load() == nil {
+	s := l.n.sched.Load()
+	if s == nil {
 		return
 	}
 	var ranges []uint64
@@ -432,7 +433,20 @@ func (l *txnLayer) restore() {
 	l.restoreMu.Lock()
 	defer l.restoreMu.Unlock()
 	recs := l.restorer.Scan(ranges, func(rangeID uint64) ([]*vowdbpb.TxnRecord, error) {
-		return replica.TxnRecords(l.n.eng, rangeID)
+		// The records not ended come from the replica's memory; a scan
+		// of every record (ended ones are kept) only if it cannot tell.
+		var live []*vowdbpb.TxnRecord
+		var ok bool
+		var err error
+		if r := s.ReplicaByID(rangeID); r != nil {
+			if derr := s.Do(l.n.ctx, func() { live, ok, err = r.LiveTxnRecords() }); derr != nil {
+				ok = false
+			}
+		}
+		if !ok || err != nil {
+			return replica.TxnRecords(l.n.eng, rangeID)
+		}
+		return live, nil
 	})
 	if len(recs) > 0 {
 		l.gw.Restore(recs)
