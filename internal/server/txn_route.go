@@ -38,7 +38,9 @@ func (l *txnLayer) send(msgs []txn.Message) {
 			continue
 		}
 		if target == l.n.nodeID() {
-			l.dispatch(txnwire.MsgToPB(m))
+			// No wire form for a local message: the simulator hands
+			// messages over the same way.
+			l.dispatchMsg(m, 0)
 			continue
 		}
 		byNode[target] = append(byNode[target], txnwire.MsgToPB(m))
@@ -84,7 +86,11 @@ func (l *txnLayer) undeliverable(m txn.Message) {
 // dispatch handles a message that arrived at this node (txnhost.Dispatch
 // decides where it goes).
 func (l *txnLayer) dispatch(pm *vowdbpb.TxnMessage) {
-	txnhost.Dispatch(routeHost{anchorHost{tenureHost{l}}}, txnwire.MsgFromPB(pm), int(pm.Hops))
+	l.dispatchMsg(txnwire.MsgFromPB(pm), int(pm.Hops))
+}
+
+func (l *txnLayer) dispatchMsg(m txn.Message, hops int) {
+	txnhost.Dispatch(routeHost{anchorHost{tenureHost{l}}}, m, hops)
 }
 
 // rangeLeaderHint names the node most likely to lead rangeID: this node's
