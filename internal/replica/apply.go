@@ -132,6 +132,8 @@ func applyCommand(b batchRW, desc *vowdbpb.RangeDescriptor, txns *txnIndex, cmd 
 		return (&rangeState{b, desc, txns}).onePhase(op.OnePhaseTxn)
 	case *vowdbpb.Command_TxnRecordCas:
 		return (&rangeState{b, desc, txns}).recordCAS(op.TxnRecordCas)
+	case *vowdbpb.Command_EndTxns:
+		return (&rangeState{b, desc, txns}).endTxns(op.EndTxns)
 	case *vowdbpb.Command_ComputeChecksum:
 		sum, err := Checksum(b, desc)
 		return Result{Checksum: sum}, err

@@ -227,6 +227,23 @@ func (r *rangeState) recordCAS(op *vowdbpb.TxnRecordCasOp) (Result, error) {
 	return Result{TxnState: op.NewState, Swapped: true}, r.setTxnProto(keys.SuffixTxnRecord, op.TxnId, rec, true)
 }
 
+// endTxns marks the records of a batch of ENDs ended. A batch with an op
+// that is not an END is refused whole; an END whose anchor key this range
+// no longer holds is skipped (recovery ends that record later).
+func (r *rangeState) endTxns(op *vowdbpb.EndTxnsOp) (Result, error) {
+	for _, e := range op.Ends {
+		if !e.End {
+			return Result{Err: fmt.Errorf("%w: a batch of ENDs holds another compare-and-set", ErrInvalidCommand)}, nil
+		}
+	}
+	for _, e := range op.Ends {
+		if _, err := r.recordCAS(e); err != nil {
+			return Result{}, err
+		}
+	}
+	return Result{}, nil
+}
+
 // splitTxnState divides the left range's txn state at a split: each prepare
 // record keeps its left writes and a copy with the right writes goes to the
 // right range; transaction records follow their anchor key; outcomes are

@@ -259,3 +259,47 @@ func testSplitCarriesTxnState(t *testing.T, indexed bool) {
 		t.Fatalf("left range accepted a write beyond the split: %v", r.Err)
 	}
 }
+
+// TestEndTxns: a batch of ENDs marks every record it names ended in one
+// entry; an END whose anchor key is outside the range is skipped; a batch
+// holding anything but ENDs is refused and changes nothing.
+func TestEndTxns(t *testing.T) {
+	b := memBatch(t)
+	d := userDesc("", "m")
+	for _, id := range []string{"t1", "t2"} {
+		if res, err := applyCommand(b, d, nil, casCmd(id, "b", unknown, committed, false)); err != nil || !res.Swapped {
+			t.Fatalf("record %s: %+v %v", id, res, err)
+		}
+	}
+	ended := func(id string) bool {
+		t.Helper()
+		v, found, err := getRW(b, keys.TxnKey(d.RangeId, keys.SuffixTxnRecord, []byte(id)))
+		if err != nil || !found {
+			t.Fatalf("record %s: found %v, %v", id, found, err)
+		}
+		var rec vowdbpb.TxnRecord
+		if err := proto.Unmarshal(v, &rec); err != nil {
+			t.Fatal(err)
+		}
+		return rec.Ended
+	}
+	end := func(id, anchor string) *vowdbpb.TxnRecordCasOp {
+		return &vowdbpb.TxnRecordCasOp{TxnId: []byte(id), AnchorKey: []byte(anchor), End: true}
+	}
+	bad := &vowdbpb.Command{Op: &vowdbpb.Command_EndTxns{EndTxns: &vowdbpb.EndTxnsOp{Ends: []*vowdbpb.TxnRecordCasOp{
+		end("t1", "b"), {TxnId: []byte("t2"), AnchorKey: []byte("b"), Expect: committed, Remove: true}}}}}
+	if res, err := applyCommand(b, d, nil, bad); err != nil || !errors.Is(res.Err, ErrInvalidCommand) {
+		t.Fatalf("a batch with a removal: %+v %v", res, err)
+	}
+	if ended("t1") || ended("t2") {
+		t.Fatal("a refused batch ended a record")
+	}
+	ok := &vowdbpb.Command{Op: &vowdbpb.Command_EndTxns{EndTxns: &vowdbpb.EndTxnsOp{Ends: []*vowdbpb.TxnRecordCasOp{
+		end("t1", "b"), end("t9", "z"), end("t2", "b")}}}}
+	if res, err := applyCommand(b, d, nil, ok); err != nil || res.Err != nil {
+		t.Fatalf("batch of ENDs: %+v %v", res, err)
+	}
+	if !ended("t1") || !ended("t2") {
+		t.Fatal("a batch of ENDs left a record not ended")
+	}
+}

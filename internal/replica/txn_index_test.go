@@ -115,7 +115,13 @@ func randomTxnCmd(rng *rand.Rand) *vowdbpb.Command {
 	id := fmt.Sprintf("t%d", rng.IntN(6))
 	key := string(rune('a' + rng.IntN(4)))
 	states := []vowdbpb.TxnState{unknown, pending, committed, aborted}
-	switch rng.IntN(6) {
+	switch rng.IntN(7) {
+	case 6:
+		var ends []*vowdbpb.TxnRecordCasOp
+		for range 1 + rng.IntN(3) {
+			ends = append(ends, &vowdbpb.TxnRecordCasOp{TxnId: fmt.Appendf(nil, "t%d", rng.IntN(6)), AnchorKey: []byte("b"), End: true})
+		}
+		return &vowdbpb.Command{Op: &vowdbpb.Command_EndTxns{EndTxns: &vowdbpb.EndTxnsOp{Ends: ends}}}
 	case 0:
 		return prepareCmd(id, w(key, id))
 	case 1:

@@ -242,7 +242,7 @@ func (l *txnLayer) proposeAt(ctx context.Context, key []byte, cmd *vowdbpb.Comma
 // NOT_LEADER or RANGE_NOT_FOUND detail means nothing was proposed.
 func (l *txnLayer) proposeLocal(ctx context.Context, key []byte, cmd *vowdbpb.Command) (*vowdbpb.TxnProposeResponse, error) {
 	switch cmd.Op.(type) {
-	case *vowdbpb.Command_TxnRecordCas, *vowdbpb.Command_ResolveTxn:
+	case *vowdbpb.Command_TxnRecordCas, *vowdbpb.Command_EndTxns, *vowdbpb.Command_ResolveTxn:
 	default:
 		return nil, transport.Invalid("only txn record commands may be proposed this way")
 	}

@@ -202,8 +202,8 @@ func TestReplay(t *testing.T) {
 // TestSimulationCoversTheProtocol: a modest budget of seeds runs every
 // path the simulator is there to exercise — crashes and snapshots, the
 // three commit paths, inquiry, cooperative termination, presumed abort,
-// recovery of decided records, tenures rebuilt with prepared txns, and the
-// deadlock detector — so a change that quietly stops a path from running
+// recovery of decided records, tenures rebuilt with prepared txns, the
+// deadlock detector and ENDs batched per anchor range — so a change that quietly stops a path from running
 // fails here rather than going unnoticed.
 func TestSimulationCoversTheProtocol(t *testing.T) {
 	total := map[string]int{}
@@ -215,7 +215,8 @@ func TestSimulationCoversTheProtocol(t *testing.T) {
 	for _, p := range []string{"crash", "snapshot", "committed 2PC", "committed 1PC", "committed read-only",
 		"inquire", "inquire-peer (cooperative termination)", "presumed abort", "restore of decided records",
 		"tenure rebuilt with prepared txns", "global deadlock victim", "range abort: lock wait timeout",
-		"range abort: deadline", "range abort: rollback", "range abort: idle", "split"} {
+		"range abort: deadline", "range abort: rollback", "range abort: idle", "split",
+		"ENDs batched in one entry"} {
 		if total[p] == 0 {
 			t.Errorf("no seed ran %q", p)
 		}

@@ -136,7 +136,12 @@ func (h nodeHost) Invariant(t *txnhost.Tenure, msg string) {
 func (h nodeHost) ProposeAt(_ txn.RangeID, anchorKey []byte, cmd *vowdbpb.Command, done func(vowdbpb.TxnState, error)) {
 	// By key, as the server: a split may have moved the record.
 	rangeID := h.n.w.rangeFor(anchorKey).id
-	h.n.proposeAt(rangeID, cmd, func(res replica.Result, err error) { done(res.TxnState, err) })
+	h.n.proposeAt(rangeID, cmd, func(res replica.Result, err error) {
+		if err == nil && len(cmd.GetEndTxns().GetEnds()) > 1 {
+			h.n.w.saw("ENDs batched in one entry")
+		}
+		done(res.TxnState, err)
+	})
 }
 
 func (h nodeHost) Background(fn func()) { fn() }

@@ -281,7 +281,23 @@ func (g *Gateway) cas(r txn.DecisionRecord) {
 // the anchor's recovery finishes it.
 func (g *Gateway) end(ends []txn.EndRecord) {
 	failpoint.Hit(failpoint.TxnBeforeEnd)
+	// One entry per anchor range: its leader is found by the first END's
+	// anchor key. An END whose record a split moved elsewhere is skipped
+	// there and redone by recovery.
+	byAnchor := map[txn.RangeID][]txn.EndRecord{}
+	var order []txn.RangeID
 	for _, e := range ends {
-		g.host.ProposeAt(e.Anchor, e.AnchorKey, txnwire.EndCommand(e), func(vowdbpb.TxnState, error) {})
+		if _, ok := byAnchor[e.Anchor]; !ok {
+			order = append(order, e.Anchor)
+		}
+		byAnchor[e.Anchor] = append(byAnchor[e.Anchor], e)
+	}
+	for _, a := range order {
+		es := byAnchor[a]
+		cmd := txnwire.EndCommand(es[0])
+		if len(es) > 1 {
+			cmd = txnwire.EndsCommand(es)
+		}
+		g.host.ProposeAt(a, es[0].AnchorKey, cmd, func(vowdbpb.TxnState, error) {})
 	}
 }

@@ -186,6 +186,16 @@ func EndCommand(e txn.EndRecord) *vowdbpb.Command {
 		TxnId: KeyID(e.Txn, e.Attempt), AnchorKey: e.AnchorKey, End: true}}}
 }
 
+// EndsCommand marks the records of ends ended, in one entry (they are
+// anchored in one range).
+func EndsCommand(ends []txn.EndRecord) *vowdbpb.Command {
+	ops := make([]*vowdbpb.TxnRecordCasOp, len(ends))
+	for i, e := range ends {
+		ops[i] = EndCommand(e).GetTxnRecordCas()
+	}
+	return &vowdbpb.Command{Op: &vowdbpb.Command_EndTxns{EndTxns: &vowdbpb.EndTxnsOp{Ends: ops}}}
+}
+
 // ExpectedState is the state a participant record reports once applied as
 // intended: PENDING for a prepare, COMMITTED for a commit, ABORTED for an
 // abort.
