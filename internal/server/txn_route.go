@@ -436,23 +436,26 @@ func (l *txnLayer) restore() {
 			ranges = append(ranges, tr.Range())
 		}
 	}
+	// The records not ended come from the replicas' memory, in one visit
+	// to the scheduler; a range whose replica cannot tell is scanned (every
+	// record, ended ones included).
+	live := map[uint64][]*vowdbpb.TxnRecord{}
+	_ = s.Do(l.n.ctx, func() {
+		for _, id := range ranges {
+			if r := s.ReplicaByID(id); r != nil {
+				if recs, ok, err := r.LiveTxnRecords(); ok && err == nil {
+					live[id] = recs
+				}
+			}
+		}
+	})
 	l.restoreMu.Lock()
 	defer l.restoreMu.Unlock()
 	recs := l.restorer.Scan(ranges, func(rangeID uint64) ([]*vowdbpb.TxnRecord, error) {
-		// The records not ended come from the replica's memory; a scan
-		// of every record (ended ones are kept) only if it cannot tell.
-		var live []*vowdbpb.TxnRecord
-		var ok bool
-		var err error
-		if r := s.ReplicaByID(rangeID); r != nil {
-			if derr := s.Do(l.n.ctx, func() { live, ok, err = r.LiveTxnRecords() }); derr != nil {
-				ok = false
-			}
+		if recs, ok := live[rangeID]; ok {
+			return recs, nil
 		}
-		if !ok || err != nil {
-			return replica.TxnRecords(l.n.eng, rangeID)
-		}
-		return live, nil
+		return replica.TxnRecords(l.n.eng, rangeID)
 	})
 	if len(recs) > 0 {
 		l.gw.Restore(recs)
