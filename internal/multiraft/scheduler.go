@@ -108,11 +108,9 @@ func New(cfg Config, eng *storage.Engine, sender Sender) (*Scheduler, error) {
 		return nil, err
 	}
 	for _, id := range ids {
-		r, err := replica.Open(eng, id, s.cfg.Replica)
-		if err != nil {
+		if err := s.openStored(id); err != nil {
 			return nil, err
 		}
-		s.replicas[id] = r
 	}
 	s.publish()
 	return s, nil
@@ -321,13 +319,29 @@ func (s *Scheduler) Bootstrap(descs ...*vowdbpb.RangeDescriptor) error {
 		return err
 	}
 	for _, d := range descs {
-		r, err := replica.Open(s.eng, d.RangeId, s.cfg.Replica)
-		if err != nil {
+		if err := s.openStored(d.RangeId); err != nil {
 			return err
 		}
-		s.replicas[d.RangeId] = r
 	}
 	s.publish()
+	return nil
+}
+
+// openStored opens the replica of range id from the engine. A range whose
+// only voter is this node (a cluster just initialized, or a one-node
+// cluster restarting) elects itself at once: waiting out an election
+// timeout would leave the first requests unanswered for a second or two.
+// The simulator runs its own election timers, so it is left to them.
+func (s *Scheduler) openStored(id uint64) error {
+	r, err := replica.Open(s.eng, id, s.cfg.Replica)
+	if err != nil {
+		return err
+	}
+	s.replicas[id] = r
+	if r.SoleVoter() && !s.cfg.Replica.ExternalElections {
+		r.Campaign()
+		s.signal() // the loop's next round completes the election
+	}
 	return nil
 }
 

@@ -749,5 +749,13 @@ func (l raftLogger) Panic(v ...interface{})                   { panic(fmt.Sprint
 func (l raftLogger) Panicf(format string, v ...interface{})   { panic(fmt.Sprintf(format, v...)) }
 
 // Campaign starts an election (used for the right-hand side of a split on
-// the node that led the left side).
+// the node that led the left side, and for a range whose only voter is this
+// node).
 func (r *Replica) Campaign() { _ = r.rn.Campaign() }
+
+// SoleVoter reports whether this replica is the only voter of its range, so
+// that it can elect itself without waiting for an election timeout.
+func (r *Replica) SoleVoter() bool {
+	cs := r.confState
+	return len(cs.Voters) == 1 && cs.Voters[0] == r.cfg.NodeID && len(cs.VotersOutgoing) == 0
+}
