@@ -144,7 +144,7 @@ func (x ErrorDetail_Code) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use ErrorDetail_Code.Descriptor instead.
 func (ErrorDetail_Code) EnumDescriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{64, 0}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{65, 0}
 }
 
 type TxnAbort_Reason int32
@@ -211,7 +211,7 @@ func (x TxnAbort_Reason) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use TxnAbort_Reason.Descriptor instead.
 func (TxnAbort_Reason) EnumDescriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{65, 0}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{66, 0}
 }
 
 type TxnOpRequest_Kind int32
@@ -263,7 +263,7 @@ func (x TxnOpRequest_Kind) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use TxnOpRequest_Kind.Descriptor instead.
 func (TxnOpRequest_Kind) EnumDescriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{71, 0}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{72, 0}
 }
 
 type TxnCommitResponse_Outcome int32
@@ -315,7 +315,7 @@ func (x TxnCommitResponse_Outcome) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use TxnCommitResponse_Outcome.Descriptor instead.
 func (TxnCommitResponse_Outcome) EnumDescriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{74, 0}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{75, 0}
 }
 
 type ReplicaDescriptor struct {
@@ -597,6 +597,7 @@ type Command struct {
 	//	*Command_TxnRecordCas
 	//	*Command_ComputeChecksum
 	//	*Command_EndTxns
+	//	*Command_GcTxnState
 	Op            isCommand_Op `protobuf_oneof:"op"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -770,6 +771,15 @@ func (x *Command) GetEndTxns() *EndTxnsOp {
 	return nil
 }
 
+func (x *Command) GetGcTxnState() *GcTxnStateOp {
+	if x != nil {
+		if x, ok := x.Op.(*Command_GcTxnState); ok {
+			return x.GcTxnState
+		}
+	}
+	return nil
+}
+
 type isCommand_Op interface {
 	isCommand_Op()
 }
@@ -826,6 +836,10 @@ type Command_EndTxns struct {
 	EndTxns *EndTxnsOp `protobuf:"bytes,22,opt,name=end_txns,json=endTxns,proto3,oneof"`
 }
 
+type Command_GcTxnState struct {
+	GcTxnState *GcTxnStateOp `protobuf:"bytes,23,opt,name=gc_txn_state,json=gcTxnState,proto3,oneof"`
+}
+
 func (*Command_Put) isCommand_Op() {}
 
 func (*Command_Delete) isCommand_Op() {}
@@ -852,6 +866,69 @@ func (*Command_ComputeChecksum) isCommand_Op() {}
 
 func (*Command_EndTxns) isCommand_Op() {}
 
+func (*Command_GcTxnState) isCommand_Op() {}
+
+// GcTxnStateOp collects remembered outcomes of finished transactions: those
+// named in outcome_ids whose attempt (begin time, Unix ns) is below
+// before_attempt. The leader finds them by a scan outside the Raft loop, so
+// applying costs a read per id, not a scan. before_attempt becomes the
+// range's txn horizon (it never moves back): below it, an absent outcome is
+// final. A PREPARE below it is refused, a one-phase commit below it is
+// answered UNKNOWN (it may have applied before), and no outcome is
+// remembered below it. Txn records are not collected (see
+// replica/txn_gc.go).
+type GcTxnStateOp struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	BeforeAttempt uint64                 `protobuf:"varint,1,opt,name=before_attempt,json=beforeAttempt,proto3" json:"before_attempt,omitempty"`
+	OutcomeIds    [][]byte               `protobuf:"bytes,2,rep,name=outcome_ids,json=outcomeIds,proto3" json:"outcome_ids,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GcTxnStateOp) Reset() {
+	*x = GcTxnStateOp{}
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GcTxnStateOp) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GcTxnStateOp) ProtoMessage() {}
+
+func (x *GcTxnStateOp) ProtoReflect() protoreflect.Message {
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GcTxnStateOp.ProtoReflect.Descriptor instead.
+func (*GcTxnStateOp) Descriptor() ([]byte, []int) {
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *GcTxnStateOp) GetBeforeAttempt() uint64 {
+	if x != nil {
+		return x.BeforeAttempt
+	}
+	return 0
+}
+
+func (x *GcTxnStateOp) GetOutcomeIds() [][]byte {
+	if x != nil {
+		return x.OutcomeIds
+	}
+	return nil
+}
+
 // EndTxnsOp marks several txn records of the range ended in one entry: a
 // coordinator's ENDs for one anchor range, batched. Each op must have end
 // set; an op whose anchor key the range no longer holds (a split moved its
@@ -865,7 +942,7 @@ type EndTxnsOp struct {
 
 func (x *EndTxnsOp) Reset() {
 	*x = EndTxnsOp{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[5]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -877,7 +954,7 @@ func (x *EndTxnsOp) String() string {
 func (*EndTxnsOp) ProtoMessage() {}
 
 func (x *EndTxnsOp) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[5]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -890,7 +967,7 @@ func (x *EndTxnsOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EndTxnsOp.ProtoReflect.Descriptor instead.
 func (*EndTxnsOp) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{5}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *EndTxnsOp) GetEnds() []*TxnRecordCasOp {
@@ -912,7 +989,7 @@ type ComputeChecksumOp struct {
 
 func (x *ComputeChecksumOp) Reset() {
 	*x = ComputeChecksumOp{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[6]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -924,7 +1001,7 @@ func (x *ComputeChecksumOp) String() string {
 func (*ComputeChecksumOp) ProtoMessage() {}
 
 func (x *ComputeChecksumOp) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[6]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -937,7 +1014,7 @@ func (x *ComputeChecksumOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ComputeChecksumOp.ProtoReflect.Descriptor instead.
 func (*ComputeChecksumOp) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{6}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{7}
 }
 
 type TxnWrite struct {
@@ -951,7 +1028,7 @@ type TxnWrite struct {
 
 func (x *TxnWrite) Reset() {
 	*x = TxnWrite{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[7]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -963,7 +1040,7 @@ func (x *TxnWrite) String() string {
 func (*TxnWrite) ProtoMessage() {}
 
 func (x *TxnWrite) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[7]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -976,7 +1053,7 @@ func (x *TxnWrite) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TxnWrite.ProtoReflect.Descriptor instead.
 func (*TxnWrite) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{7}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *TxnWrite) GetKey() []byte {
@@ -1021,7 +1098,7 @@ type PrepareTxnOp struct {
 
 func (x *PrepareTxnOp) Reset() {
 	*x = PrepareTxnOp{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[8]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1033,7 +1110,7 @@ func (x *PrepareTxnOp) String() string {
 func (*PrepareTxnOp) ProtoMessage() {}
 
 func (x *PrepareTxnOp) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[8]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1046,7 +1123,7 @@ func (x *PrepareTxnOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PrepareTxnOp.ProtoReflect.Descriptor instead.
 func (*PrepareTxnOp) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{8}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *PrepareTxnOp) GetTxnId() []byte {
@@ -1116,7 +1193,7 @@ type TxnParticipant struct {
 
 func (x *TxnParticipant) Reset() {
 	*x = TxnParticipant{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[9]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1128,7 +1205,7 @@ func (x *TxnParticipant) String() string {
 func (*TxnParticipant) ProtoMessage() {}
 
 func (x *TxnParticipant) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[9]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1141,7 +1218,7 @@ func (x *TxnParticipant) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TxnParticipant.ProtoReflect.Descriptor instead.
 func (*TxnParticipant) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{9}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *TxnParticipant) GetRangeId() uint64 {
@@ -1177,7 +1254,7 @@ type ResolveTxnOp struct {
 
 func (x *ResolveTxnOp) Reset() {
 	*x = ResolveTxnOp{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[10]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1189,7 +1266,7 @@ func (x *ResolveTxnOp) String() string {
 func (*ResolveTxnOp) ProtoMessage() {}
 
 func (x *ResolveTxnOp) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[10]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1202,7 +1279,7 @@ func (x *ResolveTxnOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResolveTxnOp.ProtoReflect.Descriptor instead.
 func (*ResolveTxnOp) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{10}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *ResolveTxnOp) GetTxnId() []byte {
@@ -1238,7 +1315,7 @@ type OnePhaseTxnOp struct {
 
 func (x *OnePhaseTxnOp) Reset() {
 	*x = OnePhaseTxnOp{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[11]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1250,7 +1327,7 @@ func (x *OnePhaseTxnOp) String() string {
 func (*OnePhaseTxnOp) ProtoMessage() {}
 
 func (x *OnePhaseTxnOp) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[11]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1263,7 +1340,7 @@ func (x *OnePhaseTxnOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OnePhaseTxnOp.ProtoReflect.Descriptor instead.
 func (*OnePhaseTxnOp) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{11}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *OnePhaseTxnOp) GetTxnId() []byte {
@@ -1310,7 +1387,7 @@ type TxnRecordCasOp struct {
 
 func (x *TxnRecordCasOp) Reset() {
 	*x = TxnRecordCasOp{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[12]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1322,7 +1399,7 @@ func (x *TxnRecordCasOp) String() string {
 func (*TxnRecordCasOp) ProtoMessage() {}
 
 func (x *TxnRecordCasOp) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[12]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1335,7 +1412,7 @@ func (x *TxnRecordCasOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TxnRecordCasOp.ProtoReflect.Descriptor instead.
 func (*TxnRecordCasOp) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{12}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *TxnRecordCasOp) GetTxnId() []byte {
@@ -1408,7 +1485,7 @@ type TxnRecord struct {
 
 func (x *TxnRecord) Reset() {
 	*x = TxnRecord{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[13]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1420,7 +1497,7 @@ func (x *TxnRecord) String() string {
 func (*TxnRecord) ProtoMessage() {}
 
 func (x *TxnRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[13]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1433,7 +1510,7 @@ func (x *TxnRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TxnRecord.ProtoReflect.Descriptor instead.
 func (*TxnRecord) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{13}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *TxnRecord) GetTxnId() []byte {
@@ -1488,7 +1565,7 @@ type PutOp struct {
 
 func (x *PutOp) Reset() {
 	*x = PutOp{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[14]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1500,7 +1577,7 @@ func (x *PutOp) String() string {
 func (*PutOp) ProtoMessage() {}
 
 func (x *PutOp) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[14]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1513,7 +1590,7 @@ func (x *PutOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutOp.ProtoReflect.Descriptor instead.
 func (*PutOp) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{14}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *PutOp) GetKey() []byte {
@@ -1539,7 +1616,7 @@ type DeleteOp struct {
 
 func (x *DeleteOp) Reset() {
 	*x = DeleteOp{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[15]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1551,7 +1628,7 @@ func (x *DeleteOp) String() string {
 func (*DeleteOp) ProtoMessage() {}
 
 func (x *DeleteOp) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[15]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1564,7 +1641,7 @@ func (x *DeleteOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteOp.ProtoReflect.Descriptor instead.
 func (*DeleteOp) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{15}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *DeleteOp) GetKey() []byte {
@@ -1589,7 +1666,7 @@ type CasOp struct {
 
 func (x *CasOp) Reset() {
 	*x = CasOp{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[16]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1601,7 +1678,7 @@ func (x *CasOp) String() string {
 func (*CasOp) ProtoMessage() {}
 
 func (x *CasOp) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[16]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1614,7 +1691,7 @@ func (x *CasOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CasOp.ProtoReflect.Descriptor instead.
 func (*CasOp) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{16}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *CasOp) GetKey() []byte {
@@ -1662,7 +1739,7 @@ type SplitOp struct {
 
 func (x *SplitOp) Reset() {
 	*x = SplitOp{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[17]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1674,7 +1751,7 @@ func (x *SplitOp) String() string {
 func (*SplitOp) ProtoMessage() {}
 
 func (x *SplitOp) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[17]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1687,7 +1764,7 @@ func (x *SplitOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SplitOp.ProtoReflect.Descriptor instead.
 func (*SplitOp) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{17}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *SplitOp) GetSplitKey() []byte {
@@ -1714,7 +1791,7 @@ type AllocNodeOp struct {
 
 func (x *AllocNodeOp) Reset() {
 	*x = AllocNodeOp{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[18]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1726,7 +1803,7 @@ func (x *AllocNodeOp) String() string {
 func (*AllocNodeOp) ProtoMessage() {}
 
 func (x *AllocNodeOp) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[18]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1739,7 +1816,7 @@ func (x *AllocNodeOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AllocNodeOp.ProtoReflect.Descriptor instead.
 func (*AllocNodeOp) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{18}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *AllocNodeOp) GetAddress() string {
@@ -1765,7 +1842,7 @@ type PutDescriptorOp struct {
 
 func (x *PutDescriptorOp) Reset() {
 	*x = PutDescriptorOp{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[19]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1777,7 +1854,7 @@ func (x *PutDescriptorOp) String() string {
 func (*PutDescriptorOp) ProtoMessage() {}
 
 func (x *PutDescriptorOp) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[19]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1790,7 +1867,7 @@ func (x *PutDescriptorOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutDescriptorOp.ProtoReflect.Descriptor instead.
 func (*PutDescriptorOp) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{19}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *PutDescriptorOp) GetDesc() *RangeDescriptor {
@@ -1808,7 +1885,7 @@ type AllocRangeIDOp struct {
 
 func (x *AllocRangeIDOp) Reset() {
 	*x = AllocRangeIDOp{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[20]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1820,7 +1897,7 @@ func (x *AllocRangeIDOp) String() string {
 func (*AllocRangeIDOp) ProtoMessage() {}
 
 func (x *AllocRangeIDOp) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[20]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1833,7 +1910,7 @@ func (x *AllocRangeIDOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AllocRangeIDOp.ProtoReflect.Descriptor instead.
 func (*AllocRangeIDOp) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{20}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{21}
 }
 
 // RaftTruncatedState is the index and term of the last entry removed from a
@@ -1848,7 +1925,7 @@ type RaftTruncatedState struct {
 
 func (x *RaftTruncatedState) Reset() {
 	*x = RaftTruncatedState{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[21]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1860,7 +1937,7 @@ func (x *RaftTruncatedState) String() string {
 func (*RaftTruncatedState) ProtoMessage() {}
 
 func (x *RaftTruncatedState) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[21]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1873,7 +1950,7 @@ func (x *RaftTruncatedState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RaftTruncatedState.ProtoReflect.Descriptor instead.
 func (*RaftTruncatedState) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{21}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *RaftTruncatedState) GetIndex() uint64 {
@@ -1902,7 +1979,7 @@ type SnapshotData struct {
 
 func (x *SnapshotData) Reset() {
 	*x = SnapshotData{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[22]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1914,7 +1991,7 @@ func (x *SnapshotData) String() string {
 func (*SnapshotData) ProtoMessage() {}
 
 func (x *SnapshotData) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[22]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1927,7 +2004,7 @@ func (x *SnapshotData) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotData.ProtoReflect.Descriptor instead.
 func (*SnapshotData) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{22}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *SnapshotData) GetDesc() *RangeDescriptor {
@@ -1957,7 +2034,7 @@ type RaftMessage struct {
 
 func (x *RaftMessage) Reset() {
 	*x = RaftMessage{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[23]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1969,7 +2046,7 @@ func (x *RaftMessage) String() string {
 func (*RaftMessage) ProtoMessage() {}
 
 func (x *RaftMessage) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[23]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1982,7 +2059,7 @@ func (x *RaftMessage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RaftMessage.ProtoReflect.Descriptor instead.
 func (*RaftMessage) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{23}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *RaftMessage) GetRangeId() uint64 {
@@ -2017,7 +2094,7 @@ type RaftBatch struct {
 
 func (x *RaftBatch) Reset() {
 	*x = RaftBatch{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[24]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2029,7 +2106,7 @@ func (x *RaftBatch) String() string {
 func (*RaftBatch) ProtoMessage() {}
 
 func (x *RaftBatch) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[24]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2042,7 +2119,7 @@ func (x *RaftBatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RaftBatch.ProtoReflect.Descriptor instead.
 func (*RaftBatch) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{24}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *RaftBatch) GetClusterId() string {
@@ -2074,7 +2151,7 @@ type RaftBatchAck struct {
 
 func (x *RaftBatchAck) Reset() {
 	*x = RaftBatchAck{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[25]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2086,7 +2163,7 @@ func (x *RaftBatchAck) String() string {
 func (*RaftBatchAck) ProtoMessage() {}
 
 func (x *RaftBatchAck) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[25]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2099,7 +2176,7 @@ func (x *RaftBatchAck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RaftBatchAck.ProtoReflect.Descriptor instead.
 func (*RaftBatchAck) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{25}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{26}
 }
 
 type KeyValue struct {
@@ -2112,7 +2189,7 @@ type KeyValue struct {
 
 func (x *KeyValue) Reset() {
 	*x = KeyValue{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[26]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2124,7 +2201,7 @@ func (x *KeyValue) String() string {
 func (*KeyValue) ProtoMessage() {}
 
 func (x *KeyValue) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[26]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2137,7 +2214,7 @@ func (x *KeyValue) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeyValue.ProtoReflect.Descriptor instead.
 func (*KeyValue) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{26}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *KeyValue) GetKey() []byte {
@@ -2165,7 +2242,7 @@ type RequestHeader struct {
 
 func (x *RequestHeader) Reset() {
 	*x = RequestHeader{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[27]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2177,7 +2254,7 @@ func (x *RequestHeader) String() string {
 func (*RequestHeader) ProtoMessage() {}
 
 func (x *RequestHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[27]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2190,7 +2267,7 @@ func (x *RequestHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RequestHeader.ProtoReflect.Descriptor instead.
 func (*RequestHeader) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{27}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *RequestHeader) GetRangeId() uint64 {
@@ -2217,7 +2294,7 @@ type GetRequest struct {
 
 func (x *GetRequest) Reset() {
 	*x = GetRequest{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[28]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2229,7 +2306,7 @@ func (x *GetRequest) String() string {
 func (*GetRequest) ProtoMessage() {}
 
 func (x *GetRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[28]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2242,7 +2319,7 @@ func (x *GetRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRequest.ProtoReflect.Descriptor instead.
 func (*GetRequest) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{28}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *GetRequest) GetHeader() *RequestHeader {
@@ -2269,7 +2346,7 @@ type GetResponse struct {
 
 func (x *GetResponse) Reset() {
 	*x = GetResponse{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[29]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2281,7 +2358,7 @@ func (x *GetResponse) String() string {
 func (*GetResponse) ProtoMessage() {}
 
 func (x *GetResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[29]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2294,7 +2371,7 @@ func (x *GetResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetResponse.ProtoReflect.Descriptor instead.
 func (*GetResponse) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{29}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *GetResponse) GetFound() bool {
@@ -2322,7 +2399,7 @@ type PutRequest struct {
 
 func (x *PutRequest) Reset() {
 	*x = PutRequest{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[30]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2334,7 +2411,7 @@ func (x *PutRequest) String() string {
 func (*PutRequest) ProtoMessage() {}
 
 func (x *PutRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[30]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2347,7 +2424,7 @@ func (x *PutRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutRequest.ProtoReflect.Descriptor instead.
 func (*PutRequest) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{30}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *PutRequest) GetHeader() *RequestHeader {
@@ -2379,7 +2456,7 @@ type PutResponse struct {
 
 func (x *PutResponse) Reset() {
 	*x = PutResponse{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[31]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2391,7 +2468,7 @@ func (x *PutResponse) String() string {
 func (*PutResponse) ProtoMessage() {}
 
 func (x *PutResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[31]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2404,7 +2481,7 @@ func (x *PutResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutResponse.ProtoReflect.Descriptor instead.
 func (*PutResponse) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{31}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{32}
 }
 
 type DeleteRequest struct {
@@ -2417,7 +2494,7 @@ type DeleteRequest struct {
 
 func (x *DeleteRequest) Reset() {
 	*x = DeleteRequest{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[32]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2429,7 +2506,7 @@ func (x *DeleteRequest) String() string {
 func (*DeleteRequest) ProtoMessage() {}
 
 func (x *DeleteRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[32]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2442,7 +2519,7 @@ func (x *DeleteRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteRequest.ProtoReflect.Descriptor instead.
 func (*DeleteRequest) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{32}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *DeleteRequest) GetHeader() *RequestHeader {
@@ -2467,7 +2544,7 @@ type DeleteResponse struct {
 
 func (x *DeleteResponse) Reset() {
 	*x = DeleteResponse{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[33]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2479,7 +2556,7 @@ func (x *DeleteResponse) String() string {
 func (*DeleteResponse) ProtoMessage() {}
 
 func (x *DeleteResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[33]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2492,7 +2569,7 @@ func (x *DeleteResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteResponse.ProtoReflect.Descriptor instead.
 func (*DeleteResponse) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{33}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{34}
 }
 
 type ScanRequest struct {
@@ -2507,7 +2584,7 @@ type ScanRequest struct {
 
 func (x *ScanRequest) Reset() {
 	*x = ScanRequest{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[34]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2519,7 +2596,7 @@ func (x *ScanRequest) String() string {
 func (*ScanRequest) ProtoMessage() {}
 
 func (x *ScanRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[34]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2532,7 +2609,7 @@ func (x *ScanRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ScanRequest.ProtoReflect.Descriptor instead.
 func (*ScanRequest) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{34}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *ScanRequest) GetHeader() *RequestHeader {
@@ -2575,7 +2652,7 @@ type ScanResponse struct {
 
 func (x *ScanResponse) Reset() {
 	*x = ScanResponse{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[35]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2587,7 +2664,7 @@ func (x *ScanResponse) String() string {
 func (*ScanResponse) ProtoMessage() {}
 
 func (x *ScanResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[35]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2600,7 +2677,7 @@ func (x *ScanResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ScanResponse.ProtoReflect.Descriptor instead.
 func (*ScanResponse) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{35}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *ScanResponse) GetKvs() []*KeyValue {
@@ -2631,7 +2708,7 @@ type CasRequest struct {
 
 func (x *CasRequest) Reset() {
 	*x = CasRequest{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[36]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2643,7 +2720,7 @@ func (x *CasRequest) String() string {
 func (*CasRequest) ProtoMessage() {}
 
 func (x *CasRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[36]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2656,7 +2733,7 @@ func (x *CasRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CasRequest.ProtoReflect.Descriptor instead.
 func (*CasRequest) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{36}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *CasRequest) GetHeader() *RequestHeader {
@@ -2712,7 +2789,7 @@ type CasResponse struct {
 
 func (x *CasResponse) Reset() {
 	*x = CasResponse{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[37]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2724,7 +2801,7 @@ func (x *CasResponse) String() string {
 func (*CasResponse) ProtoMessage() {}
 
 func (x *CasResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[37]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2737,7 +2814,7 @@ func (x *CasResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CasResponse.ProtoReflect.Descriptor instead.
 func (*CasResponse) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{37}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *CasResponse) GetSwapped() bool {
@@ -2774,7 +2851,7 @@ type LookupRequest struct {
 
 func (x *LookupRequest) Reset() {
 	*x = LookupRequest{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[38]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2786,7 +2863,7 @@ func (x *LookupRequest) String() string {
 func (*LookupRequest) ProtoMessage() {}
 
 func (x *LookupRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[38]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2799,7 +2876,7 @@ func (x *LookupRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LookupRequest.ProtoReflect.Descriptor instead.
 func (*LookupRequest) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{38}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *LookupRequest) GetKey() []byte {
@@ -2833,7 +2910,7 @@ type RangeRoute struct {
 
 func (x *RangeRoute) Reset() {
 	*x = RangeRoute{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[39]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2845,7 +2922,7 @@ func (x *RangeRoute) String() string {
 func (*RangeRoute) ProtoMessage() {}
 
 func (x *RangeRoute) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[39]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2858,7 +2935,7 @@ func (x *RangeRoute) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RangeRoute.ProtoReflect.Descriptor instead.
 func (*RangeRoute) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{39}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *RangeRoute) GetDesc() *RangeDescriptor {
@@ -2885,7 +2962,7 @@ type LookupResponse struct {
 
 func (x *LookupResponse) Reset() {
 	*x = LookupResponse{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[40]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2897,7 +2974,7 @@ func (x *LookupResponse) String() string {
 func (*LookupResponse) ProtoMessage() {}
 
 func (x *LookupResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[40]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2910,7 +2987,7 @@ func (x *LookupResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LookupResponse.ProtoReflect.Descriptor instead.
 func (*LookupResponse) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{40}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *LookupResponse) GetRoutes() []*RangeRoute {
@@ -2935,7 +3012,7 @@ type ListRangesRequest struct {
 
 func (x *ListRangesRequest) Reset() {
 	*x = ListRangesRequest{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[41]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2947,7 +3024,7 @@ func (x *ListRangesRequest) String() string {
 func (*ListRangesRequest) ProtoMessage() {}
 
 func (x *ListRangesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[41]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2960,7 +3037,7 @@ func (x *ListRangesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRangesRequest.ProtoReflect.Descriptor instead.
 func (*ListRangesRequest) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{41}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{42}
 }
 
 type RangeStatus struct {
@@ -2976,7 +3053,7 @@ type RangeStatus struct {
 
 func (x *RangeStatus) Reset() {
 	*x = RangeStatus{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[42]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2988,7 +3065,7 @@ func (x *RangeStatus) String() string {
 func (*RangeStatus) ProtoMessage() {}
 
 func (x *RangeStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[42]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3001,7 +3078,7 @@ func (x *RangeStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RangeStatus.ProtoReflect.Descriptor instead.
 func (*RangeStatus) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{42}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *RangeStatus) GetDesc() *RangeDescriptor {
@@ -3048,7 +3125,7 @@ type ListRangesResponse struct {
 
 func (x *ListRangesResponse) Reset() {
 	*x = ListRangesResponse{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[43]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3060,7 +3137,7 @@ func (x *ListRangesResponse) String() string {
 func (*ListRangesResponse) ProtoMessage() {}
 
 func (x *ListRangesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[43]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3073,7 +3150,7 @@ func (x *ListRangesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRangesResponse.ProtoReflect.Descriptor instead.
 func (*ListRangesResponse) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{43}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *ListRangesResponse) GetRanges() []*RangeStatus {
@@ -3092,7 +3169,7 @@ type ListNodesRequest struct {
 
 func (x *ListNodesRequest) Reset() {
 	*x = ListNodesRequest{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[44]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3104,7 +3181,7 @@ func (x *ListNodesRequest) String() string {
 func (*ListNodesRequest) ProtoMessage() {}
 
 func (x *ListNodesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[44]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3117,7 +3194,7 @@ func (x *ListNodesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListNodesRequest.ProtoReflect.Descriptor instead.
 func (*ListNodesRequest) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{44}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *ListNodesRequest) GetLocalOnly() bool {
@@ -3140,7 +3217,7 @@ type NodeStatus struct {
 
 func (x *NodeStatus) Reset() {
 	*x = NodeStatus{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[45]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3152,7 +3229,7 @@ func (x *NodeStatus) String() string {
 func (*NodeStatus) ProtoMessage() {}
 
 func (x *NodeStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[45]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3165,7 +3242,7 @@ func (x *NodeStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeStatus.ProtoReflect.Descriptor instead.
 func (*NodeStatus) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{45}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *NodeStatus) GetNode() *NodeDescriptor {
@@ -3212,7 +3289,7 @@ type ListNodesResponse struct {
 
 func (x *ListNodesResponse) Reset() {
 	*x = ListNodesResponse{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[46]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3224,7 +3301,7 @@ func (x *ListNodesResponse) String() string {
 func (*ListNodesResponse) ProtoMessage() {}
 
 func (x *ListNodesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[46]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3237,7 +3314,7 @@ func (x *ListNodesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListNodesResponse.ProtoReflect.Descriptor instead.
 func (*ListNodesResponse) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{46}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *ListNodesResponse) GetNodes() []*NodeStatus {
@@ -3256,7 +3333,7 @@ type SplitRequest struct {
 
 func (x *SplitRequest) Reset() {
 	*x = SplitRequest{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[47]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3268,7 +3345,7 @@ func (x *SplitRequest) String() string {
 func (*SplitRequest) ProtoMessage() {}
 
 func (x *SplitRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[47]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3281,7 +3358,7 @@ func (x *SplitRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SplitRequest.ProtoReflect.Descriptor instead.
 func (*SplitRequest) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{47}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *SplitRequest) GetSplitKey() []byte {
@@ -3301,7 +3378,7 @@ type SplitResponse struct {
 
 func (x *SplitResponse) Reset() {
 	*x = SplitResponse{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[48]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3313,7 +3390,7 @@ func (x *SplitResponse) String() string {
 func (*SplitResponse) ProtoMessage() {}
 
 func (x *SplitResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[48]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3326,7 +3403,7 @@ func (x *SplitResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SplitResponse.ProtoReflect.Descriptor instead.
 func (*SplitResponse) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{48}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *SplitResponse) GetLeft() *RangeDescriptor {
@@ -3351,7 +3428,7 @@ type InitRequest struct {
 
 func (x *InitRequest) Reset() {
 	*x = InitRequest{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[49]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3363,7 +3440,7 @@ func (x *InitRequest) String() string {
 func (*InitRequest) ProtoMessage() {}
 
 func (x *InitRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[49]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3376,7 +3453,7 @@ func (x *InitRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InitRequest.ProtoReflect.Descriptor instead.
 func (*InitRequest) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{49}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{50}
 }
 
 type InitResponse struct {
@@ -3389,7 +3466,7 @@ type InitResponse struct {
 
 func (x *InitResponse) Reset() {
 	*x = InitResponse{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[50]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3401,7 +3478,7 @@ func (x *InitResponse) String() string {
 func (*InitResponse) ProtoMessage() {}
 
 func (x *InitResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[50]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3414,7 +3491,7 @@ func (x *InitResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InitResponse.ProtoReflect.Descriptor instead.
 func (*InitResponse) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{50}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *InitResponse) GetClusterId() string {
@@ -3441,7 +3518,7 @@ type JoinRequest struct {
 
 func (x *JoinRequest) Reset() {
 	*x = JoinRequest{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[51]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3453,7 +3530,7 @@ func (x *JoinRequest) String() string {
 func (*JoinRequest) ProtoMessage() {}
 
 func (x *JoinRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[51]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3466,7 +3543,7 @@ func (x *JoinRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinRequest.ProtoReflect.Descriptor instead.
 func (*JoinRequest) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{51}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *JoinRequest) GetAddress() string {
@@ -3494,7 +3571,7 @@ type JoinResponse struct {
 
 func (x *JoinResponse) Reset() {
 	*x = JoinResponse{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[52]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3506,7 +3583,7 @@ func (x *JoinResponse) String() string {
 func (*JoinResponse) ProtoMessage() {}
 
 func (x *JoinResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[52]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3519,7 +3596,7 @@ func (x *JoinResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinResponse.ProtoReflect.Descriptor instead.
 func (*JoinResponse) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{52}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *JoinResponse) GetClusterId() string {
@@ -3556,7 +3633,7 @@ type HeartbeatRequest struct {
 
 func (x *HeartbeatRequest) Reset() {
 	*x = HeartbeatRequest{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[53]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3568,7 +3645,7 @@ func (x *HeartbeatRequest) String() string {
 func (*HeartbeatRequest) ProtoMessage() {}
 
 func (x *HeartbeatRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[53]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3581,7 +3658,7 @@ func (x *HeartbeatRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeartbeatRequest.ProtoReflect.Descriptor instead.
 func (*HeartbeatRequest) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{53}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *HeartbeatRequest) GetNode() *NodeDescriptor {
@@ -3628,7 +3705,7 @@ type HeartbeatResponse struct {
 
 func (x *HeartbeatResponse) Reset() {
 	*x = HeartbeatResponse{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[54]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3640,7 +3717,7 @@ func (x *HeartbeatResponse) String() string {
 func (*HeartbeatResponse) ProtoMessage() {}
 
 func (x *HeartbeatResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[54]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3653,7 +3730,7 @@ func (x *HeartbeatResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeartbeatResponse.ProtoReflect.Descriptor instead.
 func (*HeartbeatResponse) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{54}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *HeartbeatResponse) GetNodes() []*NodeStatus {
@@ -3672,7 +3749,7 @@ type MetaCommandRequest struct {
 
 func (x *MetaCommandRequest) Reset() {
 	*x = MetaCommandRequest{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[55]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3684,7 +3761,7 @@ func (x *MetaCommandRequest) String() string {
 func (*MetaCommandRequest) ProtoMessage() {}
 
 func (x *MetaCommandRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[55]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3697,7 +3774,7 @@ func (x *MetaCommandRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MetaCommandRequest.ProtoReflect.Descriptor instead.
 func (*MetaCommandRequest) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{55}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *MetaCommandRequest) GetCmd() *Command {
@@ -3717,7 +3794,7 @@ type MetaCommandResponse struct {
 
 func (x *MetaCommandResponse) Reset() {
 	*x = MetaCommandResponse{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[56]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3729,7 +3806,7 @@ func (x *MetaCommandResponse) String() string {
 func (*MetaCommandResponse) ProtoMessage() {}
 
 func (x *MetaCommandResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[56]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3742,7 +3819,7 @@ func (x *MetaCommandResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MetaCommandResponse.ProtoReflect.Descriptor instead.
 func (*MetaCommandResponse) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{56}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *MetaCommandResponse) GetNodeId() uint64 {
@@ -3773,7 +3850,7 @@ type CheckConsistencyRequest struct {
 
 func (x *CheckConsistencyRequest) Reset() {
 	*x = CheckConsistencyRequest{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[57]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3785,7 +3862,7 @@ func (x *CheckConsistencyRequest) String() string {
 func (*CheckConsistencyRequest) ProtoMessage() {}
 
 func (x *CheckConsistencyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[57]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3798,7 +3875,7 @@ func (x *CheckConsistencyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckConsistencyRequest.ProtoReflect.Descriptor instead.
 func (*CheckConsistencyRequest) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{57}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *CheckConsistencyRequest) GetRangeId() uint64 {
@@ -3831,7 +3908,7 @@ type ReplicaChecksum struct {
 
 func (x *ReplicaChecksum) Reset() {
 	*x = ReplicaChecksum{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[58]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3843,7 +3920,7 @@ func (x *ReplicaChecksum) String() string {
 func (*ReplicaChecksum) ProtoMessage() {}
 
 func (x *ReplicaChecksum) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[58]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3856,7 +3933,7 @@ func (x *ReplicaChecksum) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplicaChecksum.ProtoReflect.Descriptor instead.
 func (*ReplicaChecksum) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{58}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *ReplicaChecksum) GetNodeId() uint64 {
@@ -3907,7 +3984,7 @@ type CheckConsistencyResponse struct {
 
 func (x *CheckConsistencyResponse) Reset() {
 	*x = CheckConsistencyResponse{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[59]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[60]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3919,7 +3996,7 @@ func (x *CheckConsistencyResponse) String() string {
 func (*CheckConsistencyResponse) ProtoMessage() {}
 
 func (x *CheckConsistencyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[59]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[60]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3932,7 +4009,7 @@ func (x *CheckConsistencyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckConsistencyResponse.ProtoReflect.Descriptor instead.
 func (*CheckConsistencyResponse) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{59}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{60}
 }
 
 func (x *CheckConsistencyResponse) GetRangeId() uint64 {
@@ -3968,7 +4045,7 @@ type RangeChecksumRequest struct {
 
 func (x *RangeChecksumRequest) Reset() {
 	*x = RangeChecksumRequest{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[60]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[61]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3980,7 +4057,7 @@ func (x *RangeChecksumRequest) String() string {
 func (*RangeChecksumRequest) ProtoMessage() {}
 
 func (x *RangeChecksumRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[60]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[61]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3993,7 +4070,7 @@ func (x *RangeChecksumRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RangeChecksumRequest.ProtoReflect.Descriptor instead.
 func (*RangeChecksumRequest) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{60}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{61}
 }
 
 func (x *RangeChecksumRequest) GetRangeId() uint64 {
@@ -4021,7 +4098,7 @@ type RangeChecksumResponse struct {
 
 func (x *RangeChecksumResponse) Reset() {
 	*x = RangeChecksumResponse{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[61]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[62]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4033,7 +4110,7 @@ func (x *RangeChecksumResponse) String() string {
 func (*RangeChecksumResponse) ProtoMessage() {}
 
 func (x *RangeChecksumResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[61]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[62]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4046,7 +4123,7 @@ func (x *RangeChecksumResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RangeChecksumResponse.ProtoReflect.Descriptor instead.
 func (*RangeChecksumResponse) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{61}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{62}
 }
 
 func (x *RangeChecksumResponse) GetNodeId() uint64 {
@@ -4078,7 +4155,7 @@ type IdentRequest struct {
 
 func (x *IdentRequest) Reset() {
 	*x = IdentRequest{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[62]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[63]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4090,7 +4167,7 @@ func (x *IdentRequest) String() string {
 func (*IdentRequest) ProtoMessage() {}
 
 func (x *IdentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[62]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[63]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4103,7 +4180,7 @@ func (x *IdentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IdentRequest.ProtoReflect.Descriptor instead.
 func (*IdentRequest) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{62}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{63}
 }
 
 type IdentResponse struct {
@@ -4116,7 +4193,7 @@ type IdentResponse struct {
 
 func (x *IdentResponse) Reset() {
 	*x = IdentResponse{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[63]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[64]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4128,7 +4205,7 @@ func (x *IdentResponse) String() string {
 func (*IdentResponse) ProtoMessage() {}
 
 func (x *IdentResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[63]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[64]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4141,7 +4218,7 @@ func (x *IdentResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IdentResponse.ProtoReflect.Descriptor instead.
 func (*IdentResponse) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{63}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{64}
 }
 
 func (x *IdentResponse) GetClusterId() string {
@@ -4172,7 +4249,7 @@ type ErrorDetail struct {
 
 func (x *ErrorDetail) Reset() {
 	*x = ErrorDetail{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[64]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[65]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4184,7 +4261,7 @@ func (x *ErrorDetail) String() string {
 func (*ErrorDetail) ProtoMessage() {}
 
 func (x *ErrorDetail) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[64]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[65]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4197,7 +4274,7 @@ func (x *ErrorDetail) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ErrorDetail.ProtoReflect.Descriptor instead.
 func (*ErrorDetail) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{64}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{65}
 }
 
 func (x *ErrorDetail) GetCode() ErrorDetail_Code {
@@ -4251,7 +4328,7 @@ type TxnAbort struct {
 
 func (x *TxnAbort) Reset() {
 	*x = TxnAbort{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[65]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[66]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4263,7 +4340,7 @@ func (x *TxnAbort) String() string {
 func (*TxnAbort) ProtoMessage() {}
 
 func (x *TxnAbort) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[65]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[66]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4276,7 +4353,7 @@ func (x *TxnAbort) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TxnAbort.ProtoReflect.Descriptor instead.
 func (*TxnAbort) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{65}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{66}
 }
 
 func (x *TxnAbort) GetReason() TxnAbort_Reason {
@@ -4349,7 +4426,7 @@ type BatchOp struct {
 
 func (x *BatchOp) Reset() {
 	*x = BatchOp{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[66]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[67]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4361,7 +4438,7 @@ func (x *BatchOp) String() string {
 func (*BatchOp) ProtoMessage() {}
 
 func (x *BatchOp) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[66]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[67]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4374,7 +4451,7 @@ func (x *BatchOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BatchOp.ProtoReflect.Descriptor instead.
 func (*BatchOp) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{66}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{67}
 }
 
 func (x *BatchOp) GetId() uint64 {
@@ -4514,7 +4591,7 @@ type BatchCancel struct {
 
 func (x *BatchCancel) Reset() {
 	*x = BatchCancel{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[67]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[68]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4526,7 +4603,7 @@ func (x *BatchCancel) String() string {
 func (*BatchCancel) ProtoMessage() {}
 
 func (x *BatchCancel) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[67]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[68]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4539,7 +4616,7 @@ func (x *BatchCancel) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BatchCancel.ProtoReflect.Descriptor instead.
 func (*BatchCancel) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{67}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{68}
 }
 
 func (x *BatchCancel) GetId() uint64 {
@@ -4558,7 +4635,7 @@ type BatchRequest struct {
 
 func (x *BatchRequest) Reset() {
 	*x = BatchRequest{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[68]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[69]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4570,7 +4647,7 @@ func (x *BatchRequest) String() string {
 func (*BatchRequest) ProtoMessage() {}
 
 func (x *BatchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[68]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[69]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4583,7 +4660,7 @@ func (x *BatchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BatchRequest.ProtoReflect.Descriptor instead.
 func (*BatchRequest) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{68}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{69}
 }
 
 func (x *BatchRequest) GetOps() []*BatchOp {
@@ -4611,7 +4688,7 @@ type BatchResult struct {
 
 func (x *BatchResult) Reset() {
 	*x = BatchResult{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[69]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[70]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4623,7 +4700,7 @@ func (x *BatchResult) String() string {
 func (*BatchResult) ProtoMessage() {}
 
 func (x *BatchResult) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[69]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[70]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4636,7 +4713,7 @@ func (x *BatchResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BatchResult.ProtoReflect.Descriptor instead.
 func (*BatchResult) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{69}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{70}
 }
 
 func (x *BatchResult) GetId() uint64 {
@@ -4704,7 +4781,7 @@ type BatchResponse struct {
 
 func (x *BatchResponse) Reset() {
 	*x = BatchResponse{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[70]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[71]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4716,7 +4793,7 @@ func (x *BatchResponse) String() string {
 func (*BatchResponse) ProtoMessage() {}
 
 func (x *BatchResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[70]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[71]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4729,7 +4806,7 @@ func (x *BatchResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BatchResponse.ProtoReflect.Descriptor instead.
 func (*BatchResponse) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{70}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{71}
 }
 
 func (x *BatchResponse) GetResults() []*BatchResult {
@@ -4766,7 +4843,7 @@ type TxnOpRequest struct {
 
 func (x *TxnOpRequest) Reset() {
 	*x = TxnOpRequest{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[71]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[72]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4778,7 +4855,7 @@ func (x *TxnOpRequest) String() string {
 func (*TxnOpRequest) ProtoMessage() {}
 
 func (x *TxnOpRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[71]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[72]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4791,7 +4868,7 @@ func (x *TxnOpRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TxnOpRequest.ProtoReflect.Descriptor instead.
 func (*TxnOpRequest) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{71}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{72}
 }
 
 func (x *TxnOpRequest) GetTxnId() uint64 {
@@ -4900,7 +4977,7 @@ type TxnOpResponse struct {
 
 func (x *TxnOpResponse) Reset() {
 	*x = TxnOpResponse{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[72]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[73]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4912,7 +4989,7 @@ func (x *TxnOpResponse) String() string {
 func (*TxnOpResponse) ProtoMessage() {}
 
 func (x *TxnOpResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[72]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[73]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4925,7 +5002,7 @@ func (x *TxnOpResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TxnOpResponse.ProtoReflect.Descriptor instead.
 func (*TxnOpResponse) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{72}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{73}
 }
 
 func (x *TxnOpResponse) GetRangeId() uint64 {
@@ -4992,7 +5069,7 @@ type TxnCommitRequest struct {
 
 func (x *TxnCommitRequest) Reset() {
 	*x = TxnCommitRequest{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[73]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[74]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5004,7 +5081,7 @@ func (x *TxnCommitRequest) String() string {
 func (*TxnCommitRequest) ProtoMessage() {}
 
 func (x *TxnCommitRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[73]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[74]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5017,7 +5094,7 @@ func (x *TxnCommitRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TxnCommitRequest.ProtoReflect.Descriptor instead.
 func (*TxnCommitRequest) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{73}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{74}
 }
 
 func (x *TxnCommitRequest) GetTxnId() uint64 {
@@ -5076,7 +5153,7 @@ type TxnCommitResponse struct {
 
 func (x *TxnCommitResponse) Reset() {
 	*x = TxnCommitResponse{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[74]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[75]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5088,7 +5165,7 @@ func (x *TxnCommitResponse) String() string {
 func (*TxnCommitResponse) ProtoMessage() {}
 
 func (x *TxnCommitResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[74]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[75]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5101,7 +5178,7 @@ func (x *TxnCommitResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TxnCommitResponse.ProtoReflect.Descriptor instead.
 func (*TxnCommitResponse) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{74}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{75}
 }
 
 func (x *TxnCommitResponse) GetOutcome() TxnCommitResponse_Outcome {
@@ -5157,7 +5234,7 @@ type TxnRollbackRequest struct {
 
 func (x *TxnRollbackRequest) Reset() {
 	*x = TxnRollbackRequest{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[75]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[76]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5169,7 +5246,7 @@ func (x *TxnRollbackRequest) String() string {
 func (*TxnRollbackRequest) ProtoMessage() {}
 
 func (x *TxnRollbackRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[75]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[76]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5182,7 +5259,7 @@ func (x *TxnRollbackRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TxnRollbackRequest.ProtoReflect.Descriptor instead.
 func (*TxnRollbackRequest) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{75}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{76}
 }
 
 func (x *TxnRollbackRequest) GetTxnId() uint64 {
@@ -5214,7 +5291,7 @@ type TxnRollbackResponse struct {
 
 func (x *TxnRollbackResponse) Reset() {
 	*x = TxnRollbackResponse{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[76]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[77]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5226,7 +5303,7 @@ func (x *TxnRollbackResponse) String() string {
 func (*TxnRollbackResponse) ProtoMessage() {}
 
 func (x *TxnRollbackResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[76]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[77]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5239,7 +5316,7 @@ func (x *TxnRollbackResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TxnRollbackResponse.ProtoReflect.Descriptor instead.
 func (*TxnRollbackResponse) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{76}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{77}
 }
 
 // TxnKeepAliveRequest keeps an open transaction attempt alive on the range
@@ -5258,7 +5335,7 @@ type TxnKeepAliveRequest struct {
 
 func (x *TxnKeepAliveRequest) Reset() {
 	*x = TxnKeepAliveRequest{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[77]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[78]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5270,7 +5347,7 @@ func (x *TxnKeepAliveRequest) String() string {
 func (*TxnKeepAliveRequest) ProtoMessage() {}
 
 func (x *TxnKeepAliveRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[77]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[78]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5283,7 +5360,7 @@ func (x *TxnKeepAliveRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TxnKeepAliveRequest.ProtoReflect.Descriptor instead.
 func (*TxnKeepAliveRequest) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{77}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{78}
 }
 
 func (x *TxnKeepAliveRequest) GetTxnId() uint64 {
@@ -5316,7 +5393,7 @@ type TxnKeepAliveResponse struct {
 
 func (x *TxnKeepAliveResponse) Reset() {
 	*x = TxnKeepAliveResponse{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[78]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[79]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5328,7 +5405,7 @@ func (x *TxnKeepAliveResponse) String() string {
 func (*TxnKeepAliveResponse) ProtoMessage() {}
 
 func (x *TxnKeepAliveResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[78]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[79]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5341,7 +5418,7 @@ func (x *TxnKeepAliveResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TxnKeepAliveResponse.ProtoReflect.Descriptor instead.
 func (*TxnKeepAliveResponse) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{78}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{79}
 }
 
 func (x *TxnKeepAliveResponse) GetRangeId() uint64 {
@@ -5376,7 +5453,7 @@ type TxnMessage struct {
 
 func (x *TxnMessage) Reset() {
 	*x = TxnMessage{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[79]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[80]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5388,7 +5465,7 @@ func (x *TxnMessage) String() string {
 func (*TxnMessage) ProtoMessage() {}
 
 func (x *TxnMessage) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[79]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[80]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5401,7 +5478,7 @@ func (x *TxnMessage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TxnMessage.ProtoReflect.Descriptor instead.
 func (*TxnMessage) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{79}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{80}
 }
 
 func (x *TxnMessage) GetType() uint32 {
@@ -5518,7 +5595,7 @@ type TxnDeliverRequest struct {
 
 func (x *TxnDeliverRequest) Reset() {
 	*x = TxnDeliverRequest{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[80]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[81]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5530,7 +5607,7 @@ func (x *TxnDeliverRequest) String() string {
 func (*TxnDeliverRequest) ProtoMessage() {}
 
 func (x *TxnDeliverRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[80]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[81]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5543,7 +5620,7 @@ func (x *TxnDeliverRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TxnDeliverRequest.ProtoReflect.Descriptor instead.
 func (*TxnDeliverRequest) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{80}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{81}
 }
 
 func (x *TxnDeliverRequest) GetMsgs() []*TxnMessage {
@@ -5561,7 +5638,7 @@ type TxnDeliverResponse struct {
 
 func (x *TxnDeliverResponse) Reset() {
 	*x = TxnDeliverResponse{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[81]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[82]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5573,7 +5650,7 @@ func (x *TxnDeliverResponse) String() string {
 func (*TxnDeliverResponse) ProtoMessage() {}
 
 func (x *TxnDeliverResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[81]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[82]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5586,7 +5663,7 @@ func (x *TxnDeliverResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TxnDeliverResponse.ProtoReflect.Descriptor instead.
 func (*TxnDeliverResponse) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{81}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{82}
 }
 
 // TxnProposeRequest proposes a txn-record command to the leader of the
@@ -5601,7 +5678,7 @@ type TxnProposeRequest struct {
 
 func (x *TxnProposeRequest) Reset() {
 	*x = TxnProposeRequest{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[82]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[83]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5613,7 +5690,7 @@ func (x *TxnProposeRequest) String() string {
 func (*TxnProposeRequest) ProtoMessage() {}
 
 func (x *TxnProposeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[82]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[83]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5626,7 +5703,7 @@ func (x *TxnProposeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TxnProposeRequest.ProtoReflect.Descriptor instead.
 func (*TxnProposeRequest) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{82}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{83}
 }
 
 func (x *TxnProposeRequest) GetKey() []byte {
@@ -5653,7 +5730,7 @@ type TxnProposeResponse struct {
 
 func (x *TxnProposeResponse) Reset() {
 	*x = TxnProposeResponse{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[83]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[84]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5665,7 +5742,7 @@ func (x *TxnProposeResponse) String() string {
 func (*TxnProposeResponse) ProtoMessage() {}
 
 func (x *TxnProposeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[83]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[84]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5678,7 +5755,7 @@ func (x *TxnProposeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TxnProposeResponse.ProtoReflect.Descriptor instead.
 func (*TxnProposeResponse) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{83}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{84}
 }
 
 func (x *TxnProposeResponse) GetState() TxnState {
@@ -5705,7 +5782,7 @@ type CoordinatorStatusRequest struct {
 
 func (x *CoordinatorStatusRequest) Reset() {
 	*x = CoordinatorStatusRequest{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[84]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[85]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5717,7 +5794,7 @@ func (x *CoordinatorStatusRequest) String() string {
 func (*CoordinatorStatusRequest) ProtoMessage() {}
 
 func (x *CoordinatorStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[84]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[85]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5730,7 +5807,7 @@ func (x *CoordinatorStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CoordinatorStatusRequest.ProtoReflect.Descriptor instead.
 func (*CoordinatorStatusRequest) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{84}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{85}
 }
 
 func (x *CoordinatorStatusRequest) GetTxnId() uint64 {
@@ -5756,7 +5833,7 @@ type CoordinatorStatusResponse struct {
 
 func (x *CoordinatorStatusResponse) Reset() {
 	*x = CoordinatorStatusResponse{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[85]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[86]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5768,7 +5845,7 @@ func (x *CoordinatorStatusResponse) String() string {
 func (*CoordinatorStatusResponse) ProtoMessage() {}
 
 func (x *CoordinatorStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[85]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[86]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5781,7 +5858,7 @@ func (x *CoordinatorStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CoordinatorStatusResponse.ProtoReflect.Descriptor instead.
 func (*CoordinatorStatusResponse) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{85}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{86}
 }
 
 func (x *CoordinatorStatusResponse) GetRunning() bool {
@@ -5802,7 +5879,7 @@ type TxnStatusRequest struct {
 
 func (x *TxnStatusRequest) Reset() {
 	*x = TxnStatusRequest{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[86]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[87]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5814,7 +5891,7 @@ func (x *TxnStatusRequest) String() string {
 func (*TxnStatusRequest) ProtoMessage() {}
 
 func (x *TxnStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[86]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[87]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5827,7 +5904,7 @@ func (x *TxnStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TxnStatusRequest.ProtoReflect.Descriptor instead.
 func (*TxnStatusRequest) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{86}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{87}
 }
 
 func (x *TxnStatusRequest) GetTxnId() uint64 {
@@ -5857,7 +5934,7 @@ type TxnStatusResponse struct {
 
 func (x *TxnStatusResponse) Reset() {
 	*x = TxnStatusResponse{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[87]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[88]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5869,7 +5946,7 @@ func (x *TxnStatusResponse) String() string {
 func (*TxnStatusResponse) ProtoMessage() {}
 
 func (x *TxnStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[87]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[88]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5882,7 +5959,7 @@ func (x *TxnStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TxnStatusResponse.ProtoReflect.Descriptor instead.
 func (*TxnStatusResponse) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{87}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{88}
 }
 
 func (x *TxnStatusResponse) GetState() TxnState {
@@ -5924,7 +6001,7 @@ type TxnInfo struct {
 
 func (x *TxnInfo) Reset() {
 	*x = TxnInfo{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[88]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[89]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -5936,7 +6013,7 @@ func (x *TxnInfo) String() string {
 func (*TxnInfo) ProtoMessage() {}
 
 func (x *TxnInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[88]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[89]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5949,7 +6026,7 @@ func (x *TxnInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TxnInfo.ProtoReflect.Descriptor instead.
 func (*TxnInfo) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{88}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{89}
 }
 
 func (x *TxnInfo) GetTxnId() uint64 {
@@ -6017,7 +6094,7 @@ type TxnListRequest struct {
 
 func (x *TxnListRequest) Reset() {
 	*x = TxnListRequest{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[89]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[90]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6029,7 +6106,7 @@ func (x *TxnListRequest) String() string {
 func (*TxnListRequest) ProtoMessage() {}
 
 func (x *TxnListRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[89]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[90]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6042,7 +6119,7 @@ func (x *TxnListRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TxnListRequest.ProtoReflect.Descriptor instead.
 func (*TxnListRequest) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{89}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{90}
 }
 
 func (x *TxnListRequest) GetLocal() bool {
@@ -6061,7 +6138,7 @@ type TxnListResponse struct {
 
 func (x *TxnListResponse) Reset() {
 	*x = TxnListResponse{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[90]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[91]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6073,7 +6150,7 @@ func (x *TxnListResponse) String() string {
 func (*TxnListResponse) ProtoMessage() {}
 
 func (x *TxnListResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[90]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[91]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6086,7 +6163,7 @@ func (x *TxnListResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TxnListResponse.ProtoReflect.Descriptor instead.
 func (*TxnListResponse) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{90}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{91}
 }
 
 func (x *TxnListResponse) GetTxns() []*TxnInfo {
@@ -6111,7 +6188,7 @@ type LockWait struct {
 
 func (x *LockWait) Reset() {
 	*x = LockWait{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[91]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[92]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6123,7 +6200,7 @@ func (x *LockWait) String() string {
 func (*LockWait) ProtoMessage() {}
 
 func (x *LockWait) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[91]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[92]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6136,7 +6213,7 @@ func (x *LockWait) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LockWait.ProtoReflect.Descriptor instead.
 func (*LockWait) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{91}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{92}
 }
 
 func (x *LockWait) GetWaiter() uint64 {
@@ -6199,7 +6276,7 @@ type Deadlock struct {
 
 func (x *Deadlock) Reset() {
 	*x = Deadlock{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[92]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[93]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6211,7 +6288,7 @@ func (x *Deadlock) String() string {
 func (*Deadlock) ProtoMessage() {}
 
 func (x *Deadlock) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[92]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[93]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6224,7 +6301,7 @@ func (x *Deadlock) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Deadlock.ProtoReflect.Descriptor instead.
 func (*Deadlock) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{92}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{93}
 }
 
 func (x *Deadlock) GetCycle() []uint64 {
@@ -6257,7 +6334,7 @@ type LocksRequest struct {
 
 func (x *LocksRequest) Reset() {
 	*x = LocksRequest{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[93]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[94]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6269,7 +6346,7 @@ func (x *LocksRequest) String() string {
 func (*LocksRequest) ProtoMessage() {}
 
 func (x *LocksRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[93]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[94]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6282,7 +6359,7 @@ func (x *LocksRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LocksRequest.ProtoReflect.Descriptor instead.
 func (*LocksRequest) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{93}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{94}
 }
 
 func (x *LocksRequest) GetLocal() bool {
@@ -6310,7 +6387,7 @@ type LockHold struct {
 
 func (x *LockHold) Reset() {
 	*x = LockHold{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[94]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[95]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6322,7 +6399,7 @@ func (x *LockHold) String() string {
 func (*LockHold) ProtoMessage() {}
 
 func (x *LockHold) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[94]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[95]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6335,7 +6412,7 @@ func (x *LockHold) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LockHold.ProtoReflect.Descriptor instead.
 func (*LockHold) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{94}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{95}
 }
 
 func (x *LockHold) GetHolder() uint64 {
@@ -6398,7 +6475,7 @@ type LocksResponse struct {
 
 func (x *LocksResponse) Reset() {
 	*x = LocksResponse{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[95]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[96]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6410,7 +6487,7 @@ func (x *LocksResponse) String() string {
 func (*LocksResponse) ProtoMessage() {}
 
 func (x *LocksResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[95]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[96]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6423,7 +6500,7 @@ func (x *LocksResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LocksResponse.ProtoReflect.Descriptor instead.
 func (*LocksResponse) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{95}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{96}
 }
 
 func (x *LocksResponse) GetWaits() []*LockWait {
@@ -6461,7 +6538,7 @@ type WaitsEdge struct {
 
 func (x *WaitsEdge) Reset() {
 	*x = WaitsEdge{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[96]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[97]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6473,7 +6550,7 @@ func (x *WaitsEdge) String() string {
 func (*WaitsEdge) ProtoMessage() {}
 
 func (x *WaitsEdge) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[96]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[97]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6486,7 +6563,7 @@ func (x *WaitsEdge) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WaitsEdge.ProtoReflect.Descriptor instead.
 func (*WaitsEdge) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{96}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{97}
 }
 
 func (x *WaitsEdge) GetWaiter() uint64 {
@@ -6541,7 +6618,7 @@ type WaitsReport struct {
 
 func (x *WaitsReport) Reset() {
 	*x = WaitsReport{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[97]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[98]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6553,7 +6630,7 @@ func (x *WaitsReport) String() string {
 func (*WaitsReport) ProtoMessage() {}
 
 func (x *WaitsReport) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[97]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[98]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6566,7 +6643,7 @@ func (x *WaitsReport) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WaitsReport.ProtoReflect.Descriptor instead.
 func (*WaitsReport) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{97}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{98}
 }
 
 func (x *WaitsReport) GetNodeId() uint64 {
@@ -6592,7 +6669,7 @@ type WaitsReportResponse struct {
 
 func (x *WaitsReportResponse) Reset() {
 	*x = WaitsReportResponse{}
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[98]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[99]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -6604,7 +6681,7 @@ func (x *WaitsReportResponse) String() string {
 func (*WaitsReportResponse) ProtoMessage() {}
 
 func (x *WaitsReportResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[98]
+	mi := &file_api_vowdbpb_vowdb_proto_msgTypes[99]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -6617,7 +6694,7 @@ func (x *WaitsReportResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WaitsReportResponse.ProtoReflect.Descriptor instead.
 func (*WaitsReportResponse) Descriptor() ([]byte, []int) {
-	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{98}
+	return file_api_vowdbpb_vowdb_proto_rawDescGZIP(), []int{99}
 }
 
 func (x *WaitsReportResponse) GetVictims() []*Deadlock {
@@ -6652,7 +6729,7 @@ const file_api_vowdbpb_vowdb_proto_rawDesc = "" +
 	"StoreIdent\x12\x1d\n" +
 	"\n" +
 	"cluster_id\x18\x01 \x01(\tR\tclusterId\x12\x17\n" +
-	"\anode_id\x18\x02 \x01(\x04R\x06nodeId\"\xae\x06\n" +
+	"\anode_id\x18\x02 \x01(\x04R\x06nodeId\"\xea\x06\n" +
 	"\aCommand\x12\x1f\n" +
 	"\vproposal_id\x18\x01 \x01(\x04R\n" +
 	"proposalId\x12(\n" +
@@ -6673,8 +6750,14 @@ const file_api_vowdbpb_vowdb_proto_rawDesc = "" +
 	"\rone_phase_txn\x18\x13 \x01(\v2\x17.vowdb.v1.OnePhaseTxnOpH\x00R\vonePhaseTxn\x12@\n" +
 	"\x0etxn_record_cas\x18\x14 \x01(\v2\x18.vowdb.v1.TxnRecordCasOpH\x00R\ftxnRecordCas\x12H\n" +
 	"\x10compute_checksum\x18\x15 \x01(\v2\x1b.vowdb.v1.ComputeChecksumOpH\x00R\x0fcomputeChecksum\x120\n" +
-	"\bend_txns\x18\x16 \x01(\v2\x13.vowdb.v1.EndTxnsOpH\x00R\aendTxnsB\x04\n" +
-	"\x02op\"9\n" +
+	"\bend_txns\x18\x16 \x01(\v2\x13.vowdb.v1.EndTxnsOpH\x00R\aendTxns\x12:\n" +
+	"\fgc_txn_state\x18\x17 \x01(\v2\x16.vowdb.v1.GcTxnStateOpH\x00R\n" +
+	"gcTxnStateB\x04\n" +
+	"\x02op\"V\n" +
+	"\fGcTxnStateOp\x12%\n" +
+	"\x0ebefore_attempt\x18\x01 \x01(\x04R\rbeforeAttempt\x12\x1f\n" +
+	"\voutcome_ids\x18\x02 \x03(\fR\n" +
+	"outcomeIds\"9\n" +
 	"\tEndTxnsOp\x12,\n" +
 	"\x04ends\x18\x01 \x03(\v2\x18.vowdb.v1.TxnRecordCasOpR\x04ends\"\x13\n" +
 	"\x11ComputeChecksumOp\"J\n" +
@@ -7171,7 +7254,7 @@ func file_api_vowdbpb_vowdb_proto_rawDescGZIP() []byte {
 }
 
 var file_api_vowdbpb_vowdb_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_api_vowdbpb_vowdb_proto_msgTypes = make([]protoimpl.MessageInfo, 99)
+var file_api_vowdbpb_vowdb_proto_msgTypes = make([]protoimpl.MessageInfo, 100)
 var file_api_vowdbpb_vowdb_proto_goTypes = []any{
 	(TxnState)(0),                     // 0: vowdb.v1.TxnState
 	(ErrorDetail_Code)(0),             // 1: vowdb.v1.ErrorDetail.Code
@@ -7183,246 +7266,248 @@ var file_api_vowdbpb_vowdb_proto_goTypes = []any{
 	(*NodeDescriptor)(nil),            // 7: vowdb.v1.NodeDescriptor
 	(*StoreIdent)(nil),                // 8: vowdb.v1.StoreIdent
 	(*Command)(nil),                   // 9: vowdb.v1.Command
-	(*EndTxnsOp)(nil),                 // 10: vowdb.v1.EndTxnsOp
-	(*ComputeChecksumOp)(nil),         // 11: vowdb.v1.ComputeChecksumOp
-	(*TxnWrite)(nil),                  // 12: vowdb.v1.TxnWrite
-	(*PrepareTxnOp)(nil),              // 13: vowdb.v1.PrepareTxnOp
-	(*TxnParticipant)(nil),            // 14: vowdb.v1.TxnParticipant
-	(*ResolveTxnOp)(nil),              // 15: vowdb.v1.ResolveTxnOp
-	(*OnePhaseTxnOp)(nil),             // 16: vowdb.v1.OnePhaseTxnOp
-	(*TxnRecordCasOp)(nil),            // 17: vowdb.v1.TxnRecordCasOp
-	(*TxnRecord)(nil),                 // 18: vowdb.v1.TxnRecord
-	(*PutOp)(nil),                     // 19: vowdb.v1.PutOp
-	(*DeleteOp)(nil),                  // 20: vowdb.v1.DeleteOp
-	(*CasOp)(nil),                     // 21: vowdb.v1.CasOp
-	(*SplitOp)(nil),                   // 22: vowdb.v1.SplitOp
-	(*AllocNodeOp)(nil),               // 23: vowdb.v1.AllocNodeOp
-	(*PutDescriptorOp)(nil),           // 24: vowdb.v1.PutDescriptorOp
-	(*AllocRangeIDOp)(nil),            // 25: vowdb.v1.AllocRangeIDOp
-	(*RaftTruncatedState)(nil),        // 26: vowdb.v1.RaftTruncatedState
-	(*SnapshotData)(nil),              // 27: vowdb.v1.SnapshotData
-	(*RaftMessage)(nil),               // 28: vowdb.v1.RaftMessage
-	(*RaftBatch)(nil),                 // 29: vowdb.v1.RaftBatch
-	(*RaftBatchAck)(nil),              // 30: vowdb.v1.RaftBatchAck
-	(*KeyValue)(nil),                  // 31: vowdb.v1.KeyValue
-	(*RequestHeader)(nil),             // 32: vowdb.v1.RequestHeader
-	(*GetRequest)(nil),                // 33: vowdb.v1.GetRequest
-	(*GetResponse)(nil),               // 34: vowdb.v1.GetResponse
-	(*PutRequest)(nil),                // 35: vowdb.v1.PutRequest
-	(*PutResponse)(nil),               // 36: vowdb.v1.PutResponse
-	(*DeleteRequest)(nil),             // 37: vowdb.v1.DeleteRequest
-	(*DeleteResponse)(nil),            // 38: vowdb.v1.DeleteResponse
-	(*ScanRequest)(nil),               // 39: vowdb.v1.ScanRequest
-	(*ScanResponse)(nil),              // 40: vowdb.v1.ScanResponse
-	(*CasRequest)(nil),                // 41: vowdb.v1.CasRequest
-	(*CasResponse)(nil),               // 42: vowdb.v1.CasResponse
-	(*LookupRequest)(nil),             // 43: vowdb.v1.LookupRequest
-	(*RangeRoute)(nil),                // 44: vowdb.v1.RangeRoute
-	(*LookupResponse)(nil),            // 45: vowdb.v1.LookupResponse
-	(*ListRangesRequest)(nil),         // 46: vowdb.v1.ListRangesRequest
-	(*RangeStatus)(nil),               // 47: vowdb.v1.RangeStatus
-	(*ListRangesResponse)(nil),        // 48: vowdb.v1.ListRangesResponse
-	(*ListNodesRequest)(nil),          // 49: vowdb.v1.ListNodesRequest
-	(*NodeStatus)(nil),                // 50: vowdb.v1.NodeStatus
-	(*ListNodesResponse)(nil),         // 51: vowdb.v1.ListNodesResponse
-	(*SplitRequest)(nil),              // 52: vowdb.v1.SplitRequest
-	(*SplitResponse)(nil),             // 53: vowdb.v1.SplitResponse
-	(*InitRequest)(nil),               // 54: vowdb.v1.InitRequest
-	(*InitResponse)(nil),              // 55: vowdb.v1.InitResponse
-	(*JoinRequest)(nil),               // 56: vowdb.v1.JoinRequest
-	(*JoinResponse)(nil),              // 57: vowdb.v1.JoinResponse
-	(*HeartbeatRequest)(nil),          // 58: vowdb.v1.HeartbeatRequest
-	(*HeartbeatResponse)(nil),         // 59: vowdb.v1.HeartbeatResponse
-	(*MetaCommandRequest)(nil),        // 60: vowdb.v1.MetaCommandRequest
-	(*MetaCommandResponse)(nil),       // 61: vowdb.v1.MetaCommandResponse
-	(*CheckConsistencyRequest)(nil),   // 62: vowdb.v1.CheckConsistencyRequest
-	(*ReplicaChecksum)(nil),           // 63: vowdb.v1.ReplicaChecksum
-	(*CheckConsistencyResponse)(nil),  // 64: vowdb.v1.CheckConsistencyResponse
-	(*RangeChecksumRequest)(nil),      // 65: vowdb.v1.RangeChecksumRequest
-	(*RangeChecksumResponse)(nil),     // 66: vowdb.v1.RangeChecksumResponse
-	(*IdentRequest)(nil),              // 67: vowdb.v1.IdentRequest
-	(*IdentResponse)(nil),             // 68: vowdb.v1.IdentResponse
-	(*ErrorDetail)(nil),               // 69: vowdb.v1.ErrorDetail
-	(*TxnAbort)(nil),                  // 70: vowdb.v1.TxnAbort
-	(*BatchOp)(nil),                   // 71: vowdb.v1.BatchOp
-	(*BatchCancel)(nil),               // 72: vowdb.v1.BatchCancel
-	(*BatchRequest)(nil),              // 73: vowdb.v1.BatchRequest
-	(*BatchResult)(nil),               // 74: vowdb.v1.BatchResult
-	(*BatchResponse)(nil),             // 75: vowdb.v1.BatchResponse
-	(*TxnOpRequest)(nil),              // 76: vowdb.v1.TxnOpRequest
-	(*TxnOpResponse)(nil),             // 77: vowdb.v1.TxnOpResponse
-	(*TxnCommitRequest)(nil),          // 78: vowdb.v1.TxnCommitRequest
-	(*TxnCommitResponse)(nil),         // 79: vowdb.v1.TxnCommitResponse
-	(*TxnRollbackRequest)(nil),        // 80: vowdb.v1.TxnRollbackRequest
-	(*TxnRollbackResponse)(nil),       // 81: vowdb.v1.TxnRollbackResponse
-	(*TxnKeepAliveRequest)(nil),       // 82: vowdb.v1.TxnKeepAliveRequest
-	(*TxnKeepAliveResponse)(nil),      // 83: vowdb.v1.TxnKeepAliveResponse
-	(*TxnMessage)(nil),                // 84: vowdb.v1.TxnMessage
-	(*TxnDeliverRequest)(nil),         // 85: vowdb.v1.TxnDeliverRequest
-	(*TxnDeliverResponse)(nil),        // 86: vowdb.v1.TxnDeliverResponse
-	(*TxnProposeRequest)(nil),         // 87: vowdb.v1.TxnProposeRequest
-	(*TxnProposeResponse)(nil),        // 88: vowdb.v1.TxnProposeResponse
-	(*CoordinatorStatusRequest)(nil),  // 89: vowdb.v1.CoordinatorStatusRequest
-	(*CoordinatorStatusResponse)(nil), // 90: vowdb.v1.CoordinatorStatusResponse
-	(*TxnStatusRequest)(nil),          // 91: vowdb.v1.TxnStatusRequest
-	(*TxnStatusResponse)(nil),         // 92: vowdb.v1.TxnStatusResponse
-	(*TxnInfo)(nil),                   // 93: vowdb.v1.TxnInfo
-	(*TxnListRequest)(nil),            // 94: vowdb.v1.TxnListRequest
-	(*TxnListResponse)(nil),           // 95: vowdb.v1.TxnListResponse
-	(*LockWait)(nil),                  // 96: vowdb.v1.LockWait
-	(*Deadlock)(nil),                  // 97: vowdb.v1.Deadlock
-	(*LocksRequest)(nil),              // 98: vowdb.v1.LocksRequest
-	(*LockHold)(nil),                  // 99: vowdb.v1.LockHold
-	(*LocksResponse)(nil),             // 100: vowdb.v1.LocksResponse
-	(*WaitsEdge)(nil),                 // 101: vowdb.v1.WaitsEdge
-	(*WaitsReport)(nil),               // 102: vowdb.v1.WaitsReport
-	(*WaitsReportResponse)(nil),       // 103: vowdb.v1.WaitsReportResponse
+	(*GcTxnStateOp)(nil),              // 10: vowdb.v1.GcTxnStateOp
+	(*EndTxnsOp)(nil),                 // 11: vowdb.v1.EndTxnsOp
+	(*ComputeChecksumOp)(nil),         // 12: vowdb.v1.ComputeChecksumOp
+	(*TxnWrite)(nil),                  // 13: vowdb.v1.TxnWrite
+	(*PrepareTxnOp)(nil),              // 14: vowdb.v1.PrepareTxnOp
+	(*TxnParticipant)(nil),            // 15: vowdb.v1.TxnParticipant
+	(*ResolveTxnOp)(nil),              // 16: vowdb.v1.ResolveTxnOp
+	(*OnePhaseTxnOp)(nil),             // 17: vowdb.v1.OnePhaseTxnOp
+	(*TxnRecordCasOp)(nil),            // 18: vowdb.v1.TxnRecordCasOp
+	(*TxnRecord)(nil),                 // 19: vowdb.v1.TxnRecord
+	(*PutOp)(nil),                     // 20: vowdb.v1.PutOp
+	(*DeleteOp)(nil),                  // 21: vowdb.v1.DeleteOp
+	(*CasOp)(nil),                     // 22: vowdb.v1.CasOp
+	(*SplitOp)(nil),                   // 23: vowdb.v1.SplitOp
+	(*AllocNodeOp)(nil),               // 24: vowdb.v1.AllocNodeOp
+	(*PutDescriptorOp)(nil),           // 25: vowdb.v1.PutDescriptorOp
+	(*AllocRangeIDOp)(nil),            // 26: vowdb.v1.AllocRangeIDOp
+	(*RaftTruncatedState)(nil),        // 27: vowdb.v1.RaftTruncatedState
+	(*SnapshotData)(nil),              // 28: vowdb.v1.SnapshotData
+	(*RaftMessage)(nil),               // 29: vowdb.v1.RaftMessage
+	(*RaftBatch)(nil),                 // 30: vowdb.v1.RaftBatch
+	(*RaftBatchAck)(nil),              // 31: vowdb.v1.RaftBatchAck
+	(*KeyValue)(nil),                  // 32: vowdb.v1.KeyValue
+	(*RequestHeader)(nil),             // 33: vowdb.v1.RequestHeader
+	(*GetRequest)(nil),                // 34: vowdb.v1.GetRequest
+	(*GetResponse)(nil),               // 35: vowdb.v1.GetResponse
+	(*PutRequest)(nil),                // 36: vowdb.v1.PutRequest
+	(*PutResponse)(nil),               // 37: vowdb.v1.PutResponse
+	(*DeleteRequest)(nil),             // 38: vowdb.v1.DeleteRequest
+	(*DeleteResponse)(nil),            // 39: vowdb.v1.DeleteResponse
+	(*ScanRequest)(nil),               // 40: vowdb.v1.ScanRequest
+	(*ScanResponse)(nil),              // 41: vowdb.v1.ScanResponse
+	(*CasRequest)(nil),                // 42: vowdb.v1.CasRequest
+	(*CasResponse)(nil),               // 43: vowdb.v1.CasResponse
+	(*LookupRequest)(nil),             // 44: vowdb.v1.LookupRequest
+	(*RangeRoute)(nil),                // 45: vowdb.v1.RangeRoute
+	(*LookupResponse)(nil),            // 46: vowdb.v1.LookupResponse
+	(*ListRangesRequest)(nil),         // 47: vowdb.v1.ListRangesRequest
+	(*RangeStatus)(nil),               // 48: vowdb.v1.RangeStatus
+	(*ListRangesResponse)(nil),        // 49: vowdb.v1.ListRangesResponse
+	(*ListNodesRequest)(nil),          // 50: vowdb.v1.ListNodesRequest
+	(*NodeStatus)(nil),                // 51: vowdb.v1.NodeStatus
+	(*ListNodesResponse)(nil),         // 52: vowdb.v1.ListNodesResponse
+	(*SplitRequest)(nil),              // 53: vowdb.v1.SplitRequest
+	(*SplitResponse)(nil),             // 54: vowdb.v1.SplitResponse
+	(*InitRequest)(nil),               // 55: vowdb.v1.InitRequest
+	(*InitResponse)(nil),              // 56: vowdb.v1.InitResponse
+	(*JoinRequest)(nil),               // 57: vowdb.v1.JoinRequest
+	(*JoinResponse)(nil),              // 58: vowdb.v1.JoinResponse
+	(*HeartbeatRequest)(nil),          // 59: vowdb.v1.HeartbeatRequest
+	(*HeartbeatResponse)(nil),         // 60: vowdb.v1.HeartbeatResponse
+	(*MetaCommandRequest)(nil),        // 61: vowdb.v1.MetaCommandRequest
+	(*MetaCommandResponse)(nil),       // 62: vowdb.v1.MetaCommandResponse
+	(*CheckConsistencyRequest)(nil),   // 63: vowdb.v1.CheckConsistencyRequest
+	(*ReplicaChecksum)(nil),           // 64: vowdb.v1.ReplicaChecksum
+	(*CheckConsistencyResponse)(nil),  // 65: vowdb.v1.CheckConsistencyResponse
+	(*RangeChecksumRequest)(nil),      // 66: vowdb.v1.RangeChecksumRequest
+	(*RangeChecksumResponse)(nil),     // 67: vowdb.v1.RangeChecksumResponse
+	(*IdentRequest)(nil),              // 68: vowdb.v1.IdentRequest
+	(*IdentResponse)(nil),             // 69: vowdb.v1.IdentResponse
+	(*ErrorDetail)(nil),               // 70: vowdb.v1.ErrorDetail
+	(*TxnAbort)(nil),                  // 71: vowdb.v1.TxnAbort
+	(*BatchOp)(nil),                   // 72: vowdb.v1.BatchOp
+	(*BatchCancel)(nil),               // 73: vowdb.v1.BatchCancel
+	(*BatchRequest)(nil),              // 74: vowdb.v1.BatchRequest
+	(*BatchResult)(nil),               // 75: vowdb.v1.BatchResult
+	(*BatchResponse)(nil),             // 76: vowdb.v1.BatchResponse
+	(*TxnOpRequest)(nil),              // 77: vowdb.v1.TxnOpRequest
+	(*TxnOpResponse)(nil),             // 78: vowdb.v1.TxnOpResponse
+	(*TxnCommitRequest)(nil),          // 79: vowdb.v1.TxnCommitRequest
+	(*TxnCommitResponse)(nil),         // 80: vowdb.v1.TxnCommitResponse
+	(*TxnRollbackRequest)(nil),        // 81: vowdb.v1.TxnRollbackRequest
+	(*TxnRollbackResponse)(nil),       // 82: vowdb.v1.TxnRollbackResponse
+	(*TxnKeepAliveRequest)(nil),       // 83: vowdb.v1.TxnKeepAliveRequest
+	(*TxnKeepAliveResponse)(nil),      // 84: vowdb.v1.TxnKeepAliveResponse
+	(*TxnMessage)(nil),                // 85: vowdb.v1.TxnMessage
+	(*TxnDeliverRequest)(nil),         // 86: vowdb.v1.TxnDeliverRequest
+	(*TxnDeliverResponse)(nil),        // 87: vowdb.v1.TxnDeliverResponse
+	(*TxnProposeRequest)(nil),         // 88: vowdb.v1.TxnProposeRequest
+	(*TxnProposeResponse)(nil),        // 89: vowdb.v1.TxnProposeResponse
+	(*CoordinatorStatusRequest)(nil),  // 90: vowdb.v1.CoordinatorStatusRequest
+	(*CoordinatorStatusResponse)(nil), // 91: vowdb.v1.CoordinatorStatusResponse
+	(*TxnStatusRequest)(nil),          // 92: vowdb.v1.TxnStatusRequest
+	(*TxnStatusResponse)(nil),         // 93: vowdb.v1.TxnStatusResponse
+	(*TxnInfo)(nil),                   // 94: vowdb.v1.TxnInfo
+	(*TxnListRequest)(nil),            // 95: vowdb.v1.TxnListRequest
+	(*TxnListResponse)(nil),           // 96: vowdb.v1.TxnListResponse
+	(*LockWait)(nil),                  // 97: vowdb.v1.LockWait
+	(*Deadlock)(nil),                  // 98: vowdb.v1.Deadlock
+	(*LocksRequest)(nil),              // 99: vowdb.v1.LocksRequest
+	(*LockHold)(nil),                  // 100: vowdb.v1.LockHold
+	(*LocksResponse)(nil),             // 101: vowdb.v1.LocksResponse
+	(*WaitsEdge)(nil),                 // 102: vowdb.v1.WaitsEdge
+	(*WaitsReport)(nil),               // 103: vowdb.v1.WaitsReport
+	(*WaitsReportResponse)(nil),       // 104: vowdb.v1.WaitsReportResponse
 }
 var file_api_vowdbpb_vowdb_proto_depIdxs = []int32{
 	5,   // 0: vowdb.v1.RangeDescriptor.replicas:type_name -> vowdb.v1.ReplicaDescriptor
-	19,  // 1: vowdb.v1.Command.put:type_name -> vowdb.v1.PutOp
-	20,  // 2: vowdb.v1.Command.delete:type_name -> vowdb.v1.DeleteOp
-	21,  // 3: vowdb.v1.Command.cas:type_name -> vowdb.v1.CasOp
-	22,  // 4: vowdb.v1.Command.split:type_name -> vowdb.v1.SplitOp
-	23,  // 5: vowdb.v1.Command.alloc_node:type_name -> vowdb.v1.AllocNodeOp
-	24,  // 6: vowdb.v1.Command.put_descriptor:type_name -> vowdb.v1.PutDescriptorOp
-	25,  // 7: vowdb.v1.Command.alloc_range_id:type_name -> vowdb.v1.AllocRangeIDOp
-	13,  // 8: vowdb.v1.Command.prepare_txn:type_name -> vowdb.v1.PrepareTxnOp
-	15,  // 9: vowdb.v1.Command.resolve_txn:type_name -> vowdb.v1.ResolveTxnOp
-	16,  // 10: vowdb.v1.Command.one_phase_txn:type_name -> vowdb.v1.OnePhaseTxnOp
-	17,  // 11: vowdb.v1.Command.txn_record_cas:type_name -> vowdb.v1.TxnRecordCasOp
-	11,  // 12: vowdb.v1.Command.compute_checksum:type_name -> vowdb.v1.ComputeChecksumOp
-	10,  // 13: vowdb.v1.Command.end_txns:type_name -> vowdb.v1.EndTxnsOp
-	17,  // 14: vowdb.v1.EndTxnsOp.ends:type_name -> vowdb.v1.TxnRecordCasOp
-	12,  // 15: vowdb.v1.PrepareTxnOp.writes:type_name -> vowdb.v1.TxnWrite
-	14,  // 16: vowdb.v1.PrepareTxnOp.participants:type_name -> vowdb.v1.TxnParticipant
-	12,  // 17: vowdb.v1.OnePhaseTxnOp.writes:type_name -> vowdb.v1.TxnWrite
-	17,  // 18: vowdb.v1.OnePhaseTxnOp.decide:type_name -> vowdb.v1.TxnRecordCasOp
-	0,   // 19: vowdb.v1.TxnRecordCasOp.expect:type_name -> vowdb.v1.TxnState
-	0,   // 20: vowdb.v1.TxnRecordCasOp.new_state:type_name -> vowdb.v1.TxnState
-	0,   // 21: vowdb.v1.TxnRecord.state:type_name -> vowdb.v1.TxnState
-	6,   // 22: vowdb.v1.PutDescriptorOp.desc:type_name -> vowdb.v1.RangeDescriptor
-	6,   // 23: vowdb.v1.SnapshotData.desc:type_name -> vowdb.v1.RangeDescriptor
-	31,  // 24: vowdb.v1.SnapshotData.kvs:type_name -> vowdb.v1.KeyValue
-	28,  // 25: vowdb.v1.RaftBatch.msgs:type_name -> vowdb.v1.RaftMessage
-	32,  // 26: vowdb.v1.GetRequest.header:type_name -> vowdb.v1.RequestHeader
-	32,  // 27: vowdb.v1.PutRequest.header:type_name -> vowdb.v1.RequestHeader
-	32,  // 28: vowdb.v1.DeleteRequest.header:type_name -> vowdb.v1.RequestHeader
-	32,  // 29: vowdb.v1.ScanRequest.header:type_name -> vowdb.v1.RequestHeader
-	31,  // 30: vowdb.v1.ScanResponse.kvs:type_name -> vowdb.v1.KeyValue
-	32,  // 31: vowdb.v1.CasRequest.header:type_name -> vowdb.v1.RequestHeader
-	6,   // 32: vowdb.v1.RangeRoute.desc:type_name -> vowdb.v1.RangeDescriptor
-	44,  // 33: vowdb.v1.LookupResponse.routes:type_name -> vowdb.v1.RangeRoute
-	7,   // 34: vowdb.v1.LookupResponse.nodes:type_name -> vowdb.v1.NodeDescriptor
-	6,   // 35: vowdb.v1.RangeStatus.desc:type_name -> vowdb.v1.RangeDescriptor
-	47,  // 36: vowdb.v1.ListRangesResponse.ranges:type_name -> vowdb.v1.RangeStatus
-	7,   // 37: vowdb.v1.NodeStatus.node:type_name -> vowdb.v1.NodeDescriptor
-	50,  // 38: vowdb.v1.ListNodesResponse.nodes:type_name -> vowdb.v1.NodeStatus
-	6,   // 39: vowdb.v1.SplitResponse.left:type_name -> vowdb.v1.RangeDescriptor
-	6,   // 40: vowdb.v1.SplitResponse.right:type_name -> vowdb.v1.RangeDescriptor
-	7,   // 41: vowdb.v1.JoinResponse.nodes:type_name -> vowdb.v1.NodeDescriptor
-	7,   // 42: vowdb.v1.HeartbeatRequest.node:type_name -> vowdb.v1.NodeDescriptor
-	50,  // 43: vowdb.v1.HeartbeatResponse.nodes:type_name -> vowdb.v1.NodeStatus
-	9,   // 44: vowdb.v1.MetaCommandRequest.cmd:type_name -> vowdb.v1.Command
-	63,  // 45: vowdb.v1.CheckConsistencyResponse.replicas:type_name -> vowdb.v1.ReplicaChecksum
-	1,   // 46: vowdb.v1.ErrorDetail.code:type_name -> vowdb.v1.ErrorDetail.Code
-	6,   // 47: vowdb.v1.ErrorDetail.desc:type_name -> vowdb.v1.RangeDescriptor
-	70,  // 48: vowdb.v1.ErrorDetail.abort:type_name -> vowdb.v1.TxnAbort
-	2,   // 49: vowdb.v1.TxnAbort.reason:type_name -> vowdb.v1.TxnAbort.Reason
-	33,  // 50: vowdb.v1.BatchOp.get:type_name -> vowdb.v1.GetRequest
-	35,  // 51: vowdb.v1.BatchOp.put:type_name -> vowdb.v1.PutRequest
-	37,  // 52: vowdb.v1.BatchOp.delete:type_name -> vowdb.v1.DeleteRequest
-	41,  // 53: vowdb.v1.BatchOp.cas:type_name -> vowdb.v1.CasRequest
-	76,  // 54: vowdb.v1.BatchOp.txn_op:type_name -> vowdb.v1.TxnOpRequest
-	78,  // 55: vowdb.v1.BatchOp.txn_commit:type_name -> vowdb.v1.TxnCommitRequest
-	72,  // 56: vowdb.v1.BatchOp.cancel:type_name -> vowdb.v1.BatchCancel
-	71,  // 57: vowdb.v1.BatchRequest.ops:type_name -> vowdb.v1.BatchOp
-	69,  // 58: vowdb.v1.BatchResult.error:type_name -> vowdb.v1.ErrorDetail
-	34,  // 59: vowdb.v1.BatchResult.get:type_name -> vowdb.v1.GetResponse
-	42,  // 60: vowdb.v1.BatchResult.cas:type_name -> vowdb.v1.CasResponse
-	77,  // 61: vowdb.v1.BatchResult.txn_op:type_name -> vowdb.v1.TxnOpResponse
-	79,  // 62: vowdb.v1.BatchResult.txn_commit:type_name -> vowdb.v1.TxnCommitResponse
-	74,  // 63: vowdb.v1.BatchResponse.results:type_name -> vowdb.v1.BatchResult
-	3,   // 64: vowdb.v1.TxnOpRequest.kind:type_name -> vowdb.v1.TxnOpRequest.Kind
-	31,  // 65: vowdb.v1.TxnOpResponse.kvs:type_name -> vowdb.v1.KeyValue
-	14,  // 66: vowdb.v1.TxnCommitRequest.participants:type_name -> vowdb.v1.TxnParticipant
-	4,   // 67: vowdb.v1.TxnCommitResponse.outcome:type_name -> vowdb.v1.TxnCommitResponse.Outcome
-	70,  // 68: vowdb.v1.TxnCommitResponse.abort:type_name -> vowdb.v1.TxnAbort
-	14,  // 69: vowdb.v1.TxnRollbackRequest.participants:type_name -> vowdb.v1.TxnParticipant
-	14,  // 70: vowdb.v1.TxnMessage.participants:type_name -> vowdb.v1.TxnParticipant
-	84,  // 71: vowdb.v1.TxnDeliverRequest.msgs:type_name -> vowdb.v1.TxnMessage
-	9,   // 72: vowdb.v1.TxnProposeRequest.cmd:type_name -> vowdb.v1.Command
-	0,   // 73: vowdb.v1.TxnProposeResponse.state:type_name -> vowdb.v1.TxnState
-	0,   // 74: vowdb.v1.TxnStatusResponse.state:type_name -> vowdb.v1.TxnState
-	93,  // 75: vowdb.v1.TxnListResponse.txns:type_name -> vowdb.v1.TxnInfo
-	96,  // 76: vowdb.v1.LocksResponse.waits:type_name -> vowdb.v1.LockWait
-	97,  // 77: vowdb.v1.LocksResponse.deadlocks:type_name -> vowdb.v1.Deadlock
-	99,  // 78: vowdb.v1.LocksResponse.held:type_name -> vowdb.v1.LockHold
-	101, // 79: vowdb.v1.WaitsReport.edges:type_name -> vowdb.v1.WaitsEdge
-	97,  // 80: vowdb.v1.WaitsReportResponse.victims:type_name -> vowdb.v1.Deadlock
-	29,  // 81: vowdb.v1.Raft.Stream:input_type -> vowdb.v1.RaftBatch
-	73,  // 82: vowdb.v1.KV.Batch:input_type -> vowdb.v1.BatchRequest
-	33,  // 83: vowdb.v1.KV.Get:input_type -> vowdb.v1.GetRequest
-	35,  // 84: vowdb.v1.KV.Put:input_type -> vowdb.v1.PutRequest
-	37,  // 85: vowdb.v1.KV.Delete:input_type -> vowdb.v1.DeleteRequest
-	39,  // 86: vowdb.v1.KV.Scan:input_type -> vowdb.v1.ScanRequest
-	41,  // 87: vowdb.v1.KV.CompareAndSwap:input_type -> vowdb.v1.CasRequest
-	76,  // 88: vowdb.v1.Txn.Op:input_type -> vowdb.v1.TxnOpRequest
-	78,  // 89: vowdb.v1.Txn.Commit:input_type -> vowdb.v1.TxnCommitRequest
-	80,  // 90: vowdb.v1.Txn.Rollback:input_type -> vowdb.v1.TxnRollbackRequest
-	82,  // 91: vowdb.v1.Txn.KeepAlive:input_type -> vowdb.v1.TxnKeepAliveRequest
-	91,  // 92: vowdb.v1.Txn.Status:input_type -> vowdb.v1.TxnStatusRequest
-	94,  // 93: vowdb.v1.Txn.List:input_type -> vowdb.v1.TxnListRequest
-	98,  // 94: vowdb.v1.Txn.Locks:input_type -> vowdb.v1.LocksRequest
-	85,  // 95: vowdb.v1.Txn.Deliver:input_type -> vowdb.v1.TxnDeliverRequest
-	87,  // 96: vowdb.v1.Txn.Propose:input_type -> vowdb.v1.TxnProposeRequest
-	89,  // 97: vowdb.v1.Txn.CoordinatorStatus:input_type -> vowdb.v1.CoordinatorStatusRequest
-	102, // 98: vowdb.v1.Txn.ReportWaits:input_type -> vowdb.v1.WaitsReport
-	43,  // 99: vowdb.v1.Admin.Lookup:input_type -> vowdb.v1.LookupRequest
-	46,  // 100: vowdb.v1.Admin.ListRanges:input_type -> vowdb.v1.ListRangesRequest
-	49,  // 101: vowdb.v1.Admin.ListNodes:input_type -> vowdb.v1.ListNodesRequest
-	52,  // 102: vowdb.v1.Admin.Split:input_type -> vowdb.v1.SplitRequest
-	54,  // 103: vowdb.v1.Admin.Init:input_type -> vowdb.v1.InitRequest
-	56,  // 104: vowdb.v1.Admin.Join:input_type -> vowdb.v1.JoinRequest
-	58,  // 105: vowdb.v1.Admin.Heartbeat:input_type -> vowdb.v1.HeartbeatRequest
-	60,  // 106: vowdb.v1.Admin.MetaCommand:input_type -> vowdb.v1.MetaCommandRequest
-	67,  // 107: vowdb.v1.Admin.Ident:input_type -> vowdb.v1.IdentRequest
-	62,  // 108: vowdb.v1.Admin.CheckConsistency:input_type -> vowdb.v1.CheckConsistencyRequest
-	65,  // 109: vowdb.v1.Admin.RangeChecksum:input_type -> vowdb.v1.RangeChecksumRequest
-	30,  // 110: vowdb.v1.Raft.Stream:output_type -> vowdb.v1.RaftBatchAck
-	75,  // 111: vowdb.v1.KV.Batch:output_type -> vowdb.v1.BatchResponse
-	34,  // 112: vowdb.v1.KV.Get:output_type -> vowdb.v1.GetResponse
-	36,  // 113: vowdb.v1.KV.Put:output_type -> vowdb.v1.PutResponse
-	38,  // 114: vowdb.v1.KV.Delete:output_type -> vowdb.v1.DeleteResponse
-	40,  // 115: vowdb.v1.KV.Scan:output_type -> vowdb.v1.ScanResponse
-	42,  // 116: vowdb.v1.KV.CompareAndSwap:output_type -> vowdb.v1.CasResponse
-	77,  // 117: vowdb.v1.Txn.Op:output_type -> vowdb.v1.TxnOpResponse
-	79,  // 118: vowdb.v1.Txn.Commit:output_type -> vowdb.v1.TxnCommitResponse
-	81,  // 119: vowdb.v1.Txn.Rollback:output_type -> vowdb.v1.TxnRollbackResponse
-	83,  // 120: vowdb.v1.Txn.KeepAlive:output_type -> vowdb.v1.TxnKeepAliveResponse
-	92,  // 121: vowdb.v1.Txn.Status:output_type -> vowdb.v1.TxnStatusResponse
-	95,  // 122: vowdb.v1.Txn.List:output_type -> vowdb.v1.TxnListResponse
-	100, // 123: vowdb.v1.Txn.Locks:output_type -> vowdb.v1.LocksResponse
-	86,  // 124: vowdb.v1.Txn.Deliver:output_type -> vowdb.v1.TxnDeliverResponse
-	88,  // 125: vowdb.v1.Txn.Propose:output_type -> vowdb.v1.TxnProposeResponse
-	90,  // 126: vowdb.v1.Txn.CoordinatorStatus:output_type -> vowdb.v1.CoordinatorStatusResponse
-	103, // 127: vowdb.v1.Txn.ReportWaits:output_type -> vowdb.v1.WaitsReportResponse
-	45,  // 128: vowdb.v1.Admin.Lookup:output_type -> vowdb.v1.LookupResponse
-	48,  // 129: vowdb.v1.Admin.ListRanges:output_type -> vowdb.v1.ListRangesResponse
-	51,  // 130: vowdb.v1.Admin.ListNodes:output_type -> vowdb.v1.ListNodesResponse
-	53,  // 131: vowdb.v1.Admin.Split:output_type -> vowdb.v1.SplitResponse
-	55,  // 132: vowdb.v1.Admin.Init:output_type -> vowdb.v1.InitResponse
-	57,  // 133: vowdb.v1.Admin.Join:output_type -> vowdb.v1.JoinResponse
-	59,  // 134: vowdb.v1.Admin.Heartbeat:output_type -> vowdb.v1.HeartbeatResponse
-	61,  // 135: vowdb.v1.Admin.MetaCommand:output_type -> vowdb.v1.MetaCommandResponse
-	68,  // 136: vowdb.v1.Admin.Ident:output_type -> vowdb.v1.IdentResponse
-	64,  // 137: vowdb.v1.Admin.CheckConsistency:output_type -> vowdb.v1.CheckConsistencyResponse
-	66,  // 138: vowdb.v1.Admin.RangeChecksum:output_type -> vowdb.v1.RangeChecksumResponse
-	110, // [110:139] is the sub-list for method output_type
-	81,  // [81:110] is the sub-list for method input_type
-	81,  // [81:81] is the sub-list for extension type_name
-	81,  // [81:81] is the sub-list for extension extendee
-	0,   // [0:81] is the sub-list for field type_name
+	20,  // 1: vowdb.v1.Command.put:type_name -> vowdb.v1.PutOp
+	21,  // 2: vowdb.v1.Command.delete:type_name -> vowdb.v1.DeleteOp
+	22,  // 3: vowdb.v1.Command.cas:type_name -> vowdb.v1.CasOp
+	23,  // 4: vowdb.v1.Command.split:type_name -> vowdb.v1.SplitOp
+	24,  // 5: vowdb.v1.Command.alloc_node:type_name -> vowdb.v1.AllocNodeOp
+	25,  // 6: vowdb.v1.Command.put_descriptor:type_name -> vowdb.v1.PutDescriptorOp
+	26,  // 7: vowdb.v1.Command.alloc_range_id:type_name -> vowdb.v1.AllocRangeIDOp
+	14,  // 8: vowdb.v1.Command.prepare_txn:type_name -> vowdb.v1.PrepareTxnOp
+	16,  // 9: vowdb.v1.Command.resolve_txn:type_name -> vowdb.v1.ResolveTxnOp
+	17,  // 10: vowdb.v1.Command.one_phase_txn:type_name -> vowdb.v1.OnePhaseTxnOp
+	18,  // 11: vowdb.v1.Command.txn_record_cas:type_name -> vowdb.v1.TxnRecordCasOp
+	12,  // 12: vowdb.v1.Command.compute_checksum:type_name -> vowdb.v1.ComputeChecksumOp
+	11,  // 13: vowdb.v1.Command.end_txns:type_name -> vowdb.v1.EndTxnsOp
+	10,  // 14: vowdb.v1.Command.gc_txn_state:type_name -> vowdb.v1.GcTxnStateOp
+	18,  // 15: vowdb.v1.EndTxnsOp.ends:type_name -> vowdb.v1.TxnRecordCasOp
+	13,  // 16: vowdb.v1.PrepareTxnOp.writes:type_name -> vowdb.v1.TxnWrite
+	15,  // 17: vowdb.v1.PrepareTxnOp.participants:type_name -> vowdb.v1.TxnParticipant
+	13,  // 18: vowdb.v1.OnePhaseTxnOp.writes:type_name -> vowdb.v1.TxnWrite
+	18,  // 19: vowdb.v1.OnePhaseTxnOp.decide:type_name -> vowdb.v1.TxnRecordCasOp
+	0,   // 20: vowdb.v1.TxnRecordCasOp.expect:type_name -> vowdb.v1.TxnState
+	0,   // 21: vowdb.v1.TxnRecordCasOp.new_state:type_name -> vowdb.v1.TxnState
+	0,   // 22: vowdb.v1.TxnRecord.state:type_name -> vowdb.v1.TxnState
+	6,   // 23: vowdb.v1.PutDescriptorOp.desc:type_name -> vowdb.v1.RangeDescriptor
+	6,   // 24: vowdb.v1.SnapshotData.desc:type_name -> vowdb.v1.RangeDescriptor
+	32,  // 25: vowdb.v1.SnapshotData.kvs:type_name -> vowdb.v1.KeyValue
+	29,  // 26: vowdb.v1.RaftBatch.msgs:type_name -> vowdb.v1.RaftMessage
+	33,  // 27: vowdb.v1.GetRequest.header:type_name -> vowdb.v1.RequestHeader
+	33,  // 28: vowdb.v1.PutRequest.header:type_name -> vowdb.v1.RequestHeader
+	33,  // 29: vowdb.v1.DeleteRequest.header:type_name -> vowdb.v1.RequestHeader
+	33,  // 30: vowdb.v1.ScanRequest.header:type_name -> vowdb.v1.RequestHeader
+	32,  // 31: vowdb.v1.ScanResponse.kvs:type_name -> vowdb.v1.KeyValue
+	33,  // 32: vowdb.v1.CasRequest.header:type_name -> vowdb.v1.RequestHeader
+	6,   // 33: vowdb.v1.RangeRoute.desc:type_name -> vowdb.v1.RangeDescriptor
+	45,  // 34: vowdb.v1.LookupResponse.routes:type_name -> vowdb.v1.RangeRoute
+	7,   // 35: vowdb.v1.LookupResponse.nodes:type_name -> vowdb.v1.NodeDescriptor
+	6,   // 36: vowdb.v1.RangeStatus.desc:type_name -> vowdb.v1.RangeDescriptor
+	48,  // 37: vowdb.v1.ListRangesResponse.ranges:type_name -> vowdb.v1.RangeStatus
+	7,   // 38: vowdb.v1.NodeStatus.node:type_name -> vowdb.v1.NodeDescriptor
+	51,  // 39: vowdb.v1.ListNodesResponse.nodes:type_name -> vowdb.v1.NodeStatus
+	6,   // 40: vowdb.v1.SplitResponse.left:type_name -> vowdb.v1.RangeDescriptor
+	6,   // 41: vowdb.v1.SplitResponse.right:type_name -> vowdb.v1.RangeDescriptor
+	7,   // 42: vowdb.v1.JoinResponse.nodes:type_name -> vowdb.v1.NodeDescriptor
+	7,   // 43: vowdb.v1.HeartbeatRequest.node:type_name -> vowdb.v1.NodeDescriptor
+	51,  // 44: vowdb.v1.HeartbeatResponse.nodes:type_name -> vowdb.v1.NodeStatus
+	9,   // 45: vowdb.v1.MetaCommandRequest.cmd:type_name -> vowdb.v1.Command
+	64,  // 46: vowdb.v1.CheckConsistencyResponse.replicas:type_name -> vowdb.v1.ReplicaChecksum
+	1,   // 47: vowdb.v1.ErrorDetail.code:type_name -> vowdb.v1.ErrorDetail.Code
+	6,   // 48: vowdb.v1.ErrorDetail.desc:type_name -> vowdb.v1.RangeDescriptor
+	71,  // 49: vowdb.v1.ErrorDetail.abort:type_name -> vowdb.v1.TxnAbort
+	2,   // 50: vowdb.v1.TxnAbort.reason:type_name -> vowdb.v1.TxnAbort.Reason
+	34,  // 51: vowdb.v1.BatchOp.get:type_name -> vowdb.v1.GetRequest
+	36,  // 52: vowdb.v1.BatchOp.put:type_name -> vowdb.v1.PutRequest
+	38,  // 53: vowdb.v1.BatchOp.delete:type_name -> vowdb.v1.DeleteRequest
+	42,  // 54: vowdb.v1.BatchOp.cas:type_name -> vowdb.v1.CasRequest
+	77,  // 55: vowdb.v1.BatchOp.txn_op:type_name -> vowdb.v1.TxnOpRequest
+	79,  // 56: vowdb.v1.BatchOp.txn_commit:type_name -> vowdb.v1.TxnCommitRequest
+	73,  // 57: vowdb.v1.BatchOp.cancel:type_name -> vowdb.v1.BatchCancel
+	72,  // 58: vowdb.v1.BatchRequest.ops:type_name -> vowdb.v1.BatchOp
+	70,  // 59: vowdb.v1.BatchResult.error:type_name -> vowdb.v1.ErrorDetail
+	35,  // 60: vowdb.v1.BatchResult.get:type_name -> vowdb.v1.GetResponse
+	43,  // 61: vowdb.v1.BatchResult.cas:type_name -> vowdb.v1.CasResponse
+	78,  // 62: vowdb.v1.BatchResult.txn_op:type_name -> vowdb.v1.TxnOpResponse
+	80,  // 63: vowdb.v1.BatchResult.txn_commit:type_name -> vowdb.v1.TxnCommitResponse
+	75,  // 64: vowdb.v1.BatchResponse.results:type_name -> vowdb.v1.BatchResult
+	3,   // 65: vowdb.v1.TxnOpRequest.kind:type_name -> vowdb.v1.TxnOpRequest.Kind
+	32,  // 66: vowdb.v1.TxnOpResponse.kvs:type_name -> vowdb.v1.KeyValue
+	15,  // 67: vowdb.v1.TxnCommitRequest.participants:type_name -> vowdb.v1.TxnParticipant
+	4,   // 68: vowdb.v1.TxnCommitResponse.outcome:type_name -> vowdb.v1.TxnCommitResponse.Outcome
+	71,  // 69: vowdb.v1.TxnCommitResponse.abort:type_name -> vowdb.v1.TxnAbort
+	15,  // 70: vowdb.v1.TxnRollbackRequest.participants:type_name -> vowdb.v1.TxnParticipant
+	15,  // 71: vowdb.v1.TxnMessage.participants:type_name -> vowdb.v1.TxnParticipant
+	85,  // 72: vowdb.v1.TxnDeliverRequest.msgs:type_name -> vowdb.v1.TxnMessage
+	9,   // 73: vowdb.v1.TxnProposeRequest.cmd:type_name -> vowdb.v1.Command
+	0,   // 74: vowdb.v1.TxnProposeResponse.state:type_name -> vowdb.v1.TxnState
+	0,   // 75: vowdb.v1.TxnStatusResponse.state:type_name -> vowdb.v1.TxnState
+	94,  // 76: vowdb.v1.TxnListResponse.txns:type_name -> vowdb.v1.TxnInfo
+	97,  // 77: vowdb.v1.LocksResponse.waits:type_name -> vowdb.v1.LockWait
+	98,  // 78: vowdb.v1.LocksResponse.deadlocks:type_name -> vowdb.v1.Deadlock
+	100, // 79: vowdb.v1.LocksResponse.held:type_name -> vowdb.v1.LockHold
+	102, // 80: vowdb.v1.WaitsReport.edges:type_name -> vowdb.v1.WaitsEdge
+	98,  // 81: vowdb.v1.WaitsReportResponse.victims:type_name -> vowdb.v1.Deadlock
+	30,  // 82: vowdb.v1.Raft.Stream:input_type -> vowdb.v1.RaftBatch
+	74,  // 83: vowdb.v1.KV.Batch:input_type -> vowdb.v1.BatchRequest
+	34,  // 84: vowdb.v1.KV.Get:input_type -> vowdb.v1.GetRequest
+	36,  // 85: vowdb.v1.KV.Put:input_type -> vowdb.v1.PutRequest
+	38,  // 86: vowdb.v1.KV.Delete:input_type -> vowdb.v1.DeleteRequest
+	40,  // 87: vowdb.v1.KV.Scan:input_type -> vowdb.v1.ScanRequest
+	42,  // 88: vowdb.v1.KV.CompareAndSwap:input_type -> vowdb.v1.CasRequest
+	77,  // 89: vowdb.v1.Txn.Op:input_type -> vowdb.v1.TxnOpRequest
+	79,  // 90: vowdb.v1.Txn.Commit:input_type -> vowdb.v1.TxnCommitRequest
+	81,  // 91: vowdb.v1.Txn.Rollback:input_type -> vowdb.v1.TxnRollbackRequest
+	83,  // 92: vowdb.v1.Txn.KeepAlive:input_type -> vowdb.v1.TxnKeepAliveRequest
+	92,  // 93: vowdb.v1.Txn.Status:input_type -> vowdb.v1.TxnStatusRequest
+	95,  // 94: vowdb.v1.Txn.List:input_type -> vowdb.v1.TxnListRequest
+	99,  // 95: vowdb.v1.Txn.Locks:input_type -> vowdb.v1.LocksRequest
+	86,  // 96: vowdb.v1.Txn.Deliver:input_type -> vowdb.v1.TxnDeliverRequest
+	88,  // 97: vowdb.v1.Txn.Propose:input_type -> vowdb.v1.TxnProposeRequest
+	90,  // 98: vowdb.v1.Txn.CoordinatorStatus:input_type -> vowdb.v1.CoordinatorStatusRequest
+	103, // 99: vowdb.v1.Txn.ReportWaits:input_type -> vowdb.v1.WaitsReport
+	44,  // 100: vowdb.v1.Admin.Lookup:input_type -> vowdb.v1.LookupRequest
+	47,  // 101: vowdb.v1.Admin.ListRanges:input_type -> vowdb.v1.ListRangesRequest
+	50,  // 102: vowdb.v1.Admin.ListNodes:input_type -> vowdb.v1.ListNodesRequest
+	53,  // 103: vowdb.v1.Admin.Split:input_type -> vowdb.v1.SplitRequest
+	55,  // 104: vowdb.v1.Admin.Init:input_type -> vowdb.v1.InitRequest
+	57,  // 105: vowdb.v1.Admin.Join:input_type -> vowdb.v1.JoinRequest
+	59,  // 106: vowdb.v1.Admin.Heartbeat:input_type -> vowdb.v1.HeartbeatRequest
+	61,  // 107: vowdb.v1.Admin.MetaCommand:input_type -> vowdb.v1.MetaCommandRequest
+	68,  // 108: vowdb.v1.Admin.Ident:input_type -> vowdb.v1.IdentRequest
+	63,  // 109: vowdb.v1.Admin.CheckConsistency:input_type -> vowdb.v1.CheckConsistencyRequest
+	66,  // 110: vowdb.v1.Admin.RangeChecksum:input_type -> vowdb.v1.RangeChecksumRequest
+	31,  // 111: vowdb.v1.Raft.Stream:output_type -> vowdb.v1.RaftBatchAck
+	76,  // 112: vowdb.v1.KV.Batch:output_type -> vowdb.v1.BatchResponse
+	35,  // 113: vowdb.v1.KV.Get:output_type -> vowdb.v1.GetResponse
+	37,  // 114: vowdb.v1.KV.Put:output_type -> vowdb.v1.PutResponse
+	39,  // 115: vowdb.v1.KV.Delete:output_type -> vowdb.v1.DeleteResponse
+	41,  // 116: vowdb.v1.KV.Scan:output_type -> vowdb.v1.ScanResponse
+	43,  // 117: vowdb.v1.KV.CompareAndSwap:output_type -> vowdb.v1.CasResponse
+	78,  // 118: vowdb.v1.Txn.Op:output_type -> vowdb.v1.TxnOpResponse
+	80,  // 119: vowdb.v1.Txn.Commit:output_type -> vowdb.v1.TxnCommitResponse
+	82,  // 120: vowdb.v1.Txn.Rollback:output_type -> vowdb.v1.TxnRollbackResponse
+	84,  // 121: vowdb.v1.Txn.KeepAlive:output_type -> vowdb.v1.TxnKeepAliveResponse
+	93,  // 122: vowdb.v1.Txn.Status:output_type -> vowdb.v1.TxnStatusResponse
+	96,  // 123: vowdb.v1.Txn.List:output_type -> vowdb.v1.TxnListResponse
+	101, // 124: vowdb.v1.Txn.Locks:output_type -> vowdb.v1.LocksResponse
+	87,  // 125: vowdb.v1.Txn.Deliver:output_type -> vowdb.v1.TxnDeliverResponse
+	89,  // 126: vowdb.v1.Txn.Propose:output_type -> vowdb.v1.TxnProposeResponse
+	91,  // 127: vowdb.v1.Txn.CoordinatorStatus:output_type -> vowdb.v1.CoordinatorStatusResponse
+	104, // 128: vowdb.v1.Txn.ReportWaits:output_type -> vowdb.v1.WaitsReportResponse
+	46,  // 129: vowdb.v1.Admin.Lookup:output_type -> vowdb.v1.LookupResponse
+	49,  // 130: vowdb.v1.Admin.ListRanges:output_type -> vowdb.v1.ListRangesResponse
+	52,  // 131: vowdb.v1.Admin.ListNodes:output_type -> vowdb.v1.ListNodesResponse
+	54,  // 132: vowdb.v1.Admin.Split:output_type -> vowdb.v1.SplitResponse
+	56,  // 133: vowdb.v1.Admin.Init:output_type -> vowdb.v1.InitResponse
+	58,  // 134: vowdb.v1.Admin.Join:output_type -> vowdb.v1.JoinResponse
+	60,  // 135: vowdb.v1.Admin.Heartbeat:output_type -> vowdb.v1.HeartbeatResponse
+	62,  // 136: vowdb.v1.Admin.MetaCommand:output_type -> vowdb.v1.MetaCommandResponse
+	69,  // 137: vowdb.v1.Admin.Ident:output_type -> vowdb.v1.IdentResponse
+	65,  // 138: vowdb.v1.Admin.CheckConsistency:output_type -> vowdb.v1.CheckConsistencyResponse
+	67,  // 139: vowdb.v1.Admin.RangeChecksum:output_type -> vowdb.v1.RangeChecksumResponse
+	111, // [111:140] is the sub-list for method output_type
+	82,  // [82:111] is the sub-list for method input_type
+	82,  // [82:82] is the sub-list for extension type_name
+	82,  // [82:82] is the sub-list for extension extendee
+	0,   // [0:82] is the sub-list for field type_name
 }
 
 func init() { file_api_vowdbpb_vowdb_proto_init() }
@@ -7444,8 +7529,9 @@ func file_api_vowdbpb_vowdb_proto_init() {
 		(*Command_TxnRecordCas)(nil),
 		(*Command_ComputeChecksum)(nil),
 		(*Command_EndTxns)(nil),
+		(*Command_GcTxnState)(nil),
 	}
-	file_api_vowdbpb_vowdb_proto_msgTypes[66].OneofWrappers = []any{
+	file_api_vowdbpb_vowdb_proto_msgTypes[67].OneofWrappers = []any{
 		(*BatchOp_Get)(nil),
 		(*BatchOp_Put)(nil),
 		(*BatchOp_Delete)(nil),
@@ -7460,7 +7546,7 @@ func file_api_vowdbpb_vowdb_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_api_vowdbpb_vowdb_proto_rawDesc), len(file_api_vowdbpb_vowdb_proto_rawDesc)),
 			NumEnums:      5,
-			NumMessages:   99,
+			NumMessages:   100,
 			NumExtensions: 0,
 			NumServices:   4,
 		},

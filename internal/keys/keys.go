@@ -33,6 +33,9 @@ const (
 	SuffixPrepare   = 'p' // PrepareTxnOp: a participant's durable vote
 	SuffixTxnRecord = 'x' // TxnRecord of transactions anchored in the range
 	SuffixOutcome   = 'o' // remembered outcome of a finished transaction
+	// SuffixTxnHorizon holds the range's txn horizon (8 bytes, big-endian):
+	// the attempts below it have had their finished state collected.
+	SuffixTxnHorizon = 'g'
 )
 
 // TxnKey returns the range-local key of txn state of the given kind.
@@ -40,9 +43,13 @@ func TxnKey(rangeID uint64, suffix byte, txnID []byte) []byte {
 	return append(RangeLocalKey(rangeID, suffix), txnID...)
 }
 
-// TxnSuffixes lists the kinds of range-local txn state, which snapshots and
-// splits carry along with the range's data.
+// TxnSuffixes lists the kinds of range-local txn state kept per txn, which
+// snapshots and splits carry along with the range's data.
 var TxnSuffixes = []byte{SuffixPrepare, SuffixTxnRecord, SuffixOutcome}
+
+// ReplicatedTxnSuffixes is TxnSuffixes and the txn horizon: every piece of
+// range-local txn state that snapshots carry and checksums cover.
+var ReplicatedTxnSuffixes = []byte{SuffixPrepare, SuffixTxnRecord, SuffixOutcome, SuffixTxnHorizon}
 
 // RangeLocalPrefix returns the prefix of every range-local key of rangeID.
 func RangeLocalPrefix(rangeID uint64) []byte {

@@ -29,6 +29,7 @@ type Node struct {
 	RequestSeconds   *prometheus.HistogramVec // by method
 	TxnCommits       *prometheus.CounterVec   // by path (1PC, 2PC, read-only)
 	TxnAborts        *prometheus.CounterVec   // by reason
+	TxnCollected     prometheus.Counter       // finished txn state collected past the retention
 }
 
 // New builds and registers a node's collectors.
@@ -55,8 +56,9 @@ func New() *Node {
 		RequestSeconds:   prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "vowdb_request_seconds", Help: "Client request latency by method.", Buckets: lat}, []string{"method"}),
 		TxnCommits:       prometheus.NewCounterVec(prometheus.CounterOpts{Name: "vowdb_txn_commits_total", Help: "Transactions committed by this gateway, by commit path."}, []string{"path"}),
 		TxnAborts:        prometheus.NewCounterVec(prometheus.CounterOpts{Name: "vowdb_txn_aborts_total", Help: "Transaction aborts seen by this node, by reason."}, []string{"reason"}),
+		TxnCollected:     prometheus.NewCounter(prometheus.CounterOpts{Name: "vowdb_txn_state_collected_total", Help: "Remembered outcomes and ended txn records collected past the txn retention by ranges this node leads."}),
 	}
 	r.MustRegister(m.LeaderChanges, m.Proposals, m.ProposalsDropped, m.ReadIndexes, m.SnapshotsSent, m.SnapshotsApplied,
-		m.RaftMsgsSent, m.RaftMsgsRecv, m.FsyncSeconds, m.ApplySeconds, m.ReadyBatchGroups, m.Ranges, m.Leaders, m.Requests, m.RequestSeconds, m.TxnCommits, m.TxnAborts)
+		m.RaftMsgsSent, m.RaftMsgsRecv, m.FsyncSeconds, m.ApplySeconds, m.ReadyBatchGroups, m.Ranges, m.Leaders, m.Requests, m.RequestSeconds, m.TxnCommits, m.TxnAborts, m.TxnCollected)
 	return m
 }

@@ -29,6 +29,9 @@ type Result struct {
 	// command's log index.
 	Checksum []byte
 	Index    uint64
+	// Collected (GcTxnState) is how many pieces of finished txn state the
+	// command deleted.
+	Collected int
 }
 
 // batchRW is the state the range state machine reads and writes: an indexed
@@ -134,6 +137,8 @@ func applyCommand(b batchRW, desc *vowdbpb.RangeDescriptor, txns *txnIndex, cmd 
 		return (&rangeState{b, desc, txns}).recordCAS(op.TxnRecordCas)
 	case *vowdbpb.Command_EndTxns:
 		return (&rangeState{b, desc, txns}).endTxns(op.EndTxns)
+	case *vowdbpb.Command_GcTxnState:
+		return (&rangeState{b, desc, txns}).gcTxnState(op.GcTxnState)
 	case *vowdbpb.Command_ComputeChecksum:
 		sum, err := Checksum(b, desc)
 		return Result{Checksum: sum}, err

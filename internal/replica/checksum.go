@@ -56,7 +56,7 @@ func Checksum(rd storage.Reader, desc *vowdbpb.RangeDescriptor) ([]byte, error) 
 	if err := section('s', start, end); err != nil {
 		return nil, fmt.Errorf("replica %d: checksum: %w", desc.GetRangeId(), err)
 	}
-	for _, suffix := range keys.TxnSuffixes {
+	for _, suffix := range keys.ReplicatedTxnSuffixes {
 		p := keys.RangeLocalKey(desc.GetRangeId(), suffix)
 		if err := section(suffix, p, keys.PrefixEnd(p)); err != nil {
 			return nil, fmt.Errorf("replica %d: checksum: %w", desc.GetRangeId(), err)

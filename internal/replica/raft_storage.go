@@ -49,7 +49,7 @@ func (s *raftStorage) Snapshot() (raftpb.Snapshot, error) {
 		return raftpb.Snapshot{}, err
 	}
 	// The range's transaction state travels with its data.
-	for _, suffix := range keys.TxnSuffixes {
+	for _, suffix := range keys.ReplicatedTxnSuffixes {
 		p := keys.RangeLocalKey(r.RangeID, suffix)
 		err = r.eng.Scan(p, keys.PrefixEnd(p), func(k, v []byte) bool {
 			data.Kvs = append(data.Kvs, &vowdbpb.KeyValue{Key: append([]byte(nil), k...), Value: append([]byte(nil), v...)})

@@ -422,7 +422,7 @@ func (r *Replica) persistSnapshot(b *pebble.Batch, snap raftpb.Snapshot) error {
 	if err := b.DeleteRange(start, end, nil); err != nil {
 		return err
 	}
-	for _, suffix := range keys.TxnSuffixes {
+	for _, suffix := range keys.ReplicatedTxnSuffixes {
 		p := keys.RangeLocalKey(id, suffix)
 		if err := b.DeleteRange(p, keys.PrefixEnd(p), nil); err != nil {
 			return err

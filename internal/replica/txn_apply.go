@@ -25,7 +25,13 @@ func (r *rangeState) outcome(txnID []byte) (vowdbpb.TxnState, error) {
 	return vowdbpb.TxnState(v[0]), nil
 }
 
+// remember writes the outcome of a finished attempt, unless the attempt is
+// below the range's txn horizon: its outcome would only be collected again,
+// and below the horizon absent state is final anyway (txn_gc.go).
 func (r *rangeState) remember(txnID []byte, st vowdbpb.TxnState) error {
+	if below, err := r.belowHorizon(txnID); err != nil || below {
+		return err
+	}
 	return r.setTxn(keys.SuffixOutcome, txnID, []byte{byte(st)}, false)
 }
 
@@ -110,6 +116,10 @@ func (r *rangeState) prepare(op *vowdbpb.PrepareTxnOp) (Result, error) {
 	if _, found, err := r.getTxn(keys.SuffixPrepare, op.TxnId); err != nil || found {
 		return Result{TxnState: vowdbpb.TxnState_TXN_PENDING}, err // duplicate PREPARE: same vote
 	}
+	if below, err := r.belowHorizon(op.TxnId); err != nil || below {
+		// Its outcome may have been collected: it must not prepare now.
+		return Result{TxnState: vowdbpb.TxnState_TXN_ABORTED}, err
+	}
 	return Result{TxnState: vowdbpb.TxnState_TXN_PENDING}, r.setTxnProto(keys.SuffixPrepare, op.TxnId, op, true)
 }
 
@@ -158,6 +168,11 @@ func (r *rangeState) onePhase(op *vowdbpb.OnePhaseTxnOp) (Result, error) {
 	}
 	if err := r.checkWrites(op.Writes); err != nil {
 		return Result{Err: err}, nil
+	}
+	if below, err := r.belowHorizon(op.TxnId); err != nil || below {
+		// It may have applied before its outcome was collected: the
+		// range cannot tell, and applies nothing.
+		return Result{TxnState: vowdbpb.TxnState_TXN_UNKNOWN}, err
 	}
 	if d := op.Decide; d != nil {
 		// The anchor's commit with the decision: the txn record first. An
@@ -261,6 +276,14 @@ func splitTxnState(b batchRW, left, right *vowdbpb.RangeDescriptor) error {
 			found = append(found, kv{append([]byte(nil), it.Key()...), append([]byte(nil), it.Value()...)})
 		}
 		if err := it.Close(); err != nil {
+			return err
+		}
+	}
+	// The right range starts with the left's txn horizon.
+	if h, err := readHorizon(b, left.RangeId); err != nil {
+		return err
+	} else if h > 0 {
+		if err := writeHorizon(b, right.RangeId, h); err != nil {
 			return err
 		}
 	}

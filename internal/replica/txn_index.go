@@ -38,16 +38,19 @@ import (
 // rewrote that state outside the txn commands; every txn key the commands
 // write afterwards goes through it. A range with more than maxTxnIndex txn
 // ids gives up (full): its index stays unbuilt and every read goes to
-// Pebble, until a snapshot replaces the range's state (remembered outcomes
-// are never collected today, so a long-lived range would otherwise hold an
-// unbounded set in memory).
+// Pebble, until a snapshot replaces the range's state or a collection of
+// finished state (txn_gc.go) deletes some of it. A txn id's kinds stay in
+// the index after its state is collected (another id may share its hash);
+// a collection drops an index grown past half the limit, to be rebuilt from
+// what is left.
 //
 // Only the scheduler goroutine uses a replica's index.
 type txnIndex struct {
-	built bool
-	full  bool
-	kinds map[uint64]uint8
-	live  map[string][]byte
+	built   bool
+	full    bool
+	kinds   map[uint64]uint8
+	live    map[string][]byte
+	horizon uint64 // the range's txn horizon (txn_gc.go), when built
 }
 
 // maxTxnIndex bounds a range's index: about 16 MiB of memory.
@@ -116,7 +119,9 @@ func (x *txnIndex) needsBuild() bool { return !x.built && !x.full }
 // reset forgets everything (the range's txn state was rewritten): until the
 // next build, every read goes to Pebble.
 func (x *txnIndex) reset() {
-	*x = txnIndex{}
+	if x != nil {
+		*x = txnIndex{}
+	}
 }
 
 // build scans the txn state of range rangeID in b (an indexed batch, so
@@ -149,7 +154,11 @@ func (x *txnIndex) build(b batchRW, rangeID uint64) error {
 			return nil
 		}
 	}
-	x.kinds, x.live, x.built = kinds, live, true
+	h, err := readHorizon(b, rangeID)
+	if err != nil {
+		return err
+	}
+	x.kinds, x.live, x.horizon, x.built = kinds, live, h, true
 	return nil
 }
 

@@ -2,6 +2,7 @@ package replica
 
 import (
 	"bytes"
+	"encoding/binary"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
@@ -111,15 +112,31 @@ func unendedRecords(t *testing.T, b *pebble.Batch, rangeID uint64) string {
 	return recordSet(recs)
 }
 
+// attemptID is the txn state id of txn n, attempt n+1 (txn id, then
+// attempt, as the txn layer writes them), so that collection can place it.
+func attemptID(n int) string {
+	var b [16]byte
+	binary.BigEndian.PutUint64(b[:8], uint64(n))
+	binary.BigEndian.PutUint64(b[8:], uint64(n+1))
+	return string(b[:])
+}
+
 func randomTxnCmd(rng *rand.Rand) *vowdbpb.Command {
-	id := fmt.Sprintf("t%d", rng.IntN(6))
+	id := attemptID(rng.IntN(6))
 	key := string(rune('a' + rng.IntN(4)))
 	states := []vowdbpb.TxnState{unknown, pending, committed, aborted}
-	switch rng.IntN(7) {
+	switch rng.IntN(8) {
+	case 7:
+		// Collect the finished state of attempts 1..before-1.
+		var ids []string
+		for range rng.IntN(5) {
+			ids = append(ids, attemptID(rng.IntN(6)))
+		}
+		return gcCmd(uint64(rng.IntN(8)), ids...)
 	case 6:
 		var ends []*vowdbpb.TxnRecordCasOp
 		for range 1 + rng.IntN(3) {
-			ends = append(ends, &vowdbpb.TxnRecordCasOp{TxnId: fmt.Appendf(nil, "t%d", rng.IntN(6)), AnchorKey: []byte("b"), End: true})
+			ends = append(ends, &vowdbpb.TxnRecordCasOp{TxnId: []byte(attemptID(rng.IntN(6))), AnchorKey: []byte("b"), End: true})
 		}
 		return &vowdbpb.Command{Op: &vowdbpb.Command_EndTxns{EndTxns: &vowdbpb.EndTxnsOp{Ends: ends}}}
 	case 0:

@@ -2,6 +2,7 @@ package server
 
 import (
 	"errors"
+	"fmt"
 	"log/slog"
 	"time"
 
@@ -52,6 +53,17 @@ type Config struct {
 	// rollback was lost. The Go client keeps an open transaction alive
 	// every second.
 	TxnIdleTimeout time.Duration
+	// TxnRetention is how long a range remembers finished transactions
+	// (outcomes, ended txn records) before collecting them (default 10
+	// min; at least MaxTxnDuration plus a minute). Within it a late or
+	// duplicated message is answered from that memory, and TxnStatus
+	// reports the outcome; past it the attempt is below the range's txn
+	// horizon, where absent state is final (replica/txn_gc.go), and
+	// TxnStatus reports UNKNOWN.
+	TxnRetention time.Duration
+	// TxnCollectInterval is how often a range leader collects finished
+	// txn state past TxnRetention (default 1 min).
+	TxnCollectInterval time.Duration
 	// TxnPipelineRecords is how many transaction records (prepare, commit,
 	// abort) a range's leader keeps in its Raft log at once before the next
 	// ones wait and batch (default 1). More lowers commit latency at low
@@ -104,6 +116,12 @@ func (c *Config) Defaults() {
 	if c.TxnIdleTimeout == 0 {
 		c.TxnIdleTimeout = 4 * time.Second
 	}
+	if c.TxnRetention == 0 {
+		c.TxnRetention = 10 * time.Minute
+	}
+	if c.TxnCollectInterval == 0 {
+		c.TxnCollectInterval = time.Minute
+	}
 	if c.MaxTxnBytes == 0 {
 		c.MaxTxnBytes = 16 << 20
 	}
@@ -130,6 +148,9 @@ func (c *Config) validate() error {
 	}
 	if c.ReplicationFactor < 1 {
 		return errors.New("server: --replication-factor must be at least 1")
+	}
+	if c.TxnRetention <= 2*c.MaxTxnDuration {
+		return fmt.Errorf("server: the txn retention (%v) must be more than twice the longest transaction (%v)", c.TxnRetention, c.MaxTxnDuration)
 	}
 	return nil
 }

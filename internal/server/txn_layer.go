@@ -51,8 +51,9 @@ type txnLayer struct {
 		reported map[uint64]time.Time
 		history  []*vowdbpb.Deadlock
 	}
-	restoreMu sync.Mutex // serializes restore scans
-	restorer  txnhost.Restorer
+	restoreMu  sync.Mutex  // serializes restore scans
+	collecting atomic.Bool // a collection of finished txn state is running
+	restorer   txnhost.Restorer
 }
 
 // Transaction timing. A tick drives the participants' inquiry timers and
@@ -246,6 +247,13 @@ func (l *txnLayer) admitOp(ctx context.Context, req *vowdbpb.TxnOpRequest) (*adm
 	id := lock.TxnID(req.TxnId)
 	if err := checkAttempt(req.TxnId, req.Attempt); err != nil {
 		return nil, err
+	}
+	// The attempt is the client's begin time; the ranges collect finished
+	// state by it. One that looks older than half the retention (a client
+	// clock far behind this node's) could have its state collected while
+	// it runs: refused up front, with the reason.
+	if age := time.Since(time.Unix(0, int64(req.Attempt))); age > n.cfg.TxnRetention/2 {
+		return nil, transport.Invalid("transaction %d began %v ago by this node's clock, more than half the txn retention (%v): check the client's clock", id, age.Round(time.Second), n.cfg.TxnRetention)
 	}
 	val := req.Value
 	if req.Kind != vowdbpb.TxnOpRequest_PUT {
@@ -457,7 +465,7 @@ func (l *txnLayer) plainLockTry(ctx context.Context, sched *multiraft.Scheduler,
 func (l *txnLayer) loop() {
 	t := time.NewTicker(txnTick)
 	defer t.Stop()
-	var lastReport, lastBuild, lastRestore time.Time
+	var lastReport, lastBuild, lastRestore, lastCollect time.Time
 	for {
 		select {
 		case <-l.n.ctx.Done():
@@ -478,6 +486,10 @@ func (l *txnLayer) loop() {
 			if now.Sub(lastRestore) >= restorePeriod {
 				lastRestore = now
 				go l.restore()
+			}
+			if now.Sub(lastCollect) >= l.n.cfg.TxnCollectInterval {
+				lastCollect = now
+				go l.collect(now)
 			}
 		}
 	}

@@ -75,7 +75,7 @@ func (c *client) step() {
 			return
 		}
 		w.txnSeq++
-		t := &ctxn{id: lock.TxnID(w.txnSeq), attempt: 1, p: w.wl.plan(c), gateway: uint64(1 + w.rng.IntN(len(w.nodes))),
+		t := &ctxn{id: lock.TxnID(w.txnSeq), attempt: uint64(w.now) + 1, p: w.wl.plan(c), gateway: uint64(1 + w.rng.IntN(len(w.nodes))),
 			reads: map[string][]byte{}, parts: map[uint64]*txn.Participation{}, invoke: w.now, aliveAt: w.now + keepAliveTicks}
 		t.p.op.Process, t.p.op.Invoke = c.id, w.now*tickNanos
 		c.cur = t

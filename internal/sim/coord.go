@@ -39,6 +39,38 @@ func (n *node) txnTick() {
 	if n.w.now%restorePeriod == 0 {
 		n.restore()
 	}
+	if n.w.now%collectPeriod == 0 && n.w.now > retentionTicks {
+		n.collect()
+	}
+}
+
+// collect proposes, on every range this node leads, the collection of the
+// finished txn state of attempts older than the retention, as the server's
+// txn layer does.
+func (n *node) collect() {
+	before := uint64(n.w.now - retentionTicks)
+	for _, r := range n.sched.Replicas() {
+		st := r.Status()
+		if st.Desc == nil || st.Desc.IsMeta || st.LeaderID != n.id {
+			continue
+		}
+		ids, err := replica.GcCandidates(n.eng, r.RangeID, before, 1000)
+		if err != nil {
+			n.w.fail("node %d range %d: txn state collection scan: %v", n.id, r.RangeID, err)
+			return
+		}
+		if len(ids) == 0 {
+			continue
+		}
+		id := r.RangeID
+		n.propose(id, &vowdbpb.Command{Op: &vowdbpb.Command_GcTxnState{GcTxnState: &vowdbpb.GcTxnStateOp{
+			BeforeAttempt: before, OutcomeIds: ids}}}, func(res replica.Result) {
+			if res.Err == nil && res.Collected > 0 {
+				n.w.saw("finished txn state collected")
+				n.w.event("node %d range %d collects %d remembered outcomes below attempt %d", n.id, id, res.Collected, before)
+			}
+		})
+	}
 }
 
 // commit hands a client's commit to this node's gateway.

@@ -103,20 +103,26 @@ func (r *Report) String() string {
 
 // Timing, in ticks.
 const (
-	electionTicks   = 10 // a follower campaigns after 10..19 ticks without its leader
-	heartbeatTicks  = 2
-	proposalTicks   = 40 // a proposal not applied by then is ambiguous
-	inquireTicks    = 10
-	resendTicks     = 5
-	voteTimeout     = 40
-	decideTimeout   = 40
-	lockTimeout     = 30
-	maxTxnTicks     = 200 // an ACTIVE txn older than this is aborted by its ranges
-	keepAliveTicks  = 10  // Config.KeepAlive: a client's keep-alive period
-	idleTicks       = 40  // Config.KeepAlive: a range aborts an ACTIVE txn silent this long
-	requestTimeout  = 60  // a client gives up on a request
-	detectorPeriod  = 5
-	restorePeriod   = 20
+	electionTicks  = 10 // a follower campaigns after 10..19 ticks without its leader
+	heartbeatTicks = 2
+	proposalTicks  = 40 // a proposal not applied by then is ambiguous
+	inquireTicks   = 10
+	resendTicks    = 5
+	voteTimeout    = 40
+	decideTimeout  = 40
+	lockTimeout    = 30
+	maxTxnTicks    = 200 // an ACTIVE txn older than this is aborted by its ranges
+	keepAliveTicks = 10  // Config.KeepAlive: a client's keep-alive period
+	idleTicks      = 40  // Config.KeepAlive: a range aborts an ACTIVE txn silent this long
+	requestTimeout = 60  // a client gives up on a request
+	detectorPeriod = 5
+	restorePeriod  = 20
+	// Finished txn state older than retentionTicks is collected every
+	// collectPeriod ticks (as vowdb start --txn-retention): attempts are
+	// begin ticks, and ranges refuse operations of attempts older than half
+	// the retention, as the server does.
+	retentionTicks  = 250
+	collectPeriod   = 25
 	settleTicks     = 3000
 	maxFinishedTxns = 10000
 	lastEvents      = 60

@@ -216,7 +216,7 @@ func TestSimulationCoversTheProtocol(t *testing.T) {
 		"inquire", "inquire-peer (cooperative termination)", "presumed abort", "restore of decided records",
 		"tenure rebuilt with prepared txns", "global deadlock victim", "range abort: lock wait timeout",
 		"range abort: deadline", "range abort: rollback", "range abort: idle", "split",
-		"ENDs batched in one entry"} {
+		"ENDs batched in one entry", "finished txn state collected"} {
 		if total[p] == 0 {
 			t.Errorf("no seed ran %q", p)
 		}

@@ -268,6 +268,11 @@ func (n *node) current(rangeID uint64) *txnhost.Tenure {
 // op serves one client operation (rule 9: locks are taken when the op is
 // issued). reply is called exactly once.
 func (n *node) op(id lock.TxnID, attempt, age uint64, key, value []byte, write bool, reply func(opReply)) {
+	if int64(attempt) < n.w.now-retentionTicks/2 {
+		// As the server: its state could be collected while it runs.
+		reply(opReply{abort: "began more than half the txn retention ago"})
+		return
+	}
 	ri := n.w.rangeFor(key)
 	tr := n.current(ri.id)
 	if tr == nil {

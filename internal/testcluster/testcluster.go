@@ -26,6 +26,8 @@ type Options struct {
 	Logger            *slog.Logger
 	HTTP              bool
 	TxnIdleTimeout    time.Duration // 0: the server's default
+	// Txn state collection (0: the server's defaults).
+	MaxTxnDuration, TxnRetention, TxnCollectInterval time.Duration
 }
 
 // Cluster is a running in-process cluster.
@@ -47,12 +49,15 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 	c := &Cluster{opts: opts}
 	for i := 0; i < opts.Nodes; i++ {
 		cfg := server.Config{
-			DataDir:           filepath.Join(opts.Dir, fmt.Sprintf("n%d", i+1)),
-			ListenAddr:        "127.0.0.1:0",
-			ReplicationFactor: opts.ReplicationFactor,
-			LogKeepEntries:    opts.LogKeepEntries,
-			TxnIdleTimeout:    opts.TxnIdleTimeout,
-			Logger:            opts.Logger.With("node", i+1),
+			DataDir:            filepath.Join(opts.Dir, fmt.Sprintf("n%d", i+1)),
+			ListenAddr:         "127.0.0.1:0",
+			ReplicationFactor:  opts.ReplicationFactor,
+			LogKeepEntries:     opts.LogKeepEntries,
+			TxnIdleTimeout:     opts.TxnIdleTimeout,
+			MaxTxnDuration:     opts.MaxTxnDuration,
+			TxnRetention:       opts.TxnRetention,
+			TxnCollectInterval: opts.TxnCollectInterval,
+			Logger:             opts.Logger.With("node", i+1),
 		}
 		if opts.HTTP {
 			cfg.HTTPAddr = "127.0.0.1:0"

@@ -363,7 +363,8 @@ func TestTxnOpAbandonedWhileGranted(t *testing.T) {
 	}
 	tc := rawTxnClient(t, c)
 	hit, release := holdAt(t, failpoint.TxnOpGranted)
-	const id, attempt = 4242, 1
+	const id = 4242
+	attempt := uint64(time.Now().UnixNano()) // attempts are begin times
 	octx, cancel := context.WithTimeout(ctx, time.Second)
 	done := make(chan error, 1)
 	go func() {

@@ -682,7 +682,8 @@ func TestTxnRollbackBeforeOperation(t *testing.T) {
 			rangeID = r.ID
 		}
 	}
-	const id, attempt = 777, 1
+	const id = 777
+	attempt := uint64(time.Now().UnixNano()) // attempts are begin times
 	if _, err := tc.Rollback(ctx, &vowdbpb.TxnRollbackRequest{TxnId: id, Attempt: attempt,
 		Participants: []*vowdbpb.TxnParticipant{{RangeId: rangeID}}}); err != nil {
 		t.Fatal(err)
@@ -786,7 +787,7 @@ func TestTxnStreamCancel(t *testing.T) {
 	}
 	const id = 5151
 	if err := st.Send(&vowdbpb.BatchRequest{Ops: []*vowdbpb.BatchOp{{Id: 1, Op: &vowdbpb.BatchOp_TxnOp{TxnOp: &vowdbpb.TxnOpRequest{
-		TxnId: id, Attempt: 1, Kind: vowdbpb.TxnOpRequest_GET, Key: []byte("k"), GatewayNodeId: 1,
+		TxnId: id, Attempt: uint64(time.Now().UnixNano()), Kind: vowdbpb.TxnOpRequest_GET, Key: []byte("k"), GatewayNodeId: 1,
 		LockTimeoutMs: 30000, BeginUnixNanos: time.Now().UnixNano()}}}}}); err != nil {
 		t.Fatal(err)
 	}
