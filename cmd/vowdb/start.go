@@ -86,7 +86,7 @@ func newStartCmd() *cobra.Command {
 	fs.IntVar(&f.maxKeyBytes, "max-key-bytes", 0, "largest key accepted, in bytes (0: the server default)")
 	fs.IntVar(&f.maxValueBytes, "max-value-bytes", 0, "largest value accepted, in bytes (0: the server default)")
 	fs.IntVar(&f.maxTxnBytes, "max-txn-bytes", 0, "bytes of keys and values one transaction may write on one range, all committed in one Raft entry; past it the transaction is aborted with a limit error (0: 16 MiB)")
-	fs.DurationVar(&f.txnRetention, "txn-retention", 0, "how long each range remembers finished transactions (outcomes, ended records) so that late or duplicated messages are answered and txn status reports the outcome; older ones are collected and their status is UNKNOWN (at least 2m; 0: 10m)")
+	fs.DurationVar(&f.txnRetention, "txn-retention", 0, "how long each range remembers the outcomes of finished transactions, so that late or duplicated messages are answered and txn status of a one-phase transaction reports it; older outcomes are collected (a cross-range transaction's record is kept); an operation of a transaction begun more than half of it ago is refused (at least 3m; 0: 10m)")
 	fs.DurationVar(&f.txnIdleTimeout, "txn-idle-timeout", 0, "abort an open transaction on a range once its client sent that range no operation and no keep-alive for this long, so a vanished client's locks are freed (the Go client keeps open transactions alive every second; at least 2s; 0: 4s, under the 5s default lock-wait timeout)")
 	// Timing knobs, mostly for tests; 0 keeps the server's default.
 	fs.DurationVar(&f.tickInterval, "tick-interval", 0, "advanced: length of one Raft tick (0: 100ms)")
@@ -126,8 +126,8 @@ func (f *startFlags) config(logger *slog.Logger) (server.Config, error) {
 	if f.txnIdleTimeout != 0 && f.txnIdleTimeout < 2*time.Second {
 		return server.Config{}, usageErrorf("--txn-idle-timeout must be at least 2s (clients keep transactions alive every second), not %v", f.txnIdleTimeout)
 	}
-	if f.txnRetention != 0 && f.txnRetention < 2*time.Minute {
-		return server.Config{}, usageErrorf("--txn-retention must be at least 2m (a transaction may run for 60s), not %v", f.txnRetention)
+	if f.txnRetention != 0 && f.txnRetention < 3*time.Minute {
+		return server.Config{}, usageErrorf("--txn-retention must be at least 3m (more than twice the 60s a transaction may run), not %v", f.txnRetention)
 	}
 	return server.Config{
 		DataDir:            f.dataDir,
