@@ -125,3 +125,20 @@ func TestStartTxnIdleTimeout(t *testing.T) {
 		}
 	}
 }
+
+// TestStartTxnRetention: --txn-retention reaches the server configuration;
+// below 3m (more than twice the 60s a transaction may run) or negative it
+// is a usage error.
+func TestStartTxnRetention(t *testing.T) {
+	f := &startFlags{dataDir: t.TempDir(), listenAddr: "127.0.0.1:0", replicationFactor: 3, txnRetention: time.Hour}
+	cfg, err := f.config(nil)
+	if err != nil || cfg.TxnRetention != time.Hour {
+		t.Fatalf("config: TxnRetention %v, %v; want 1h", cfg.TxnRetention, err)
+	}
+	for _, d := range []time.Duration{2 * time.Minute, -time.Minute} {
+		f.txnRetention = d
+		if _, err := f.config(nil); err == nil {
+			t.Fatalf("--txn-retention %v was accepted", d)
+		}
+	}
+}
