@@ -285,8 +285,13 @@ func (n *node) op(id lock.TxnID, attempt, age uint64, key, value []byte, write b
 	if write {
 		mode, wr = lock.X, &txn.Write{Key: key, Value: value}
 	}
+	// The ACTIVE deadline also ends early enough that a PREPARE or a
+	// one-phase commit applies above the txn horizon, as the server's
+	// rule (retention over twice the transaction limit) ensures there;
+	// the simulator's retention is shorter, to collect under faults.
+	deadline := min(n.w.now+maxTxnTicks, int64(attempt)+retentionTicks-proposalTicks-10)
 	op := txnhost.Op{Txn: id, Attempt: attempt, Span: lock.Point(key), Mode: mode, Write: wr, Age: age,
-		Deadline: simTime(n.w.now + maxTxnTicks), LockTimeout: lockTimeout * tickDuration}
+		Deadline: simTime(deadline), LockTimeout: lockTimeout * tickDuration}
 	err := tr.Do(simTime(n.w.now), op, func(_ time.Duration, ab *vowdbpb.TxnAbort) {
 		if ab != nil {
 			reply(opReply{abort: txnhost.DescribeAbort(ab)})
