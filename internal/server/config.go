@@ -53,13 +53,14 @@ type Config struct {
 	// rollback was lost. The Go client keeps an open transaction alive
 	// every second.
 	TxnIdleTimeout time.Duration
-	// TxnRetention is how long a range remembers finished transactions
-	// (outcomes, ended txn records) before collecting them (default 10
-	// min; at least MaxTxnDuration plus a minute). Within it a late or
-	// duplicated message is answered from that memory, and TxnStatus
-	// reports the outcome; past it the attempt is below the range's txn
-	// horizon, where absent state is final (replica/txn_gc.go), and
-	// TxnStatus reports UNKNOWN.
+	// TxnRetention is how long a range remembers the outcomes of finished
+	// transactions before collecting them (default 10 min; more than twice
+	// MaxTxnDuration). Within it a late or duplicated message is answered
+	// from that memory; past it the attempt is below the range's txn
+	// horizon, where an absent outcome is final (replica/txn_gc.go), and
+	// TxnStatus of a one-phase transaction reports UNKNOWN (txn records
+	// are kept). An operation of an attempt older than half of it is
+	// refused.
 	TxnRetention time.Duration
 	// TxnCollectInterval is how often a range leader collects finished
 	// txn state past TxnRetention (default 1 min).

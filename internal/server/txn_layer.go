@@ -465,7 +465,8 @@ func (l *txnLayer) plainLockTry(ctx context.Context, sched *multiraft.Scheduler,
 func (l *txnLayer) loop() {
 	t := time.NewTicker(txnTick)
 	defer t.Stop()
-	var lastReport, lastBuild, lastRestore, lastCollect time.Time
+	var lastReport, lastBuild, lastRestore time.Time
+	lastCollect := time.Now() // the first collection waits one interval: at start-up this node leads nothing yet
 	for {
 		select {
 		case <-l.n.ctx.Done():
